@@ -1,0 +1,3 @@
+from alanet.main import main
+
+raise SystemExit(main())

@@ -1,0 +1,145 @@
+"""Feature computation shared by the synthetic generator, the trainer and the gateway.
+
+One implementation, no TensorFlow: the model sees the same numbers in the field as
+in training. Batch functions work on whole recordings; :class:`StreamingFeatures`
+computes exactly the same values one frame at a time on the gateway.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+import numpy as np
+
+from alanet.device.schema import Schema
+
+
+def energy_from_angles(angles: np.ndarray, sample_rate_hz: float) -> np.ndarray:
+    """Energy = squared angular velocity, from consecutive frames at ``sample_rate_hz``.
+
+    ``angles`` is [T, J] in rad; the result is [T, J] in rad²/s². The first frame has
+    no predecessor and gets energy 0 (the streaming version does the same).
+    """
+    angles = np.asarray(angles, dtype=np.float64)
+    if angles.ndim != 2:
+        raise ValueError(f"angles must be [T, J], got shape {angles.shape}")
+    vel = np.zeros_like(angles)
+    vel[1:] = np.diff(angles, axis=0) * sample_rate_hz
+    return (vel * vel).astype(np.float32)
+
+
+def emopain_frame_features(angles: np.ndarray, emg: np.ndarray, sample_rate_hz: float) -> np.ndarray:
+    """[T,13] angles + [T,4] sEMG envelopes → [T,30] channels in EmoPain order."""
+    return np.concatenate([np.asarray(angles, np.float32), energy_from_angles(angles, sample_rate_hz),
+                           np.asarray(emg, np.float32)], axis=1)
+
+
+class EnvelopeFilter:
+    """Upper envelope of the rectified sEMG: full-wave rectification, then a
+    2nd-order Butterworth low-pass (default 6 Hz), run causally sample by sample.
+
+    The gateway runs it on RAW_EMG blocks; the synthetic generator uses the same
+    filter, so enveloped raw sEMG matches what the training data holds.
+    """
+
+    def __init__(self, fs_hz: float, cutoff_hz: float = 6.0, channels: int = 4) -> None:
+        from scipy.signal import butter
+
+        if not 0 < cutoff_hz < fs_hz / 2:
+            raise ValueError(f"cutoff {cutoff_hz} Hz must lie in (0, {fs_hz / 2}) Hz")
+        self.b, self.a = butter(2, cutoff_hz, btype="low", fs=fs_hz)
+        self.zi = np.zeros((channels, 2))
+
+    def process(self, raw: np.ndarray) -> np.ndarray:
+        """``raw`` [N, channels] → envelope [N, channels] (state carried across calls)."""
+        from scipy.signal import lfilter
+
+        x = np.abs(np.asarray(raw, dtype=np.float64)).T
+        y, self.zi = lfilter(self.b, self.a, x, axis=1, zi=self.zi)
+        return np.maximum(y.T, 0.0).astype(np.float32)
+
+
+class StreamingFeatures:
+    """Per-frame EmoPain features on a stream: keeps the previous angle frame.
+
+    ``push(angles, emg)`` returns the 30 feature values of that frame, identical to
+    :func:`emopain_frame_features` over the whole stream. ``reset()`` after a long
+    gap, so the first frame after it has energy 0 as at a recording's start.
+    """
+
+    def __init__(self, sample_rate_hz: float) -> None:
+        self.fs = float(sample_rate_hz)
+        self._prev: np.ndarray | None = None
+
+    def reset(self) -> None:
+        self._prev = None
+
+    def push(self, angles: np.ndarray, emg: np.ndarray) -> np.ndarray:
+        a = np.asarray(angles, dtype=np.float64)
+        if self._prev is None:
+            energy = np.zeros_like(a)
+        else:
+            v = (a - self._prev) * self.fs
+            energy = v * v
+        self._prev = a
+        return np.concatenate([a, energy, np.asarray(emg, dtype=np.float64)]).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class Normalizer:
+    """Per-channel z-score, fitted on training participants only and shipped in the bundle."""
+
+    mean: np.ndarray  # [C] float32
+    std: np.ndarray  # [C] float32, > 0
+
+    @classmethod
+    def fit(cls, frames: np.ndarray, min_std: float = 1e-6) -> "Normalizer":
+        """Fit on [N, C] frames (concatenate the training participants' recordings)."""
+        frames = np.asarray(frames, dtype=np.float64)
+        if frames.ndim != 2 or frames.shape[0] == 0:
+            raise ValueError(f"need [N, C] frames with N > 0, got shape {frames.shape}")
+        if not np.all(np.isfinite(frames)):
+            raise ValueError("frames contain NaN or inf")
+        std = frames.std(axis=0)
+        return cls(frames.mean(axis=0).astype(np.float32), np.maximum(std, min_std).astype(np.float32))
+
+    def apply(self, x: np.ndarray) -> np.ndarray:
+        """Normalise [..., C] values (frames or windows)."""
+        return ((np.asarray(x, dtype=np.float32) - self.mean) / self.std).astype(np.float32)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"mean": [float(v) for v in self.mean], "std": [float(v) for v in self.std]}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any], n_channels: int | None = None) -> "Normalizer":
+        try:
+            mean = np.asarray(d["mean"], dtype=np.float32)
+            std = np.asarray(d["std"], dtype=np.float32)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"bad normalization statistics: {exc}") from None
+        if mean.shape != std.shape or mean.ndim != 1:
+            raise ValueError("normalization mean and std must be equal-length lists")
+        if n_channels is not None and mean.shape[0] != n_channels:
+            raise ValueError(f"normalization has {mean.shape[0]} channels, schema has {n_channels}")
+        if not (np.all(np.isfinite(mean)) and np.all(std > 0) and np.all(np.isfinite(std))):
+            raise ValueError("normalization statistics must be finite with std > 0")
+        return cls(mean, std)
+
+
+def check_finite(values: np.ndarray, what: str) -> None:
+    """Raise ValueError naming ``what`` and the first bad position if any value is NaN/inf."""
+    bad = ~np.isfinite(values)
+    if bad.any():
+        pos = tuple(int(i) for i in np.argwhere(bad)[0])
+        raise ValueError(f"{what}: non-finite value at {pos}")
+
+
+def schema_matches(schema: Schema, other: Schema) -> str | None:
+    """None if the two schemas feed a model the same numbers; else the reason they differ."""
+    if schema.names != other.names:
+        return f"channel list differs ({schema.n_channels} vs {other.n_channels} channels)"
+    if not math.isclose(schema.sample_rate_hz, other.sample_rate_hz, rel_tol=1e-6):
+        return f"sample rate differs ({schema.sample_rate_hz} vs {other.sample_rate_hz} Hz)"
+    return None

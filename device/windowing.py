@@ -1,0 +1,164 @@
+"""Sliding windows: length, stride, majority-vote labels, segments, padding + mask.
+
+Defaults are EmoPain's: 180 frames (3 s at 60 Hz), stride 45 (75 % overlap). The
+trainer cuts recordings with :func:`segment_windows`; the gateway's ring buffer emits
+a window at the same positions (:func:`window_starts`) as frames stream in.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+DEFAULT_WINDOW = 180
+DEFAULT_STRIDE = 45
+IGNORE = -1  # per-frame label meaning "not labelled" (e.g. pain not reported)
+
+
+@dataclass(frozen=True)
+class WindowSpec:
+    length: int = DEFAULT_WINDOW
+    stride: int = DEFAULT_STRIDE
+    min_length: int | None = None  # shortest segment still kept (padded); default length // 4
+
+    def __post_init__(self) -> None:
+        if self.length < 1 or self.stride < 1:
+            raise ValueError(f"window length and stride must be >= 1 (got {self.length}, {self.stride})")
+
+    @property
+    def shortest(self) -> int:
+        return self.min_length if self.min_length is not None else max(1, self.length // 4)
+
+
+def window_starts(n_frames: int, length: int, stride: int) -> np.ndarray:
+    """Start indices of full windows over ``n_frames`` frames."""
+    if n_frames < length:
+        return np.zeros(0, dtype=np.int64)
+    return np.arange(0, n_frames - length + 1, stride, dtype=np.int64)
+
+
+def majority_label(labels: np.ndarray) -> int:
+    """Majority vote over per-frame labels, ignoring :data:`IGNORE`.
+
+    Ties go to the higher class (protective / more pain), the conservative choice for
+    a clinical alert. Returns IGNORE when no frame is labelled.
+    """
+    lab = np.asarray(labels)
+    lab = lab[lab != IGNORE]
+    if lab.size == 0:
+        return IGNORE
+    counts = np.bincount(lab.astype(np.int64))
+    return int(len(counts) - 1 - np.argmax(counts[::-1]))
+
+
+def segments(boundaries_key: np.ndarray | None, n_frames: int) -> list[tuple[int, int]]:
+    """Contiguous runs of equal ``boundaries_key`` (e.g. exercise type) → [(start, end)).
+
+    With no key the whole recording is one segment.
+    """
+    if boundaries_key is None or n_frames == 0:
+        return [(0, n_frames)] if n_frames else []
+    key = np.asarray(boundaries_key)
+    cuts = np.flatnonzero(key[1:] != key[:-1]) + 1
+    edges = np.concatenate([[0], cuts, [n_frames]])
+    return [(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:])]
+
+
+@dataclass(frozen=True)
+class Windows:
+    """Windows cut from one or more recordings."""
+
+    x: np.ndarray  # [N, L, C] float32 (zero-padded where mask is 0)
+    mask: np.ndarray  # [N, L] bool: real frames
+    y: np.ndarray  # [N] int64 majority labels (IGNORE possible)
+    source: np.ndarray  # [N] int64 index of the recording each window came from
+    start: np.ndarray  # [N] int64 first frame in that recording
+
+    def __len__(self) -> int:
+        return int(self.x.shape[0])
+
+    def select(self, idx: np.ndarray) -> "Windows":
+        return Windows(self.x[idx], self.mask[idx], self.y[idx], self.source[idx], self.start[idx])
+
+    @staticmethod
+    def concat(parts: list["Windows"], length: int, n_channels: int) -> "Windows":
+        if not parts:
+            return Windows(np.zeros((0, length, n_channels), np.float32), np.zeros((0, length), bool),
+                           np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64))
+        return Windows(*(np.concatenate([getattr(p, f) for p in parts]) for f in ("x", "mask", "y", "source", "start")))
+
+
+def segment_windows(values: np.ndarray, labels: np.ndarray | None, spec: WindowSpec,
+                    segment_key: np.ndarray | None = None, source: int = 0) -> Windows:
+    """Cut one recording [T, C] into windows, per segment (e.g. per exercise instance).
+
+    A segment shorter than ``spec.length`` but at least ``spec.shortest`` frames becomes
+    one zero-padded window with its mask; shorter ones are dropped. A segment's tail
+    that does not fill a stride is covered by one last window aligned to its end, so
+    no labelled stretch is lost.
+    """
+    values = np.asarray(values, dtype=np.float32)
+    n, c = values.shape
+    lab = np.full(n, IGNORE, np.int64) if labels is None else np.asarray(labels, np.int64)
+    L = spec.length
+    xs, ms, ys, starts = [], [], [], []
+    for a, b in segments(segment_key, n):
+        seg_len = b - a
+        if seg_len >= L:
+            st = list(a + window_starts(seg_len, L, spec.stride))
+            if st[-1] + L < b:
+                st.append(b - L)
+            for s in st:
+                xs.append(values[s:s + L])
+                ms.append(np.ones(L, bool))
+                ys.append(majority_label(lab[s:s + L]))
+                starts.append(s)
+        elif seg_len >= spec.shortest:
+            w = np.zeros((L, c), np.float32)
+            w[:seg_len] = values[a:b]
+            m = np.zeros(L, bool)
+            m[:seg_len] = True
+            xs.append(w)
+            ms.append(m)
+            ys.append(majority_label(lab[a:b]))
+            starts.append(a)
+    if not xs:
+        return Windows.concat([], L, c)
+    k = len(xs)
+    return Windows(np.stack(xs), np.stack(ms), np.asarray(ys, np.int64), np.full(k, source, np.int64),
+                   np.asarray(starts, np.int64))
+
+
+class RingWindow:
+    """The gateway's per-wearer ring buffer: push frames, get a window every ``stride``.
+
+    Emits the same windows as :func:`window_starts` on a continuous stream. ``reset()``
+    after a long gap restarts the window (the buffer must refill).
+    """
+
+    def __init__(self, n_channels: int, length: int = DEFAULT_WINDOW, stride: int = DEFAULT_STRIDE) -> None:
+        self.length, self.stride = length, stride
+        self._buf = np.zeros((2 * length, n_channels), np.float32)
+        self._n = 0  # frames pushed since reset
+        self._pos = 0  # write position in the doubled buffer
+
+    def reset(self) -> None:
+        self._n = 0
+        self._pos = 0
+
+    @property
+    def frames_since_reset(self) -> int:
+        return self._n
+
+    def push(self, frame: np.ndarray) -> np.ndarray | None:
+        """Add one frame; return a [length, C] window (a view, copy it to keep) when one is due."""
+        L = self.length
+        # Write each frame twice, L apart, so the last L frames are always contiguous.
+        self._buf[self._pos] = frame
+        self._buf[self._pos + L] = frame
+        self._pos = (self._pos + 1) % L
+        self._n += 1
+        if self._n >= L and (self._n - L) % self.stride == 0:
+            return self._buf[self._pos:self._pos + L]
+        return None

@@ -1,0 +1,107 @@
+"""The shared input contract: schema, energy, streaming = batch, windows, normalisation."""
+
+import numpy as np
+import pytest
+
+from alanet.device.features import (EnvelopeFilter, Normalizer, StreamingFeatures, emopain_frame_features,
+                                    energy_from_angles)
+from alanet.device.schema import EMOPAIN, Schema, generic_schema
+from alanet.device.windowing import IGNORE, RingWindow, WindowSpec, majority_label, segment_windows, window_starts
+
+
+def test_emopain_schema_shape_and_groups():
+    assert EMOPAIN.n_channels == 30
+    assert EMOPAIN.names[0] == "left_full_body_flexion" and EMOPAIN.names[13] == "left_full_body_flexion_energy"
+    groups = EMOPAIN.groups
+    assert len(groups) == 14  # 13 angle/energy pairs + sEMG
+    assert groups["left_knee_flexion"] == [4, 17]
+    assert groups["emg"] == [26, 27, 28, 29]
+    assert Schema.from_dict(EMOPAIN.to_dict()) == EMOPAIN
+
+
+def test_generic_schema_rejects_unknown_group_member():
+    with pytest.raises(ValueError, match="unknown channels"):
+        generic_schema(["a", "b"], 50, {"arm": ["a", "zz"]})
+
+
+def test_energy_is_squared_angular_velocity():
+    t = np.arange(120) / 60.0
+    angles = np.stack([0.5 * t, np.sin(t)], axis=1)  # 0.5 rad/s constant velocity
+    e = energy_from_angles(angles, 60.0)
+    assert e[0].tolist() == [0.0, 0.0]
+    np.testing.assert_allclose(e[1:, 0], 0.25, rtol=1e-4)
+
+
+def test_streaming_features_equal_batch():
+    rng = np.random.default_rng(0)
+    a, m = rng.normal(size=(300, 13)), rng.random((300, 4))
+    batch = emopain_frame_features(a, m, 60.0)
+    sf = StreamingFeatures(60.0)
+    stream = np.stack([sf.push(a[i], m[i]) for i in range(300)])
+    np.testing.assert_allclose(stream, batch, rtol=1e-6, atol=1e-6)
+
+
+def test_ring_window_emits_the_trainers_windows():
+    x = np.random.default_rng(1).normal(size=(1000, 5)).astype(np.float32)
+    ring = RingWindow(5, 180, 45)
+    got = [(i, w.copy()) for i, f in enumerate(x) if (w := ring.push(f)) is not None]
+    starts = window_starts(1000, 180, 45)
+    assert [i - 179 for i, _ in got] == starts.tolist()
+    for (_, w), s in zip(got, starts):
+        np.testing.assert_array_equal(w, x[s:s + 180])
+    ring.reset()
+    assert ring.push(x[0]) is None
+
+
+def test_majority_vote_ignores_unlabelled_and_breaks_ties_high():
+    assert majority_label(np.array([0, 0, 1])) == 0
+    assert majority_label(np.array([0, 1])) == 1
+    assert majority_label(np.array([IGNORE, IGNORE, 2])) == 2
+    assert majority_label(np.array([IGNORE])) == IGNORE
+
+
+def test_segment_windows_pad_short_segments_and_cover_tails():
+    x = np.arange(400, dtype=np.float32)[:, None]
+    key = np.r_[np.zeros(250), np.ones(100), np.full(50, 2)]
+    w = segment_windows(x, np.zeros(400, int), WindowSpec(180, 45), segment_key=key)
+    assert w.start.tolist() == [0, 45, 70, 250, 350]
+    assert w.mask.sum(axis=1).tolist() == [180, 180, 180, 100, 50]
+    assert not np.any(w.x[3, 100:])  # padding is zero
+    assert all(w.x[i, 0, 0] == s for i, s in enumerate(w.start))
+
+
+def test_windows_never_straddle_segments():
+    x = np.arange(600, dtype=np.float32)[:, None]
+    key = np.repeat([3, 4, 3], 200)
+    w = segment_windows(x, None, WindowSpec(180, 45), segment_key=key)
+    for xi, mi in zip(w.x, w.mask):
+        vals = xi[mi, 0]
+        assert len({int(v) // 200 for v in vals}) == 1
+
+
+def test_normalizer_roundtrip_and_validation():
+    rng = np.random.default_rng(2)
+    frames = rng.normal(3.0, 2.0, size=(5000, 4))
+    frames[:, 3] = 1.0  # constant channel must not divide by zero
+    norm = Normalizer.fit(frames)
+    z = norm.apply(frames)
+    np.testing.assert_allclose(z[:, :3].mean(0), 0, atol=1e-5)
+    np.testing.assert_allclose(z[:, :3].std(0), 1, atol=1e-4)
+    assert np.all(np.isfinite(z))
+    again = Normalizer.from_dict(norm.to_dict(), n_channels=4)
+    np.testing.assert_array_equal(again.apply(frames), z)
+    with pytest.raises(ValueError, match="channels"):
+        Normalizer.from_dict(norm.to_dict(), n_channels=5)
+    with pytest.raises(ValueError, match="NaN"):
+        Normalizer.fit(np.array([[np.nan]]))
+
+
+def test_envelope_filter_is_causal_and_stateful():
+    rng = np.random.default_rng(3)
+    raw = rng.normal(size=(2000, 4)) * np.r_[np.ones(1000), 3 * np.ones(1000)][:, None]
+    f1 = EnvelopeFilter(1000.0)
+    whole = f1.process(raw)
+    f2 = EnvelopeFilter(1000.0)
+    parts = np.concatenate([f2.process(raw[:700]), f2.process(raw[700:])])
+    np.testing.assert_allclose(parts, whole, rtol=1e-5, atol=1e-6)
+    assert whole[1500:].mean() > 2.5 * whole[200:1000].mean()
