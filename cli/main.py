@@ -22,6 +22,7 @@ AREAS = (
     "alanet.convert.cli",
     "alanet.firmware_bridge.cli",
     "alanet.device.cli",
+    "alanet.device.live.cli",
 )
 
 

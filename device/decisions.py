@@ -1,0 +1,210 @@
+"""From per-window probabilities to alert events.
+
+A model's per-window output is noisy; a clinician wants one alert when protective
+behaviour starts and one when it ends. Two small state machines, configured by the
+bundle manifest's ``decision`` section:
+
+- :class:`ProtectiveDecider` (2-class task): exponential smoothing of the positive
+  class probability, then hysteresis (raise above ``raise_threshold``, clear below
+  ``clear_threshold``) with minimum durations counted in windows.
+- :class:`PainDecider` (3-class task): the mean class probabilities over the last
+  ``horizon_windows`` windows; the level changes only after the new level has led for
+  ``min_change_windows`` consecutive windows.
+
+Both are pure (no I/O, no clock): feed them windows, get :class:`Event` objects.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, fields
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+PROTECTIVE = "protective"
+PAIN = "pain"
+RAISED = "raised"
+CLEARED = "cleared"
+
+
+@dataclass(frozen=True)
+class ProtectiveRule:
+    """Hysteresis settings for the protective-behaviour task."""
+
+    class_index: int = 1
+    smoothing_alpha: float = 0.5  # weight of the newest window (1 = no smoothing)
+    raise_threshold: float = 0.6
+    clear_threshold: float = 0.4
+    min_raise_windows: int = 2  # smoothed p >= raise_threshold for this many windows in a row
+    min_clear_windows: int = 2  # smoothed p < clear_threshold for this many windows in a row
+
+    def __post_init__(self) -> None:
+        if not 0 < self.smoothing_alpha <= 1:
+            raise ValueError(f"decision.smoothing_alpha must lie in (0, 1], got {self.smoothing_alpha}")
+        if not 0 <= self.clear_threshold <= self.raise_threshold <= 1:
+            raise ValueError("decision thresholds must satisfy 0 <= clear_threshold <= raise_threshold <= 1 "
+                             f"(got clear {self.clear_threshold}, raise {self.raise_threshold})")
+        if self.min_raise_windows < 1 or self.min_clear_windows < 1:
+            raise ValueError("decision.min_raise_windows and min_clear_windows must be >= 1")
+        if self.class_index < 0:
+            raise ValueError(f"decision.class_index must be >= 0, got {self.class_index}")
+
+
+@dataclass(frozen=True)
+class PainRule:
+    """Level-change settings for the pain task."""
+
+    horizon_windows: int = 8
+    min_change_windows: int = 4
+
+    def __post_init__(self) -> None:
+        if self.horizon_windows < 1 or self.min_change_windows < 1:
+            raise ValueError("decision.horizon_windows and min_change_windows must be >= 1")
+
+
+@dataclass(frozen=True)
+class Event:
+    """One alert-worthy change for one wearer.
+
+    ``type`` is ``protective`` (``state`` raised/cleared) or ``pain`` (``state`` the
+    new level's label). ``t_start``/``t_end`` are stream times in seconds: for a raise,
+    the start of the first window of the run that crossed the threshold and the end of
+    the window that confirmed it; for a clear, the episode's start and the end of the
+    confirming window. ``window`` is the index of the confirming window.
+    """
+
+    type: str
+    state: str
+    probability: float
+    t_start: float
+    t_end: float
+    window: int
+    level: int | None = None
+
+
+def _from_mapping(cls: type, d: Mapping[str, Any] | None) -> Any:
+    d = dict(d or {})
+    names = {f.name for f in fields(cls)}
+    unknown = sorted(set(d) - names)
+    if unknown:
+        raise ValueError(f"unknown decision key(s): {', '.join(unknown)}")
+    return cls(**d)
+
+
+def protective_rule(d: Mapping[str, Any] | None) -> ProtectiveRule:
+    """Build a :class:`ProtectiveRule` from a manifest ``decision`` mapping."""
+    return _from_mapping(ProtectiveRule, d)
+
+
+def pain_rule(d: Mapping[str, Any] | None) -> PainRule:
+    """Build a :class:`PainRule` from a manifest ``decision`` mapping."""
+    return _from_mapping(PainRule, d)
+
+
+class ProtectiveDecider:
+    """EMA smoothing + hysteresis + minimum durations → raised/cleared events."""
+
+    def __init__(self, rule: ProtectiveRule) -> None:
+        self.rule = rule
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget everything (a new session). An active episode is dropped silently."""
+        self.smoothed: float | None = None
+        self.active = False
+        self._run = 0  # consecutive windows on the "other side"
+        self._run_start = 0.0  # t_start of the first window of that run
+        self._episode_start = 0.0
+        self._n = 0
+
+    def update(self, probs: Sequence[float], t_start: float, t_end: float) -> Event | None:
+        """Feed one window's class probabilities; return an event when the state flips."""
+        r = self.rule
+        p = float(probs[r.class_index])
+        self.smoothed = p if self.smoothed is None else r.smoothing_alpha * p + (1 - r.smoothing_alpha) * self.smoothed
+        s = self.smoothed
+        idx = self._n
+        self._n += 1
+        if not self.active:
+            if s >= r.raise_threshold:
+                if self._run == 0:
+                    self._run_start = t_start
+                self._run += 1
+                if self._run >= r.min_raise_windows:
+                    self.active, self._run = True, 0
+                    self._episode_start = self._run_start
+                    return Event(PROTECTIVE, RAISED, s, self._episode_start, t_end, idx)
+            else:
+                self._run = 0
+        else:
+            if s < r.clear_threshold:
+                self._run += 1
+                if self._run >= r.min_clear_windows:
+                    self.active, self._run = False, 0
+                    return Event(PROTECTIVE, CLEARED, s, self._episode_start, t_end, idx)
+            else:
+                self._run = 0
+        return None
+
+
+class PainDecider:
+    """Mean probabilities over a horizon → level changes confirmed over several windows."""
+
+    def __init__(self, rule: PainRule, labels: Sequence[str]) -> None:
+        self.rule = rule
+        self.labels = list(labels)
+        self.reset()
+
+    def reset(self) -> None:
+        self._hist: deque[np.ndarray] = deque(maxlen=self.rule.horizon_windows)
+        self.level: int | None = None
+        self._candidate: int | None = None
+        self._run = 0
+        self._run_start = 0.0
+        self._level_start = 0.0
+        self._n = 0
+        self.smoothed: np.ndarray | None = None
+
+    def update(self, probs: Sequence[float], t_start: float, t_end: float) -> Event | None:
+        """Feed one window; return an event when the confirmed pain level changes."""
+        p = np.asarray(probs, dtype=np.float64)
+        self._hist.append(p)
+        mean = np.mean(self._hist, axis=0)
+        self.smoothed = mean
+        lead = int(np.argmax(mean))
+        idx = self._n
+        self._n += 1
+        if lead == self.level:
+            self._candidate, self._run = None, 0
+            return None
+        if lead != self._candidate:
+            self._candidate, self._run, self._run_start = lead, 0, t_start
+        self._run += 1
+        if self._run >= self.rule.min_change_windows:
+            self.level, self._candidate, self._run = lead, None, 0
+            self._level_start = self._run_start
+            name = self.labels[lead] if lead < len(self.labels) else str(lead)
+            return Event(PAIN, name, float(mean[lead]), self._level_start, t_end, idx, level=lead)
+        return None
+
+
+def make_decider(task: str, decision: Mapping[str, Any] | None, labels: Sequence[str]) -> ProtectiveDecider | PainDecider:
+    """The decider for a bundle's task (``protective`` or ``pain``) and its manifest rule."""
+    if task == PROTECTIVE:
+        return ProtectiveDecider(protective_rule(decision))
+    if task == PAIN:
+        return PainDecider(pain_rule(decision), labels)
+    raise ValueError(f"unknown task {task!r} (expected 'protective' or 'pain')")
+
+
+def decide_offline(task: str, decision: Mapping[str, Any] | None, labels: Sequence[str],
+                   probs: np.ndarray, t_start: Sequence[float], t_end: Sequence[float]) -> list[Event]:
+    """Run a fresh decider over a whole sequence of windows (for tests and evaluation)."""
+    d = make_decider(task, decision, labels)
+    out = []
+    for p, a, b in zip(probs, t_start, t_end):
+        e = d.update(p, float(a), float(b))
+        if e is not None:
+            out.append(e)
+    return out

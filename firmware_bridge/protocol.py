@@ -1,0 +1,130 @@
+"""Wire protocol v1: constants, packet types and the decoded objects.
+
+The byte layouts are specified in ``PROTOCOL.md`` next to this module; this module
+is its executable form. Everything on the wire is little-endian; floats are IEEE-754
+binary32.
+
+Packet (before COBS framing)::
+
+    off  size  field
+      0     1  version      (PROTOCOL_VERSION = 1)
+      1     1  type         (HELLO 0x01, DATA 0x02, RAW_EMG 0x03)
+      2     4  seq          uint32, per packet type, wraps modulo 2**32
+      6     4  t_ms         uint32 device milliseconds since boot, wraps modulo 2**32
+     10     n  payload      (type specific)
+   10+n     2  crc          CRC-16/CCITT-FALSE over bytes [0, 10+n), little-endian
+
+On the wire: ``COBS(packet) + b"\\x00"``.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+PROTOCOL_VERSION = 1
+
+TYPE_HELLO = 0x01
+TYPE_DATA = 0x02
+TYPE_RAW_EMG = 0x03
+TYPE_NAMES = {TYPE_HELLO: "HELLO", TYPE_DATA: "DATA", TYPE_RAW_EMG: "RAW_EMG"}
+
+HEADER = struct.Struct("<BBII")  # version, type, seq, t_ms
+HEADER_SIZE = HEADER.size  # 10
+CRC_SIZE = 2
+MIN_PACKET = HEADER_SIZE + CRC_SIZE  # 12
+
+# HELLO payload fixed part: n_angles u8, n_emg u8, flags u16, sample_rate f32, raw_emg_rate f32.
+HELLO_FIXED = struct.Struct("<BBHff")
+HELLO_MAX_STR = 32  # bytes of UTF-8 per string field (device_id, firmware, layout)
+
+# DATA payload head: n_angles u8, n_emg u8; then (n_angles + n_emg) float32.
+DATA_HEAD = struct.Struct("<BB")
+# RAW_EMG payload head: rate_hz f32, n_channels u8, n_samples u8; then samples float32, sample-major.
+RAW_HEAD = struct.Struct("<fBB")
+
+#: Largest packet (before COBS) a v1 decoder accepts by default and a v1 encoder produces.
+MAX_PACKET = 1024
+#: Most raw sEMG samples per RAW_EMG block (u8 count; 4 channels x 60 x 4 B = 960 B payload).
+MAX_RAW_SAMPLES = 60
+
+SEQ_MOD = 1 << 32
+T_MS_MOD = 1 << 32
+
+#: Channel layouts this gateway knows: name -> (n_angles, n_emg).
+LAYOUTS: dict[str, tuple[int, int]] = {"emopain-13a4e": (13, 4)}
+DEFAULT_LAYOUT = "emopain-13a4e"
+N_ANGLES = 13
+N_EMG = 4
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    """One sample of the wearable: 13 joint angles (rad) and 4 sEMG envelopes (a.u.).
+
+    ``seq`` counts DATA packets since the device booted (uint32, wraps); ``t_ms`` is the
+    device clock in milliseconds (uint32, wraps after ~49.7 days).
+    """
+
+    seq: int
+    t_ms: int
+    angles: tuple[float, ...]
+    emg: tuple[float, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Hello:
+    """Who is talking: sent at boot and every few seconds so a late gateway learns the layout."""
+
+    seq: int
+    t_ms: int
+    device_id: str
+    firmware: str
+    protocol_version: int
+    n_angles: int
+    n_emg: int
+    sample_rate_hz: float
+    raw_emg_rate_hz: float
+    layout: str
+
+
+@dataclass(frozen=True, slots=True)
+class RawEmg:
+    """A block of raw sEMG samples ``samples[N][n_channels]`` at ``rate_hz``.
+
+    ``seq`` counts RAW_EMG blocks (its own counter); ``t_ms`` is the time of the first sample.
+    """
+
+    seq: int
+    t_ms: int
+    rate_hz: float
+    samples: tuple[tuple[float, ...], ...]
+
+
+Packet = Frame | Hello | RawEmg
+
+
+def hello_problem(hello: Hello, *, expect_layout: str | None = DEFAULT_LAYOUT) -> str | None:
+    """Why a gateway must refuse this wearable, or ``None`` when it can use it.
+
+    Checks the protocol version, that the layout is known and matches the channel
+    counts, and (when ``expect_layout`` is given) that it is the layout the model wants.
+    """
+    if hello.protocol_version != PROTOCOL_VERSION:
+        return (
+            f"wearable {hello.device_id!r} speaks protocol v{hello.protocol_version}, "
+            f"this gateway speaks v{PROTOCOL_VERSION}"
+        )
+    if hello.layout not in LAYOUTS:
+        return f"wearable {hello.device_id!r} sends unknown channel layout {hello.layout!r} (known: {', '.join(sorted(LAYOUTS))})"
+    if LAYOUTS[hello.layout] != (hello.n_angles, hello.n_emg):
+        n_a, n_e = LAYOUTS[hello.layout]
+        return (
+            f"wearable {hello.device_id!r}: layout {hello.layout!r} needs {n_a} angles + {n_e} sEMG, "
+            f"HELLO says {hello.n_angles} + {hello.n_emg}"
+        )
+    if expect_layout is not None and hello.layout != expect_layout:
+        return f"wearable {hello.device_id!r} sends layout {hello.layout!r}, the model needs {expect_layout!r}"
+    if not hello.sample_rate_hz > 0:
+        return f"wearable {hello.device_id!r} announces sample rate {hello.sample_rate_hz} Hz"
+    return None

@@ -1,0 +1,130 @@
+"""Small serialisable layers shared by the models (all TFLite-friendly builtin ops).
+
+Each layer is registered with Keras so a saved ``model.keras`` loads without custom
+code beyond importing this module, and each one converts to plain TFLite builtins
+(GATHER, MUL, SUM, RESHAPE, PACK).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import keras
+from keras import layers, ops
+
+PACKAGE = "alanet"
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class SelectChannels(layers.Layer):
+    """Pick channels ``indices`` from [B, T, C]; ``-1`` inserts a zero channel (padding).
+
+    Passes the time mask through, so ``Masking`` can sit before it.
+    """
+
+    def __init__(self, indices: Sequence[int], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.indices = [int(i) for i in indices]
+        self.supports_masking = True
+
+    def call(self, x):  # type: ignore[override]
+        if any(i < 0 for i in self.indices):
+            zero = ops.zeros_like(x[..., :1])
+            x = ops.concatenate([x, zero], axis=-1)
+            n = x.shape[-1] - 1
+            idx = [n if i < 0 else i for i in self.indices]
+        else:
+            idx = self.indices
+        return ops.take(x, idx, axis=-1)
+
+    def compute_output_shape(self, input_shape):  # type: ignore[override]
+        return (*input_shape[:-1], len(self.indices))
+
+    def compute_mask(self, inputs, mask=None):  # type: ignore[override]
+        return mask
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "indices": self.indices}
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class WeightedSum(layers.Layer):
+    """Attention pooling: ``sum_t values[:, t, :] * weights[:, t, :]`` ([B,T,F], [B,T,1] → [B,F]).
+
+    Also used across body parts ([B,P,F], [B,P,1] → [B,F]).
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.supports_masking = True
+
+    def call(self, inputs):  # type: ignore[override]
+        values, weights = inputs
+        return ops.sum(values * weights, axis=1)
+
+    def compute_output_shape(self, input_shape):  # type: ignore[override]
+        values_shape = input_shape[0]
+        return (values_shape[0], values_shape[2])
+
+    def compute_mask(self, inputs, mask=None):  # type: ignore[override]
+        return None
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class PartWeighting(layers.Layer):
+    """Bodily attention applied to a feature vector made of ``n_parts`` equal blocks.
+
+    ``features`` [B, P*D] and ``weights`` [B, P] → every block scaled by its weight.
+    With ``n_parts == F`` (D = 1) this is a plain element-wise product.
+    """
+
+    def __init__(self, n_parts: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.n_parts = int(n_parts)
+
+    def call(self, inputs):  # type: ignore[override]
+        features, weights = inputs
+        f = features.shape[-1]
+        d = f // self.n_parts
+        if d == 1:
+            return features * weights
+        blocks = ops.reshape(features, (-1, self.n_parts, d))
+        return ops.reshape(blocks * ops.expand_dims(weights, -1), (-1, f))
+
+    def compute_output_shape(self, input_shape):  # type: ignore[override]
+        return input_shape[0]
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "n_parts": self.n_parts}
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class StackParts(layers.Layer):
+    """Stack P tensors [B, F] into [B, P, F] (BANet's per-part vectors)."""
+
+    def call(self, inputs):  # type: ignore[override]
+        return ops.stack(list(inputs), axis=1)
+
+    def compute_output_shape(self, input_shape):  # type: ignore[override]
+        first = input_shape[0]
+        return (first[0], len(input_shape), first[1])
+
+    def compute_mask(self, inputs, mask=None):  # type: ignore[override]
+        return None
+
+
+def temporal_attention(seq, name: str):
+    """Temporal attention (ALANet / BANet): 1×1 Conv1D score per frame, softmax over
+    time, attention-weighted sum of the frames' features. [B,T,F] → [B,F]."""
+    score = layers.Conv1D(1, 1, name=f"{name}_score")(seq)
+    weights = layers.Softmax(axis=1, name=name)(score)
+    return WeightedSum(name=f"{name}_pool")([seq, weights])
+
+
+def body_attention(context, n_parts: int, name: str = "body_attention"):
+    """Bodily attention: Dense(tanh) → Dense(softmax over ``n_parts``), multiplied into the
+    context vector block by block. [B, P*D] → [B, P*D]."""
+    f = context.shape[-1]
+    hidden = layers.Dense(f, activation="tanh", name=f"{name}_hidden")(context)
+    weights = layers.Dense(n_parts, activation="softmax", name=name)(hidden)
+    return PartWeighting(n_parts, name=f"{name}_apply")([context, weights])
