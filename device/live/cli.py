@@ -7,3 +7,22 @@ import argparse
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add ``alanet live`` to the parser."""
+    from alanet.main import lazy
+
+    p = sub.add_parser(
+        "live",
+        help="live feedback page (or terminal view) for gateways' MQTT topics",
+        description="Subscribe to alanet/# on an MQTT broker and show, per wearer, the protective-behaviour "
+        "probability trace with the alert threshold, the pain-level estimate, active alerts and the gateway's "
+        "link and model status: as a web page (Server-Sent Events, all assets local) or, with --terminal, "
+        "as a refreshing text table.",
+    )
+    p.add_argument("--broker", required=True, metavar="URL", help="mqtt://[user[:pass]@]host[:port] or mqtts://…")
+    p.add_argument("--http-port", type=int, default=8080, metavar="N", help="port of the web page (default 8080)")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to serve on (default 127.0.0.1; 0.0.0.0 to reach it from a tablet)")
+    p.add_argument("--gateway", metavar="ID", help="only this gateway (default: every gateway on the broker)")
+    p.add_argument("--terminal", action="store_true", help="no web page: a refreshing text table on stdout")
+    p.add_argument("--refresh", type=float, default=1.0, metavar="S", help="terminal refresh interval (default 1 s)")
+    p.add_argument("--once", action="store_true", help="with --terminal: print one table after --refresh s and exit")
+    p.set_defaults(func=lazy("alanet.device.live.server:cmd_live"))

@@ -1,0 +1,99 @@
+"""Benchmark: decoded frames per second of the wire-protocol decoder on one core.
+
+    .venv/bin/python bench/bridge_decode.py [--frames N] [--chunk BYTES]
+
+Encodes N DATA frames (13 angles + 4 sEMG), feeds them to ``Decoder`` in chunks the
+size a serial read returns, and reports frames/s (best of 3) for the binary decoder,
+the CSV decoder and the encoder. Prints a summary and writes
+``bench/results/bridge_decode.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from alanet.firmware_bridge.codec import Decoder, encode_frame
+from alanet.firmware_bridge.csv_mode import CsvDecoder, format_frame
+from alanet.firmware_bridge.protocol import Frame
+
+RESULTS = Path(__file__).resolve().parent / "results" / "bridge_decode.json"
+
+
+def _frames(n: int) -> list[Frame]:
+    rng = np.random.default_rng(0)
+    vals = rng.normal(0, 1, (n, 17)).astype(np.float32).tolist()
+    return [Frame(i, (i * 1000) // 60, tuple(v[:13]), tuple(v[13:])) for i, v in enumerate(vals)]
+
+
+def _best(fn, repeat: int = 3) -> float:
+    best = float("inf")
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t)
+    return best
+
+
+def _decode_rate(make, wire: bytes, chunk: int, n: int) -> float:
+    def run() -> None:
+        dec = make()
+        got = 0
+        for i in range(0, len(wire), chunk):
+            got += len(dec.feed(wire[i : i + chunk]))
+        assert got == n, (got, n)
+
+    return n / _best(run)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--frames", type=int, default=100_000)
+    ap.add_argument("--chunk", type=int, default=4096, help="bytes per feed() call")
+    args = ap.parse_args(argv)
+    if hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})  # one core
+    frames = _frames(args.frames)
+    wire = b"".join(encode_frame(f) for f in frames)
+    text = b"".join(format_frame(f, "%.9g") for f in frames)
+    enc_rate = args.frames / _best(lambda: [encode_frame(f) for f in frames])
+    bin_rate = _decode_rate(Decoder, wire, args.chunk, args.frames)
+    csv_rate = _decode_rate(CsvDecoder, text, args.chunk, args.frames)
+    bytes_per_frame = len(wire) / args.frames
+    result = {
+        "benchmark": "bridge_decode",
+        "frames": args.frames,
+        "chunk_bytes": args.chunk,
+        "bytes_per_frame_binary": bytes_per_frame,
+        "bytes_per_frame_csv": len(text) / args.frames,
+        "decode_frames_per_s": round(bin_rate),
+        "decode_mb_per_s": round(bin_rate * bytes_per_frame / 1e6, 2),
+        "csv_decode_frames_per_s": round(csv_rate),
+        "encode_frames_per_s": round(enc_rate),
+        "realtime_factor_60hz": round(bin_rate / 60.0),
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "processor": platform.processor() or None,
+        "cpus": os.cpu_count(),
+        "load_average_1m": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
+        "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(result, indent=1) + "\n")
+    print(
+        f"binary decode: {bin_rate:,.0f} frames/s ({result['decode_mb_per_s']} MB/s, {bytes_per_frame:.0f} B/frame), "
+        f"csv decode: {csv_rate:,.0f} frames/s, encode: {enc_rate:,.0f} frames/s  -> {RESULTS}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,57 @@
+"""Consistent Overhead Byte Stuffing (Cheshire & Baker, 1999), canonical form.
+
+``encode`` removes every 0x00 from a packet at a cost of at most one byte per 254
+(plus one), so 0x00 can delimit packets on the wire. The canonical form (the
+reference encoder's) emits no trailing ``0x01`` after a final full 254-byte block;
+the C encoder in ``c/alanet_wire.c`` produces exactly the same bytes.
+"""
+
+from __future__ import annotations
+
+
+class CobsError(ValueError):
+    """The bytes are not a valid COBS encoding."""
+
+
+def max_encoded_len(n: int) -> int:
+    """Worst-case COBS length of ``n`` data bytes (without the 0x00 delimiter)."""
+    return n + n // 254 + 1
+
+
+def encode(data: bytes) -> bytes:
+    """COBS-encode ``data`` (no delimiter appended)."""
+    out = bytearray()
+    parts = bytes(data).split(b"\x00")
+    last = len(parts) - 1
+    for i, part in enumerate(parts):
+        full = 0
+        while len(part) - full * 254 >= 254:
+            out.append(0xFF)
+            out += part[full * 254 : (full + 1) * 254]
+            full += 1
+        rest = part[full * 254 :]
+        if i == last and full and not rest:
+            break  # canonical: no empty block after a final full block
+        out.append(len(rest) + 1)
+        out += rest
+    return bytes(out)
+
+
+def decode(enc: bytes) -> bytes:
+    """Decode one COBS block sequence (without delimiter); raises ``CobsError``."""
+    zero = bytes(enc).find(0)
+    if zero >= 0:
+        raise CobsError(f"zero byte at offset {zero}")
+    out = bytearray()
+    n = len(enc)
+    i = 0
+    while i < n:
+        code = enc[i]
+        end = i + code
+        if end > n:
+            raise CobsError(f"block at offset {i} runs past the end ({code - 1} bytes, {n - i - 1} left)")
+        out += enc[i + 1 : end]
+        i = end
+        if code < 0xFF and i < n:
+            out.append(0)
+    return bytes(out)

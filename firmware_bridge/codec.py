@@ -1,0 +1,420 @@
+"""Sans-I/O codec for protocol v1: ``Decoder.feed(bytes) -> packets`` and the encoders.
+
+The decoder is a pure object: no ports, no threads, no clocks. It never raises on
+any input, keeps at most one partial packet (bounded by ``max_packet``), never
+rescans bytes it has already searched for a delimiter, and resynchronises at the
+next 0x00 after any damage. Everything it throws away is counted in ``stats``.
+"""
+
+from __future__ import annotations
+
+import binascii
+import math
+import struct
+from dataclasses import asdict, dataclass
+from typing import Iterable, Sequence
+
+from alanet.firmware_bridge import cobs
+from alanet.firmware_bridge.protocol import (
+    CRC_SIZE,
+    DATA_HEAD,
+    DEFAULT_LAYOUT,
+    HEADER,
+    HEADER_SIZE,
+    HELLO_FIXED,
+    HELLO_MAX_STR,
+    MAX_PACKET,
+    MAX_RAW_SAMPLES,
+    MIN_PACKET,
+    PROTOCOL_VERSION,
+    RAW_HEAD,
+    SEQ_MOD,
+    T_MS_MOD,
+    TYPE_DATA,
+    TYPE_HELLO,
+    TYPE_RAW_EMG,
+    Frame,
+    Hello,
+    Packet,
+    RawEmg,
+)
+
+_CRC = struct.Struct("<H")
+
+
+def crc16(data: bytes) -> int:
+    """CRC-16/CCITT-FALSE (poly 0x1021, init 0xFFFF, no reflection, xorout 0)."""
+    return binascii.crc_hqx(data, 0xFFFF)
+
+
+# --------------------------------------------------------------------------- stats
+
+
+@dataclass(slots=True)
+class DecoderStats:
+    """Counters of one decoder (or CSV decoder). All start at 0 and only grow.
+
+    - ``bytes``: bytes fed; ``packets``: packets accepted (any type).
+    - ``frames`` / ``hellos`` / ``raw_blocks``: accepted packets per type.
+    - ``framing_errors``: delimited chunks that were not valid COBS, were shorter than a
+      header + CRC, or overflowed ``max_packet`` before a delimiter came.
+    - ``crc_errors``: chunks whose CRC did not match.
+    - ``malformed``: CRC correct but the payload is inconsistent (lengths, UTF-8,
+      non-finite numbers) -- a firmware bug, not line noise.
+    - ``unsupported``: CRC correct but unknown protocol version or packet type.
+    - ``resyncs``: times bytes were thrown away and decoding restarted at the next 0x00
+      (the sum of the four counters above).
+    - ``gaps``: DATA sequence jumps; ``lost``: frames missing inside those jumps.
+    - ``duplicates``: DATA frames whose seq equals the previous one (dropped).
+    - ``restarts``: DATA seq went backwards (device reboot); counting starts again.
+    - ``raw_gaps`` / ``raw_lost`` / ``raw_duplicates``: the same for RAW_EMG blocks.
+    """
+
+    bytes: int = 0
+    packets: int = 0
+    frames: int = 0
+    hellos: int = 0
+    raw_blocks: int = 0
+    framing_errors: int = 0
+    crc_errors: int = 0
+    malformed: int = 0
+    unsupported: int = 0
+    resyncs: int = 0
+    gaps: int = 0
+    lost: int = 0
+    duplicates: int = 0
+    restarts: int = 0
+    raw_gaps: int = 0
+    raw_lost: int = 0
+    raw_duplicates: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+
+class SeqTracker:
+    """Sequence-gap accounting for a uint32 counter that wraps modulo 2**32.
+
+    ``check(seq)`` returns ``False`` for a duplicate (drop it) and ``True`` otherwise.
+    A forward step d (mod 2**32) with 1 < d < 2**31 is a gap of d - 1 lost items;
+    a step of 2**31 or more is taken as a backwards jump: the device restarted.
+    """
+
+    __slots__ = ("last", "gaps", "lost", "duplicates", "restarts")
+
+    def __init__(self) -> None:
+        self.last: int | None = None
+        self.gaps = self.lost = self.duplicates = self.restarts = 0
+
+    def check(self, seq: int) -> bool:
+        last = self.last
+        if last is not None:
+            d = (seq - last) % SEQ_MOD
+            if d == 0:
+                self.duplicates += 1
+                return False
+            if d >= SEQ_MOD // 2:
+                self.restarts += 1
+            elif d > 1:
+                self.gaps += 1
+                self.lost += d - 1
+        self.last = seq
+        return True
+
+
+def _finite(values: Iterable[float]) -> bool:
+    return all(math.isfinite(v) for v in values)
+
+
+# --------------------------------------------------------------------------- decoder
+
+
+class Decoder:
+    """Turns a byte stream into ``Frame`` / ``Hello`` / ``RawEmg`` objects.
+
+    ``feed(data)`` returns the packets completed by ``data`` in stream order. Any byte
+    sequence is accepted: damaged packets are dropped and counted in ``stats``.
+    ``max_packet`` bounds the decoded packet size and so the memory held between
+    calls: a stream that never sends 0x00 keeps at most ``cobs.max_encoded_len(max_packet)``
+    bytes and then discards until the next delimiter.
+    """
+
+    def __init__(self, max_packet: int = MAX_PACKET) -> None:
+        if max_packet < MIN_PACKET:
+            raise ValueError(f"max_packet must be at least {MIN_PACKET}, got {max_packet}")
+        self.max_packet = max_packet
+        self.max_encoded = cobs.max_encoded_len(max_packet)
+        self.stats = DecoderStats()
+        self._buf = bytearray()  # the partial packet since the last 0x00 (never contains 0x00)
+        self._discarding = False  # overflowed: skip until the next 0x00
+        self._data_seq = SeqTracker()
+        self._raw_seq = SeqTracker()
+        self.last_hello: Hello | None = None
+
+    @property
+    def buffered(self) -> int:
+        """Bytes held waiting for a delimiter (always <= ``max_encoded``)."""
+        return len(self._buf)
+
+    def feed(self, data: bytes | bytearray | memoryview) -> list[Packet]:
+        """Decode ``data``; return the packets it completed."""
+        try:
+            data = bytes(data)
+        except Exception:  # not bytes-like: nothing to decode
+            return []
+        self.stats.bytes += len(data)
+        out: list[Packet] = []
+        pos = 0
+        n = len(data)
+        while pos < n:
+            end = data.find(0, pos)
+            if end < 0:
+                self._append(data[pos:])
+                break
+            if self._discarding:
+                self._discarding = False
+                self._buf.clear()
+            else:
+                if self._buf:
+                    self._buf += data[pos:end]
+                    chunk = bytes(self._buf)
+                    self._buf.clear()
+                else:
+                    chunk = data[pos:end]
+                if chunk:  # empty chunks (0x00 0x00) are idle fill, not errors
+                    if len(chunk) > self.max_encoded:
+                        self._framing_error()
+                    else:
+                        pkt = self._decode_chunk(chunk)
+                        if pkt is not None:
+                            out.append(pkt)
+            pos = end + 1
+        self._sync_stats()
+        return out
+
+    # -- internals
+
+    def _append(self, tail: bytes) -> None:
+        if self._discarding:
+            return
+        if len(self._buf) + len(tail) > self.max_encoded:
+            self._buf.clear()
+            self._discarding = True
+            self._framing_error()
+            return
+        self._buf += tail
+
+    def _framing_error(self) -> None:
+        self.stats.framing_errors += 1
+        self.stats.resyncs += 1
+
+    def _drop(self, counter: str) -> None:
+        setattr(self.stats, counter, getattr(self.stats, counter) + 1)
+        self.stats.resyncs += 1
+
+    def _sync_stats(self) -> None:
+        s, d, r = self.stats, self._data_seq, self._raw_seq
+        s.gaps, s.lost, s.duplicates, s.restarts = d.gaps, d.lost, d.duplicates, d.restarts
+        s.raw_gaps, s.raw_lost, s.raw_duplicates = r.gaps, r.lost, r.duplicates
+
+    def _decode_chunk(self, chunk: bytes) -> Packet | None:
+        try:
+            pkt = cobs.decode(chunk)
+        except cobs.CobsError:
+            self._framing_error()
+            return None
+        if len(pkt) < MIN_PACKET or len(pkt) > self.max_packet:
+            self._framing_error()
+            return None
+        body = pkt[:-CRC_SIZE]
+        if crc16(body) != _CRC.unpack_from(pkt, len(body))[0]:
+            self._drop("crc_errors")
+            return None
+        version, ptype, seq, t_ms = HEADER.unpack_from(body)
+        payload = body[HEADER_SIZE:]
+        try:
+            if ptype == TYPE_HELLO:
+                # HELLO keeps its layout in every protocol version, so a gateway can
+                # always tell who is talking and refuse a newer wearable by name.
+                return self._hello(version, seq, t_ms, payload)
+            if version != PROTOCOL_VERSION or ptype not in (TYPE_DATA, TYPE_RAW_EMG):
+                self._drop("unsupported")
+                return None
+            if ptype == TYPE_DATA:
+                return self._data(seq, t_ms, payload)
+            return self._raw(seq, t_ms, payload)
+        except (struct.error, ValueError, IndexError):
+            self._drop("malformed")
+            return None
+
+    def _hello(self, version: int, seq: int, t_ms: int, payload: bytes) -> Hello | None:
+        n_angles, n_emg, _flags, fs, raw_fs = HELLO_FIXED.unpack_from(payload)
+        pos = HELLO_FIXED.size
+        strings = []
+        for _ in range(3):
+            ln = payload[pos]
+            if ln > HELLO_MAX_STR or pos + 1 + ln > len(payload):
+                raise ValueError("string length")
+            strings.append(payload[pos + 1 : pos + 1 + ln].decode("utf-8"))  # UnicodeDecodeError is a ValueError
+            pos += 1 + ln
+        if pos != len(payload) or not (math.isfinite(fs) and math.isfinite(raw_fs)):
+            raise ValueError("hello length or rate")
+        hello = Hello(seq, t_ms, strings[0], strings[1], version, n_angles, n_emg, fs, raw_fs, strings[2])
+        self.stats.packets += 1
+        self.stats.hellos += 1
+        self.last_hello = hello
+        return hello
+
+    def _data(self, seq: int, t_ms: int, payload: bytes) -> Frame | None:
+        n_angles, n_emg = DATA_HEAD.unpack_from(payload)
+        n = n_angles + n_emg
+        if len(payload) != DATA_HEAD.size + 4 * n:
+            raise ValueError("data length")
+        values = struct.unpack_from(f"<{n}f", payload, DATA_HEAD.size)
+        if not _finite(values):
+            raise ValueError("non-finite value")
+        if not self._data_seq.check(seq):
+            return None
+        self.stats.packets += 1
+        self.stats.frames += 1
+        return Frame(seq, t_ms, values[:n_angles], values[n_angles:])
+
+    def _raw(self, seq: int, t_ms: int, payload: bytes) -> RawEmg | None:
+        rate, n_ch, n_s = RAW_HEAD.unpack_from(payload)
+        if n_ch == 0 or n_s == 0 or len(payload) != RAW_HEAD.size + 4 * n_ch * n_s:
+            raise ValueError("raw length")
+        if not (math.isfinite(rate) and rate > 0):
+            raise ValueError("raw rate")
+        values = struct.unpack_from(f"<{n_ch * n_s}f", payload, RAW_HEAD.size)
+        if not _finite(values):
+            raise ValueError("non-finite value")
+        if not self._raw_seq.check(seq):
+            return None
+        self.stats.packets += 1
+        self.stats.raw_blocks += 1
+        samples = tuple(values[i : i + n_ch] for i in range(0, len(values), n_ch))
+        return RawEmg(seq, t_ms, rate, samples)
+
+
+# --------------------------------------------------------------------------- encoder
+
+
+def _seal(ptype: int, seq: int, t_ms: int, payload: bytes, version: int = PROTOCOL_VERSION) -> bytes:
+    body = HEADER.pack(version, ptype, seq % SEQ_MOD, t_ms % T_MS_MOD) + payload
+    if len(body) + CRC_SIZE > MAX_PACKET:
+        raise ValueError(f"packet of {len(body) + CRC_SIZE} bytes exceeds {MAX_PACKET}")
+    return cobs.encode(body + _CRC.pack(crc16(body))) + b"\x00"
+
+
+def encode_frame(frame: Frame) -> bytes:
+    """A complete DATA packet (COBS + trailing 0x00) for ``frame``."""
+    n_a, n_e = len(frame.angles), len(frame.emg)
+    if n_a > 255 or n_e > 255:
+        raise ValueError("at most 255 angles and 255 sEMG channels")
+    payload = DATA_HEAD.pack(n_a, n_e) + struct.pack(f"<{n_a + n_e}f", *frame.angles, *frame.emg)
+    return _seal(TYPE_DATA, frame.seq, frame.t_ms, payload)
+
+
+def _str_field(name: str, value: str) -> bytes:
+    raw = value.encode("utf-8")
+    if len(raw) > HELLO_MAX_STR:
+        raise ValueError(f"HELLO {name} is {len(raw)} bytes of UTF-8, at most {HELLO_MAX_STR}")
+    return bytes([len(raw)]) + raw
+
+
+def encode_hello(
+    seq: int,
+    t_ms: int,
+    device_id: str,
+    firmware: str,
+    *,
+    n_angles: int = 13,
+    n_emg: int = 4,
+    sample_rate_hz: float = 60.0,
+    raw_emg_rate_hz: float = 0.0,
+    layout: str = DEFAULT_LAYOUT,
+    protocol_version: int = PROTOCOL_VERSION,
+) -> bytes:
+    """A complete HELLO packet."""
+    payload = (
+        HELLO_FIXED.pack(n_angles, n_emg, 0, sample_rate_hz, raw_emg_rate_hz)
+        + _str_field("device_id", device_id)
+        + _str_field("firmware", firmware)
+        + _str_field("layout", layout)
+    )
+    return _seal(TYPE_HELLO, seq, t_ms, payload, version=protocol_version)
+
+
+def encode_hello_obj(hello: Hello) -> bytes:
+    """``encode_hello`` from a ``Hello`` object."""
+    return encode_hello(
+        hello.seq, hello.t_ms, hello.device_id, hello.firmware,
+        n_angles=hello.n_angles, n_emg=hello.n_emg, sample_rate_hz=hello.sample_rate_hz,
+        raw_emg_rate_hz=hello.raw_emg_rate_hz, layout=hello.layout, protocol_version=hello.protocol_version,
+    )  # fmt: skip
+
+
+def encode_raw_emg(seq: int, t_ms: int, rate_hz: float, samples: Sequence[Sequence[float]]) -> bytes:
+    """A complete RAW_EMG packet: ``samples[N][C]``, 1 <= N <= 60, all rows of equal length."""
+    n_s = len(samples)
+    n_ch = len(samples[0]) if n_s else 0
+    if not 1 <= n_s <= MAX_RAW_SAMPLES or not 1 <= n_ch <= 255 or any(len(r) != n_ch for r in samples):
+        raise ValueError(f"RAW_EMG needs 1..{MAX_RAW_SAMPLES} samples of equal channel count, got {n_s}")
+    flat = [v for row in samples for v in row]
+    payload = RAW_HEAD.pack(rate_hz, n_ch, n_s) + struct.pack(f"<{len(flat)}f", *flat)
+    return _seal(TYPE_RAW_EMG, seq, t_ms, payload)
+
+
+def encode_packet(pkt: Packet) -> bytes:
+    """Encode any decoded object back to its wire bytes."""
+    if isinstance(pkt, Frame):
+        return encode_frame(pkt)
+    if isinstance(pkt, Hello):
+        return encode_hello_obj(pkt)
+    if isinstance(pkt, RawEmg):
+        return encode_raw_emg(pkt.seq, pkt.t_ms, pkt.rate_hz, pkt.samples)
+    raise TypeError(f"cannot encode {type(pkt).__name__}")
+
+
+class Encoder:
+    """Stateful encoder for a device: numbers DATA, HELLO and RAW_EMG packets itself.
+
+    ``Encoder(device_id="wear-01").frame(t_ms, angles, emg)`` returns wire bytes and
+    advances the DATA sequence number (uint32, wraps).
+    """
+
+    def __init__(
+        self,
+        device_id: str = "alanet-0001",
+        *,
+        firmware: str = "sim-1.0",
+        sample_rate_hz: float = 60.0,
+        raw_emg_rate_hz: float = 0.0,
+        layout: str = DEFAULT_LAYOUT,
+        n_angles: int = 13,
+        n_emg: int = 4,
+    ) -> None:
+        self.device_id, self.firmware, self.layout = device_id, firmware, layout
+        self.sample_rate_hz, self.raw_emg_rate_hz = sample_rate_hz, raw_emg_rate_hz
+        self.n_angles, self.n_emg = n_angles, n_emg
+        self.data_seq = self.hello_seq = self.raw_seq = 0
+
+    def hello(self, t_ms: int) -> bytes:
+        b = encode_hello(
+            self.hello_seq, t_ms, self.device_id, self.firmware, n_angles=self.n_angles, n_emg=self.n_emg,
+            sample_rate_hz=self.sample_rate_hz, raw_emg_rate_hz=self.raw_emg_rate_hz, layout=self.layout,
+        )  # fmt: skip
+        self.hello_seq = (self.hello_seq + 1) % SEQ_MOD
+        return b
+
+    def frame(self, t_ms: int, angles: Sequence[float], emg: Sequence[float], seq: int | None = None) -> bytes:
+        """Encode one frame; ``seq`` defaults to the next DATA sequence number."""
+        if seq is None:
+            seq = self.data_seq
+        self.data_seq = (seq + 1) % SEQ_MOD
+        return encode_frame(Frame(seq, t_ms, tuple(angles), tuple(emg)))
+
+    def raw_emg(self, t_ms: int, samples: Sequence[Sequence[float]]) -> bytes:
+        b = encode_raw_emg(self.raw_seq, t_ms, self.raw_emg_rate_hz, samples)
+        self.raw_seq = (self.raw_seq + 1) % SEQ_MOD
+        return b
