@@ -27,7 +27,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from alanet.device.schema import Schema, generic_schema
+from alanet.device.schema import generic_schema
 from alanet.device.windowing import IGNORE
 from alanet.errors import InputError
 from alanet.train.data.recording import Dataset, Recording

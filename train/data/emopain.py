@@ -21,6 +21,7 @@ The real data is under an academic-use licence and never ships with the toolkit;
 from __future__ import annotations
 
 import io
+import os
 import re
 from pathlib import Path
 
@@ -84,7 +85,7 @@ def _read_mat(path: Path) -> np.ndarray:
             raise InputError(f"{path}: cannot read: {exc.strerror or exc}") from None
         raise InputError(f"{path}: not a MATLAB .mat file ({exc})") from None
     except Exception as exc:  # noqa: BLE001 - scipy raises many types on garbage input
-        raise InputError(f"{path}: not a readable MATLAB .mat file ({type(exc).__name__}: {exc})") from None
+        raise InputError(f"{path}: not a MATLAB .mat file ({type(exc).__name__}: {exc})") from None
     if "BD" not in mat:
         raise InputError(f"{path}: no variable 'BD' in the .mat file")
     return _as_matrix(path, mat["BD"])
@@ -219,16 +220,28 @@ def load_emopain(root: str | Path) -> Dataset:
     return Dataset(recs, EMOPAIN, {k: list(v) for k, v in LABEL_NAMES.items()}, "emopain", str(root))
 
 
-def write_bd(path: str | Path, bd: np.ndarray) -> None:
-    """Write ``bd`` (T×33) as a MATLAB v5 .mat file with variable ``BD``, atomically."""
+def write_bd(path: str | Path, bd: np.ndarray, dtype: type = np.float64) -> None:
+    """Write ``bd`` (T×33) as a MATLAB v5 .mat file with variable ``BD``, atomically.
+
+    ``dtype`` float64 (MATLAB double, as EmoPain ships) or float32 (single: half the
+    size, lossless for float32 data such as the synthetic sessions).
+    """
     from scipy.io import savemat
 
-    bd = np.asarray(bd, dtype=np.float64)
+    bd = np.asarray(bd, dtype=dtype)
     if bd.ndim != 2 or bd.shape[1] != BD_COLUMNS:
         raise ValueError(f"BD must be [T, {BD_COLUMNS}], got shape {bd.shape}")
     buf = io.BytesIO()
     savemat(buf, {"BD": bd}, do_compression=True)
     write_bytes(path, buf.getvalue())
+    os.chmod(path, 0o666 & ~current_umask())  # temp files are private; a dataset file is not
+
+
+def current_umask() -> int:
+    """The process umask (set and restored at once: os has no read-only call)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def challenge_split(dataset: Dataset) -> tuple[list[str], list[str]]:
