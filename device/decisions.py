@@ -38,6 +38,7 @@ class ProtectiveRule:
     clear_threshold: float = 0.4
     min_raise_windows: int = 2  # smoothed p >= raise_threshold for this many windows in a row
     min_clear_windows: int = 2  # smoothed p < clear_threshold for this many windows in a row
+    class_name: str | None = None  # label of class_index (informational)
 
     def __post_init__(self) -> None:
         if not 0 < self.smoothing_alpha <= 1:
@@ -67,8 +68,8 @@ class PainRule:
 class Event:
     """One alert-worthy change for one wearer.
 
-    ``type`` is ``protective`` (``state`` raised/cleared) or ``pain`` (``state`` the
-    new level's label). ``t_start``/``t_end`` are stream times in seconds: for a raise,
+    ``type`` is the task: ``protective`` (``state`` raised/cleared; so is any other
+    hysteresis task) or ``pain`` (``state`` the new level's label). ``t_start``/``t_end`` are stream times in seconds: for a raise,
     the start of the first window of the run that crossed the threshold and the end of
     the window that confirmed it; for a clear, the episode's start and the end of the
     confirming window. ``window`` is the index of the confirming window.
@@ -105,8 +106,9 @@ def pain_rule(d: Mapping[str, Any] | None) -> PainRule:
 class ProtectiveDecider:
     """EMA smoothing + hysteresis + minimum durations → raised/cleared events."""
 
-    def __init__(self, rule: ProtectiveRule) -> None:
+    def __init__(self, rule: ProtectiveRule, event_type: str = PROTECTIVE) -> None:
         self.rule = rule
+        self.event_type = event_type
         self.reset()
 
     def reset(self) -> None:
@@ -134,7 +136,7 @@ class ProtectiveDecider:
                 if self._run >= r.min_raise_windows:
                     self.active, self._run = True, 0
                     self._episode_start = self._run_start
-                    return Event(PROTECTIVE, RAISED, s, self._episode_start, t_end, idx)
+                    return Event(self.event_type, RAISED, s, self._episode_start, t_end, idx)
             else:
                 self._run = 0
         else:
@@ -142,7 +144,7 @@ class ProtectiveDecider:
                 self._run += 1
                 if self._run >= r.min_clear_windows:
                     self.active, self._run = False, 0
-                    return Event(PROTECTIVE, CLEARED, s, self._episode_start, t_end, idx)
+                    return Event(self.event_type, CLEARED, s, self._episode_start, t_end, idx)
             else:
                 self._run = 0
         return None
@@ -190,12 +192,14 @@ class PainDecider:
 
 
 def make_decider(task: str, decision: Mapping[str, Any] | None, labels: Sequence[str]) -> ProtectiveDecider | PainDecider:
-    """The decider for a bundle's task (``protective`` or ``pain``) and its manifest rule."""
-    if task == PROTECTIVE:
-        return ProtectiveDecider(protective_rule(decision))
+    """The decider for a bundle's task and its manifest rule.
+
+    ``pain`` gets level changes; ``protective`` and any other task get hysteresis on
+    one class (events of type ``task``).
+    """
     if task == PAIN:
         return PainDecider(pain_rule(decision), labels)
-    raise ValueError(f"unknown task {task!r} (expected 'protective' or 'pain')")
+    return ProtectiveDecider(protective_rule(decision), event_type=task)
 
 
 def decide_offline(task: str, decision: Mapping[str, Any] | None, labels: Sequence[str],

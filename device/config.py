@@ -1,0 +1,295 @@
+"""Gateway configuration: a TOML file plus command-line flags, checked at start.
+
+Every key is known; an unknown key or a bad value stops the gateway before it opens
+anything, with the key named (``gateway.toml: mqtt.keepalive: must be an integer
+>= 5``). See ``gateway.example.toml`` next to this module for every key.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib  # type: ignore[no-redef]
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Mapping
+from urllib.parse import unquote, urlsplit
+
+from alanet.errors import InputError
+
+ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+DEFAULT_BROKER = "mqtt://127.0.0.1:1883"
+DEFAULT_BAUD = 115200
+
+
+@dataclass(frozen=True)
+class BrokerConfig:
+    """Where and how to reach the MQTT broker."""
+
+    url: str = DEFAULT_BROKER
+    host: str = "127.0.0.1"
+    port: int = 1883
+    tls: bool = False
+    username: str | None = None
+    password: str | None = None
+    ca_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
+    client_id: str | None = None
+    keepalive: int = 30
+
+
+@dataclass(frozen=True)
+class WearableConfig:
+    """One wearable on one serial port, published under the pseudonym ``wearer``."""
+
+    wearer: str
+    port: str
+    baud: int = DEFAULT_BAUD
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    gateway: str
+    bundle: str
+    state_dir: str
+    broker: BrokerConfig
+    wearables: tuple[WearableConfig, ...]
+    trusted_keys: tuple[str, ...] = ()
+    allow_unsigned: bool = True
+    heartbeat_s: float = 10.0
+    publish_state: bool = True
+    max_gap_frames: int = 3
+    homeassistant_discovery: bool = False
+    homeassistant_prefix: str = "homeassistant"
+    source: str = "<flags>"  # where the config came from, for messages
+
+    @property
+    def queue_path(self) -> Path:
+        return Path(self.state_dir) / "alerts.sqlite"
+
+
+def _where(src: str, key: str) -> str:
+    return f"{src}: {key}"
+
+
+def _str(src: str, key: str, v: Any) -> str:
+    if not isinstance(v, str) or not v:
+        raise InputError(f"{_where(src, key)}: must be a non-empty string, got {v!r}")
+    return v
+
+
+def _int(src: str, key: str, v: Any, lo: int, hi: int | None = None) -> int:
+    if isinstance(v, bool) or not isinstance(v, int) or v < lo or (hi is not None and v > hi):
+        rng = f">= {lo}" if hi is None else f"in {lo}..{hi}"
+        raise InputError(f"{_where(src, key)}: must be an integer {rng}, got {v!r}")
+    return v
+
+
+def _num(src: str, key: str, v: Any, lo: float) -> float:
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not v >= lo:
+        raise InputError(f"{_where(src, key)}: must be a number >= {lo}, got {v!r}")
+    return float(v)
+
+
+def _bool(src: str, key: str, v: Any) -> bool:
+    if not isinstance(v, bool):
+        raise InputError(f"{_where(src, key)}: must be true or false, got {v!r}")
+    return v
+
+
+def _ident(src: str, key: str, v: Any) -> str:
+    v = _str(src, key, v)
+    if not ID_RE.match(v):
+        raise InputError(f"{_where(src, key)}: {v!r} is not a valid id (letters, digits, '_', '-', '.'; "
+                         "at most 64; no '/', '+', '#', spaces)")
+    return v
+
+
+def _file(src: str, key: str, v: Any) -> str:
+    v = _str(src, key, v)
+    if not Path(v).expanduser().is_file():
+        raise InputError(f"{_where(src, key)}: file not found: {v}")
+    return str(Path(v).expanduser())
+
+
+def parse_broker_url(url: str, src: str = "<flags>", key: str = "mqtt.broker") -> BrokerConfig:
+    """``mqtt://[user[:pass]@]host[:port]`` or ``mqtts://…`` (TLS, default port 8883)."""
+    try:
+        u = urlsplit(url)
+        port = u.port
+    except ValueError as exc:
+        raise InputError(f"{_where(src, key)}: bad broker URL {url!r}: {exc}") from None
+    if u.scheme not in ("mqtt", "mqtts") or not u.hostname:
+        raise InputError(f"{_where(src, key)}: bad broker URL {url!r} (expected mqtt://host[:port] or mqtts://host[:port])")
+    if u.path not in ("", "/") or u.query or u.fragment:
+        raise InputError(f"{_where(src, key)}: bad broker URL {url!r}: no path or query allowed")
+    tls = u.scheme == "mqtts"
+    return BrokerConfig(url=url, host=u.hostname, port=port or (8883 if tls else 1883), tls=tls,
+                        username=unquote(u.username) if u.username else None,
+                        password=unquote(u.password) if u.password else None)
+
+
+SECTIONS: dict[str, set[str]] = {
+    "": {"gateway", "state_dir", "model", "mqtt", "wearable", "runtime", "homeassistant"},
+    "model": {"bundle", "trusted_keys", "allow_unsigned"},
+    "mqtt": {"broker", "username", "password", "password_file", "ca_file", "cert_file", "key_file", "client_id",
+             "keepalive", "heartbeat_s", "publish_state"},
+    "wearable": {"wearer", "port", "baud"},
+    "runtime": {"max_gap_frames"},
+    "homeassistant": {"discovery", "prefix"},
+}
+
+
+def _check_keys(src: str, prefix: str, d: Mapping[str, Any], allowed: set[str]) -> None:
+    for k in d:
+        if k not in allowed:
+            name = f"{prefix}.{k}" if prefix else k
+            raise InputError(f"{_where(src, name)}: unknown key (known: {', '.join(sorted(allowed))})")
+
+
+def _table(src: str, key: str, v: Any) -> Mapping[str, Any]:
+    if not isinstance(v, dict):
+        raise InputError(f"{_where(src, key)}: must be a table ([{key}])")
+    return v
+
+
+def default_state_dir() -> str:
+    if os.geteuid() == 0:
+        return "/var/lib/alanet"
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return str(Path(base) / "alanet")
+
+
+def default_gateway_id() -> str:
+    name = re.sub(r"[^A-Za-z0-9_.-]", "-", socket.gethostname())[:64].strip("-.") or "gateway"
+    return name if ID_RE.match(name) else "gateway"
+
+
+def load_config(path: str | os.PathLike[str] | None = None, overrides: Mapping[str, Any] | None = None) -> GatewayConfig:
+    """Read the TOML file (if any), apply flag ``overrides`` and check every value.
+
+    ``overrides`` keys: port, baud, bundle, broker, gateway, wearer, state_dir (None = unset).
+    Raises :class:`InputError` naming the file and key on any problem.
+    """
+    raw: dict[str, Any] = {}
+    src = "<flags>"
+    if path is not None:
+        src = str(path)
+        try:
+            with open(path, "rb") as f:
+                raw = tomllib.load(f)
+        except FileNotFoundError:
+            raise InputError(f"{src}: config file not found") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise InputError(f"{src}: not valid TOML: {exc}") from None
+        except OSError as exc:
+            raise InputError(f"{src}: cannot read: {exc.strerror}") from None
+    ov = {k: v for k, v in (overrides or {}).items() if v is not None}
+
+    _check_keys(src, "", raw, SECTIONS[""])
+    model = _table(src, "model", raw.get("model", {}))
+    mqtt = _table(src, "mqtt", raw.get("mqtt", {}))
+    runtime = _table(src, "runtime", raw.get("runtime", {}))
+    ha = _table(src, "homeassistant", raw.get("homeassistant", {}))
+    for name, d in (("model", model), ("mqtt", mqtt), ("runtime", runtime), ("homeassistant", ha)):
+        _check_keys(src, name, d, SECTIONS[name])
+
+    gateway = _ident("--gateway" if "gateway" in ov else src, "gateway", ov.get("gateway", raw.get("gateway", default_gateway_id())))
+    state_dir = _str(src, "state_dir", ov.get("state_dir", raw.get("state_dir", default_state_dir())))
+
+    if "bundle" in ov:
+        bundle = _str("--bundle", "bundle", ov["bundle"])
+    elif "bundle" in model:
+        bundle = _str(src, "model.bundle", model["bundle"])
+        if not Path(bundle).is_absolute() and path is not None:
+            bundle = str(Path(path).resolve().parent / bundle)
+    else:
+        raise InputError(f"{_where(src, 'model.bundle')}: no model bundle given (set model.bundle or --bundle)")
+    tk = model.get("trusted_keys", [])
+    if not isinstance(tk, list):
+        raise InputError(f"{_where(src, 'model.trusted_keys')}: must be a list of key files")
+    trusted = tuple(_file(src, f"model.trusted_keys[{i}]", k) for i, k in enumerate(tk))
+    allow_unsigned = _bool(src, "model.allow_unsigned", model.get("allow_unsigned", True))
+
+    bsrc = "--broker" if "broker" in ov else src
+    broker = parse_broker_url(_str(bsrc, "mqtt.broker", ov.get("broker", mqtt.get("broker", DEFAULT_BROKER))), bsrc)
+    upd: dict[str, Any] = {}
+    if "username" in mqtt:
+        upd["username"] = _str(src, "mqtt.username", mqtt["username"])
+    if "password" in mqtt and "password_file" in mqtt:
+        raise InputError(f"{_where(src, 'mqtt.password_file')}: give password or password_file, not both")
+    if "password" in mqtt:
+        upd["password"] = _str(src, "mqtt.password", mqtt["password"])
+    if "password_file" in mqtt:
+        pf = _file(src, "mqtt.password_file", mqtt["password_file"])
+        upd["password"] = Path(pf).read_text().strip()
+    for k in ("ca_file", "cert_file", "key_file"):
+        if k in mqtt:
+            upd[k] = _file(src, f"mqtt.{k}", mqtt[k])
+    if ("cert_file" in upd) != ("key_file" in upd):
+        raise InputError(f"{_where(src, 'mqtt.cert_file')}: cert_file and key_file go together")
+    if (upd.get("ca_file") or upd.get("cert_file")) and not broker.tls:
+        raise InputError(f"{_where(src, 'mqtt.ca_file')}: TLS files need an mqtts:// broker URL")
+    if "client_id" in mqtt:
+        upd["client_id"] = _str(src, "mqtt.client_id", mqtt["client_id"])
+    if "keepalive" in mqtt:
+        upd["keepalive"] = _int(src, "mqtt.keepalive", mqtt["keepalive"], 5, 3600)
+    broker = replace(broker, **upd)
+    if broker.password and not broker.username:
+        raise InputError(f"{_where(src, 'mqtt.password')}: a password needs mqtt.username")
+    heartbeat = _num(src, "mqtt.heartbeat_s", mqtt.get("heartbeat_s", 10.0), 0.1)
+    publish_state = _bool(src, "mqtt.publish_state", mqtt.get("publish_state", True))
+    max_gap = _int(src, "runtime.max_gap_frames", runtime.get("max_gap_frames", 3), 0, 600)
+
+    ha_discovery = _bool(src, "homeassistant.discovery", ha.get("discovery", False))
+    ha_prefix = _str(src, "homeassistant.prefix", ha.get("prefix", "homeassistant")).strip("/")
+    if not ha_prefix or any(c in ha_prefix for c in "+#"):
+        raise InputError(f"{_where(src, 'homeassistant.prefix')}: must be a non-empty topic prefix without + or #")
+
+    wearables = _wearables(src, raw.get("wearable", []), ov)
+    return GatewayConfig(gateway=gateway, bundle=bundle, state_dir=state_dir, broker=broker,
+                         wearables=wearables, trusted_keys=trusted, allow_unsigned=allow_unsigned,
+                         heartbeat_s=heartbeat, publish_state=publish_state, max_gap_frames=max_gap,
+                         homeassistant_discovery=ha_discovery, homeassistant_prefix=ha_prefix, source=src)
+
+
+def _wearables(src: str, items: Any, ov: Mapping[str, Any]) -> tuple[WearableConfig, ...]:
+    if isinstance(items, dict):
+        items = [items]
+    if not isinstance(items, list):
+        raise InputError(f"{_where(src, 'wearable')}: must be an array of tables ([[wearable]])")
+    out: list[WearableConfig] = []
+    for i, w in enumerate(items):
+        key = f"wearable[{i}]"
+        w = _table(src, key, w)
+        _check_keys(src, key, w, SECTIONS["wearable"])
+        if "port" not in w:
+            raise InputError(f"{_where(src, key + '.port')}: missing")
+        out.append(WearableConfig(wearer=_ident(src, f"{key}.wearer", w.get("wearer", f"w{i + 1}")),
+                                  port=_str(src, f"{key}.port", w["port"]),
+                                  baud=_int(src, f"{key}.baud", w.get("baud", DEFAULT_BAUD), 1)))
+    if "port" in ov:
+        baud = _int("--baud", "baud", ov.get("baud", out[0].baud if out else DEFAULT_BAUD), 1)
+        wearer = _ident("--wearer", "wearer", ov.get("wearer", out[0].wearer if out else "w1"))
+        out = [WearableConfig(wearer, _str("--port", "port", ov["port"]), baud)]
+    else:
+        if "baud" in ov:
+            baud = _int("--baud", "baud", ov["baud"], 1)
+            out = [replace(w, baud=baud) for w in out]
+        if "wearer" in ov:
+            if len(out) != 1:
+                raise InputError("--wearer: only with a single wearable (or together with --port)")
+            out = [replace(out[0], wearer=_ident("--wearer", "wearer", ov["wearer"]))]
+    if not out:
+        raise InputError(f"{_where(src, 'wearable')}: no serial port given (add a [[wearable]] with a port, or --port)")
+    seen: set[str] = set()
+    for w in out:
+        if w.wearer in seen:
+            raise InputError(f"{_where(src, 'wearable.wearer')}: duplicate wearer {w.wearer!r}")
+        seen.add(w.wearer)
+    return tuple(out)

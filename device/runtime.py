@@ -1,0 +1,357 @@
+"""``alanet run``: the gateway process.
+
+Serial ports (one per wearable, reconnecting) → frame decoder → per-wearer
+:class:`~alanet.device.pipeline.WearerPipeline` → alerts through the durable queue and
+MQTT (:class:`~alanet.device.mqtt_link.MqttLink`), live state, a retained status
+heartbeat and the retained model description.
+
+All processing happens on one thread (the caller's): serial reader threads only hand
+byte chunks over a queue, paho's thread only hands acknowledgements over. SIGTERM and
+SIGINT stop the loop; the retained status then says ``offline`` and the alert queue
+keeps whatever the broker has not acknowledged.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import fcntl
+import json
+import logging
+import queue
+import signal
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from alanet.device.alert_queue import AlertQueue
+from alanet.device.config import GatewayConfig, WearableConfig, load_config
+from alanet.device.decisions import Event
+from alanet.device.mqtt_link import MqttLink
+from alanet.device.pipeline import ModelSpec, WearerPipeline, WindowResult
+from alanet.errors import InputError
+
+log = logging.getLogger("alanet.gateway")
+
+ALERT_SCHEMA = "alanet.alert/1"
+STATE_SCHEMA = "alanet.state/1"
+STATUS_SCHEMA = "alanet.status/1"
+MODEL_SCHEMA = "alanet.model/1"
+
+
+def utc_now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def topic(gateway: str, *parts: str) -> str:
+    return "/".join(("alanet", gateway, *parts))
+
+
+def _dumps(obj: Any) -> bytes:
+    return json.dumps(obj, separators=(",", ":"), allow_nan=False).encode()
+
+
+def alert_payload(gateway: str, wearer: str, ev: Event, model_id: str, seq: int | None = None,
+                  alert_id: str | None = None) -> dict[str, Any]:
+    """The alert JSON (see ``schemas/alert.schema.json``)."""
+    d: dict[str, Any] = {
+        "schema": ALERT_SCHEMA, "id": alert_id or str(uuid.uuid4()), "gateway": gateway, "wearer": wearer,
+        "type": ev.type, "state": ev.state, "probability": round(min(max(ev.probability, 0.0), 1.0), 4),
+        "t_start": round(ev.t_start, 3), "t_end": round(ev.t_end, 3), "window": ev.window,
+        "model": model_id, "time": utc_now(),
+    }
+    if ev.level is not None:
+        d["level"] = ev.level
+    if seq is not None:
+        d["seq"] = seq
+    return d
+
+
+@dataclass
+class Wearable:
+    cfg: WearableConfig
+    pipeline: WearerPipeline
+    decoder: Any
+    link: Any = None  # SerialLink
+    serial_state: str = "starting"
+    reconnects: int = 0  # of links already closed
+
+
+def load_model(cfg: GatewayConfig) -> tuple[Any, ModelSpec]:
+    """Load and verify the bundle (hash, signature, schema, self-test); build the model spec."""
+    from alanet.device.bundle import load_bundle
+    from alanet.device.inference import ModelRunner
+
+    bundle = load_bundle(cfg.bundle, trusted_keys=list(cfg.trusted_keys) or None, allow_unsigned=cfg.allow_unsigned,
+                         run_self_test=True)
+    from alanet.device.schema import EMOPAIN
+
+    if bundle.schema.names != EMOPAIN.names:
+        raise InputError(f"{cfg.bundle}: manifest.json: channels: the model wants {bundle.schema.n_channels} channels "
+                         f"({', '.join(bundle.schema.names[:3])}, ...); this gateway feeds the 30 EmoPain channels")
+    runner = ModelRunner.from_bundle(bundle)
+    return bundle, ModelSpec.from_bundle(bundle, runner)
+
+
+class StateDirLock:
+    """One gateway process per state directory (its alert queue is not shareable)."""
+
+    def __init__(self, state_dir: str) -> None:
+        d = Path(state_dir)
+        try:
+            d.mkdir(parents=True, exist_ok=True)
+            self._f = open(d / "gateway.lock", "a+")
+        except OSError as exc:
+            raise InputError(f"state_dir: {d}: {exc.strerror}") from None
+        try:
+            fcntl.flock(self._f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise InputError(f"state_dir: {d} is in use by another running gateway") from None
+
+    def release(self) -> None:
+        self._f.close()
+
+
+class Gateway:
+    """The running gateway (see the module docstring). ``run()`` blocks until stopped."""
+
+    def __init__(self, cfg: GatewayConfig, *, model: tuple[Any, ModelSpec] | None = None,
+                 on_result: Callable[[WindowResult], None] | None = None) -> None:
+        self.cfg = cfg
+        self._lock = StateDirLock(cfg.state_dir)
+        try:
+            t0 = time.perf_counter()
+            self.bundle, self.spec = model or load_model(cfg)
+            self.model_load_s = time.perf_counter() - t0
+            self.queue = AlertQueue(cfg.queue_path)
+        except BaseException:
+            self._lock.release()
+            raise
+        self.on_result = on_result
+        self.stop_event = threading.Event()
+        self._data: queue.SimpleQueue[tuple[int, bytes] | None] = queue.SimpleQueue()
+        self.started = time.monotonic()
+        self.alerts = 0
+        gw = cfg.gateway
+        self.status_topic = topic(gw, "status")
+        self.link = MqttLink(cfg.broker, client_id=f"alanet-{gw}", alert_queue=self.queue,
+                             will_topic=self.status_topic, will_payload=self._offline_payload(clean=False))
+        from alanet.firmware_bridge.codec import Decoder
+
+        self.wearables = [Wearable(w, WearerPipeline(w.wearer, self.spec, cfg.max_gap_frames), Decoder())
+                          for w in cfg.wearables]
+        self._state_topics = [topic(gw, w.cfg.wearer, "state") for w in self.wearables]
+        self._alert_topics = [topic(gw, w.cfg.wearer, "alert") for w in self.wearables]
+
+    # ---- payloads ----
+    def _offline_payload(self, clean: bool) -> bytes:
+        d: dict[str, Any] = {"schema": STATUS_SCHEMA, "gateway": self.cfg.gateway, "state": "offline"}
+        if clean:
+            d["time"] = utc_now()
+            d["counters"] = self.counters()
+        return _dumps(d)
+
+    def counters(self) -> dict[str, Any]:
+        c: dict[str, Any] = dict(frames=0, crc_errors=0, gaps=0, lost=0, bridged=0, resets=0, windows=0,
+                                 resyncs=0, serial_reconnects=0)
+        inf = 0.0
+        for w in self.wearables:
+            p, s = w.pipeline.counters, w.decoder.stats
+            c["frames"] += p.frames
+            c["gaps"] += p.gaps
+            c["lost"] += p.lost
+            c["bridged"] += p.bridged
+            c["resets"] += p.resets
+            c["windows"] += p.windows
+            c["crc_errors"] += s.crc_errors
+            c["resyncs"] += s.resyncs
+            c["serial_reconnects"] += w.reconnects + int(getattr(w.link, "reconnects", 0) or 0)
+            inf += p.inference_s
+        c["alerts"] = self.alerts
+        c["inference_ms"] = round(1000.0 * inf / c["windows"], 4) if c["windows"] else 0.0
+        c["queue_depth"] = len(self.queue)
+        return c
+
+    def status_payload(self) -> bytes:
+        wearers = {w.cfg.wearer: {"port": w.cfg.port, "serial": w.serial_state, "frames": w.pipeline.counters.frames,
+                                  "windows": w.pipeline.counters.windows,
+                                  "device": w.pipeline.hello.device_id if w.pipeline.hello else None,
+                                  "refused": w.pipeline.refusal}
+                   for w in self.wearables}
+        return _dumps({"schema": STATUS_SCHEMA, "gateway": self.cfg.gateway, "state": "online", "time": utc_now(),
+                       "uptime_s": round(time.monotonic() - self.started, 1), "model": self.spec.model_id,
+                       "counters": self.counters(), "wearers": wearers})
+
+    def model_payload(self) -> bytes:
+        m = getattr(self.bundle, "manifest", {}) or {}
+        s = self.spec
+        return _dumps({"schema": MODEL_SCHEMA, "gateway": self.cfg.gateway, "model": s.model_id, "task": s.task,
+                       "labels": list(s.labels), "window": s.length, "stride": s.stride,
+                       "sample_rate_hz": s.sample_rate_hz, "decision": s.decision,
+                       "sha256": m.get("model_sha256"), "signed_by": getattr(self.bundle, "signed_by", None),
+                       "quantization": m.get("quantization"), "bundle": str(self.cfg.bundle)})
+
+    def _announce_homeassistant(self) -> None:
+        """Home Assistant MQTT discovery: announce this run's wearers, remove earlier ones.
+
+        Runs at every start, so switching discovery off (or removing a wearer) retracts
+        what an earlier run announced.
+        """
+        from alanet.device import homeassistant as ha
+
+        cfg, spec = self.cfg, self.spec
+        path = Path(cfg.state_dir) / "homeassistant.json"
+        msgs, announced = ha.sync_messages(
+            cfg.gateway, [w.cfg.wearer for w in self.wearables], ha.load_announced(path),
+            enabled=cfg.homeassistant_discovery, model_id=spec.model_id, task=spec.task,
+            pain_labels=list(spec.labels) if spec.task == "pain" else None, prefix=cfg.homeassistant_prefix)
+        for m in msgs:
+            self.link.set_retained(m.topic, m.encode())
+        ha.save_announced(path, announced)
+
+    # ---- serial ----
+    def _open_serial(self) -> None:
+        from alanet.firmware_bridge.port import SerialLink
+
+        for i, w in enumerate(self.wearables):
+            def on_data(b: bytes, i: int = i) -> None:
+                self._data.put((i, b))
+
+            def on_state(state: str, w: Wearable = w) -> None:
+                if state != w.serial_state:
+                    (log.info if state == "up" else log.warning)("%s: serial %s: %s", w.cfg.wearer, w.cfg.port, state)
+                w.serial_state = state
+
+            w.link = SerialLink(w.cfg.port, w.cfg.baud, on_data=on_data, on_state=on_state)
+            w.link.start()
+
+    # ---- main loop ----
+    def process(self, i: int, data: bytes) -> None:
+        """Decode one chunk from wearable ``i`` and act on the windows it completes."""
+        w = self.wearables[i]
+        packets = w.decoder.feed(data)
+        if not packets:
+            return
+        for r in w.pipeline.handle(packets):
+            self._on_window(i, r)
+
+    def _on_window(self, i: int, r: WindowResult) -> None:
+        gw = self.cfg.gateway
+        if r.event is not None:
+            a = alert_payload(gw, r.wearer, r.event, self.spec.model_id, r.seq)
+            self.alerts += 1
+            log.info("ALERT %s %s %s p=%.2f t=%.1f-%.1f s", r.wearer, r.event.type, r.event.state, r.event.probability,
+                     r.event.t_start, r.event.t_end)
+            self.link.publish_alert(a["id"], self._alert_topics[i], _dumps(a))
+        if self.cfg.publish_state:
+            labels = self.spec.labels
+            st = {"schema": STATE_SCHEMA, "gateway": gw, "wearer": r.wearer, "task": self.spec.task,
+                  "t_end": round(r.t_end, 3), "seq": r.seq, "window": r.window,
+                  "probabilities": {labels[k] if k < len(labels) else str(k): round(float(p), 4) for k, p in enumerate(r.probs)},
+                  "smoothed": round(min(max(r.smoothed, 0.0), 1.0), 4), "state": r.state,
+                  "inference_ms": round(r.inference_ms, 3), "model": self.spec.model_id}
+            self.link.publish(self._state_topics[i], _dumps(st))
+        if self.on_result is not None:
+            self.on_result(r)
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        self._data.put(None)
+
+    def run(self, install_signals: bool = True) -> int:
+        """Connect, read, decide, publish until :meth:`stop` (or SIGTERM/SIGINT)."""
+        if install_signals and threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                signal.signal(sig, lambda *_: self.stop())
+        cfg = self.cfg
+        pending = len(self.queue)
+        log.info("gateway %s: model %s (%s, window %d, stride %d) loaded in %.2f s; broker %s; %d alert(s) queued",
+                 cfg.gateway, self.spec.model_id, self.spec.task, self.spec.length, self.spec.stride,
+                 self.model_load_s, cfg.broker.url, pending)
+        try:
+            self.link.start()
+            first = self.link.wait_first_outcome(5.0)
+            if first and first.startswith("refused") and any(w in first.lower() for w in ("password", "authori")):
+                raise InputError(f"{cfg.source}: mqtt.username: the broker {cfg.broker.url} refused the credentials "
+                                 f"({first.partition(': ')[2]})")
+            self.link.set_retained(topic(cfg.gateway, "model"), self.model_payload())
+            self._announce_homeassistant()
+            self._open_serial()
+            # announce "online" once the ports are open (a missing port keeps being retried)
+            deadline = time.monotonic() + 2.0
+            for w in self.wearables:
+                w.link.wait_up(max(0.0, deadline - time.monotonic()))
+            self.link.set_retained(self.status_topic, self.status_payload())
+            next_beat = time.monotonic() + cfg.heartbeat_s
+            data = self._data
+            while not self.stop_event.is_set():
+                try:
+                    item = data.get(timeout=0.05)
+                except queue.Empty:
+                    item = None
+                while item is not None:
+                    self.process(*item)
+                    try:
+                        item = data.get_nowait()
+                    except queue.Empty:
+                        item = None
+                self.link.poll()
+                now = time.monotonic()
+                if now >= next_beat:
+                    next_beat = now + cfg.heartbeat_s
+                    self.link.set_retained(self.status_topic, self.status_payload())
+        finally:
+            self.shutdown()
+        return 0
+
+    def shutdown(self) -> None:
+        for w in self.wearables:
+            if w.link is not None:
+                try:
+                    w.link.stop()
+                except Exception as exc:  # noqa: BLE001 - closing must go on
+                    log.warning("%s: closing serial: %s", w.cfg.wearer, exc)
+                w.reconnects += int(getattr(w.link, "reconnects", 0) or 0)
+                w.link = None
+        while True:  # finish what was already read
+            try:
+                item = self._data.get_nowait()
+            except queue.Empty:
+                break
+            if item is not None:
+                self.process(*item)
+        off = self._offline_payload(clean=True)
+        self.link._retained.pop(self.status_topic, None)
+        self.link.stop(self.status_topic, off)
+        depth = len(self.queue)
+        self.queue.close()
+        self._lock.release()
+        log.info("gateway %s stopped: %s; %d alert(s) left queued", self.cfg.gateway,
+                 json.dumps({k: v for k, v in self.counters_safe().items()}), depth)
+
+    def counters_safe(self) -> dict[str, Any]:
+        try:
+            return self.counters()
+        except Exception:  # noqa: BLE001 - queue closed
+            return {}
+
+
+def config_from_args(args: argparse.Namespace) -> GatewayConfig:
+    return load_config(args.config, {"port": args.port, "baud": args.baud, "bundle": args.bundle,
+                                     "broker": args.broker, "gateway": args.gateway, "wearer": args.wearer,
+                                     "state_dir": args.state_dir})
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """``alanet run``."""
+    cfg = config_from_args(args)
+    if args.check:
+        bundle, spec = load_model(cfg)
+        print(f"config ok: gateway {cfg.gateway}, model {spec.model_id} ({spec.task}), broker {cfg.broker.url}, "
+              f"wearables {', '.join(f'{w.wearer}@{w.port}' for w in cfg.wearables)}")
+        return 0
+    gw = Gateway(cfg)
+    return gw.run()

@@ -1,0 +1,86 @@
+"""`alanet demo`, the embedded brokers and `alanet alerts`."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+import pytest
+
+import runtime_support as rs
+from alanet.device.broker import EmbeddedBroker
+from alanet.device.demo import Interval, alert_intervals, find_demo_bundle, run_demo, score
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def bundle():
+    shipped = REPO / "models" / "protective-demo" / "manifest.json"
+    return shipped.parent if shipped.is_file() else rs.cached_bundle(3, 120.0)[1]
+
+
+def test_scoring_against_truth():
+    alerts = [{"state": "raised", "t_start": 9.0, "t_end": 12.0}, {"state": "cleared", "t_start": 9.0, "t_end": 20.0},
+              {"state": "raised", "t_start": 50.0, "t_end": 53.0}, {"state": "cleared", "t_start": 50.0, "t_end": 55.0},
+              {"state": "raised", "t_start": 80.0, "t_end": 83.0}]
+    iv = alert_intervals(alerts, 100.0)
+    assert iv == [Interval(9.0, 12.0, 20.0), Interval(50.0, 53.0, 55.0), Interval(80.0, 83.0, 100.0)]
+    episodes = [{"t_start": 10.0, "t_end": 18.0}, {"t_start": 30.0, "t_end": 35.0}, {"t_start": 81.0, "t_end": 90.0}]
+    hits, misses, fas, delays = score(episodes, iv)
+    assert (hits, misses, fas) == (2, 1, 1) and delays == [2.0, 2.0]
+
+
+def test_demo_command_runs_and_summarises(cli, bundle, tmp_path):
+    r = cli("demo", "--duration", "60", "--speed", "30", "--bundle", str(bundle), "--keep", str(tmp_path / "run"),
+            timeout=240)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "summary:" in r.stdout and "hits:" in r.stdout and "false alarms:" in r.stdout
+    s = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert s["frames"] == 3600 and s["windows"] == (3600 - 180) // 45 + 1
+    assert s["hits"] + s["misses"] == s["episodes"] > 0
+    got = [json.loads(l) for l in (tmp_path / "run" / "alerts.jsonl").read_text().splitlines()]
+    assert len(got) == s["alerts"] and len({a["id"] for a in got}) == len(got)
+
+
+def test_demo_on_the_python_broker(bundle, tmp_path):
+    with EmbeddedBroker("amqtt") as b:
+        assert b.kind == "amqtt"
+        s = run_demo(duration=40, speed=30, bundle=str(bundle), broker_url=b.url, keep=str(tmp_path / "k"))
+    assert s.frames == 2400 and s.windows == (2400 - 180) // 45 + 1
+
+
+def test_find_demo_bundle_names_where_it_looked(monkeypatch):
+    from alanet.errors import InputError
+
+    with pytest.raises(InputError, match="no shipped bundle 'nope'"):
+        find_demo_bundle("nope")
+
+
+def test_alerts_cli_prints_and_deduplicates(mosquitto):
+    p = subprocess.Popen([sys.executable, "-m", "alanet", "alerts", "--broker", mosquitto.url, "--gateway", "g1",
+                          "--count", "2", "--timeout", "30"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    pub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
+    pub.connect("127.0.0.1", mosquitto.port)
+    pub.loop_start()
+    time.sleep(1.5)  # let the subscriber connect
+    a = {"schema": "alanet.alert/1", "id": str(uuid.uuid4()), "gateway": "g1", "wearer": "p017", "type": "protective",
+         "state": "raised", "probability": 0.83, "t_start": 12.0, "t_end": 15.75, "model": "m", "time": "2026-11-24T10:00:00Z"}
+    b = {**a, "id": str(uuid.uuid4()), "state": "cleared", "probability": 0.2, "t_end": 30.0}
+    other = {**a, "id": str(uuid.uuid4()), "gateway": "g2"}
+    for topic, payload in (("alanet/g1/p017/alert", a), ("alanet/g1/p017/alert", a), ("alanet/g2/p017/alert", other),
+                           ("alanet/g1/p017/alert", b)):
+        pub.publish(topic, json.dumps(payload), qos=1).wait_for_publish(5)
+    out, err = p.communicate(timeout=40)
+    pub.loop_stop()
+    assert p.returncode == 0, err
+    lines = [l for l in out.splitlines() if "g1/p017" in l]
+    assert len(lines) == 2, out
+    assert "PROTECTIVE RAISED" in lines[0] and "p=0.83" in lines[0] and "since 12.0 s" in lines[0]
+    assert "cleared" in lines[1] and "12.0-30.0 s" in lines[1]
+    assert "g2/" not in out

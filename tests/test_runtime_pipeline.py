@@ -1,0 +1,133 @@
+"""The per-wearer pipeline (sans-I/O): streaming equals offline, gaps, restarts, HELLO checks."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import runtime_support as rs
+from alanet.device.bundle import load_bundle
+from alanet.device.decisions import decide_offline
+from alanet.device.features import emopain_frame_features
+from alanet.device.inference import ModelRunner
+from alanet.device.pipeline import ModelSpec, WearerPipeline
+from alanet.device.windowing import window_starts
+from alanet.firmware_bridge.codec import Decoder, Encoder
+from alanet.firmware_bridge.protocol import Frame
+
+
+@pytest.fixture(scope="module")
+def built():
+    return rs.cached_bundle(3, 120.0)
+
+
+@pytest.fixture(scope="module")
+def session(built):
+    s = built[0]
+    return rs.Session(s.angles[:3600], s.emg[:3600], s.protective[:3600])
+
+
+@pytest.fixture(scope="module")
+def model(built):
+    b = load_bundle(built[1])
+    runner = ModelRunner.from_bundle(b)
+    return b, runner, ModelSpec.from_bundle(b, runner)
+
+
+def frames(sess, idx, seq0=0):
+    return [Frame((seq0 + i) % 2**32, int(round(i * 1000 / rs.FS)), tuple(map(float, sess.angles[i])),
+                  tuple(map(float, sess.emg[i]))) for i in idx]
+
+
+def offline(b, runner, angles, emg):
+    z = b.normalizer.apply(emopain_frame_features(angles, emg, rs.FS))
+    st = window_starts(len(z), rs.L, rs.S)
+    return runner.predict_many([z[s:s + rs.L] for s in st]), st
+
+
+def test_streaming_through_the_codec_equals_offline(model, session):
+    b, runner, spec = model
+    enc, dec = Encoder(), Decoder()
+    wire = enc.hello(0) + b"".join(enc.frame(int(i * 1000 / 60), session.angles[i].tolist(), session.emg[i].tolist())
+                                   for i in range(session.n))
+    p = WearerPipeline("w1", spec)
+    res = []
+    for k in range(0, len(wire), 777):  # arbitrary chunking, like serial reads
+        res += p.handle(dec.feed(wire[k:k + 777]))
+    probs, st = offline(b, runner, session.angles, session.emg)
+    assert len(res) == len(st) and p.counters.frames == session.n
+    np.testing.assert_allclose(np.stack([r.probs for r in res]), probs, atol=2e-6)
+    assert [r.seq for r in res] == list(st + rs.L - 1)
+    ev = decide_offline(b.task, b.decision, b.labels, probs, (st) / rs.FS, (st + rs.L) / rs.FS)
+    assert [(r.event.state, r.window) for r in res if r.event] == [(e.state, e.window) for e in ev]
+    assert res[0].t_end == pytest.approx(rs.L / rs.FS, abs=1e-3)
+
+
+def test_short_gap_is_bridged_by_repeating_the_last_frame(model, session):
+    b, runner, spec = model
+    p = WearerPipeline("w1", spec, max_gap_frames=3)
+    keep = [i for i in range(session.n) if i not in (500, 501)]
+    res = p.handle(frames(session, keep))
+    c = p.counters
+    assert (c.gaps, c.lost, c.bridged, c.resets) == (1, 2, 2, 0)
+    ang, emg = session.angles.copy(), session.emg.copy()
+    ang[500:502], emg[500:502] = ang[499], emg[499]
+    probs, st = offline(b, runner, ang, emg)
+    assert len(res) == len(st)
+    np.testing.assert_allclose(np.stack([r.probs for r in res]), probs, atol=2e-6)
+
+
+def test_long_gap_restarts_the_window(model, session):
+    _, _, spec = model
+    p = WearerPipeline("w1", spec, max_gap_frames=3)
+    keep = list(range(0, 400)) + list(range(500, session.n))
+    res = p.handle(frames(session, keep))
+    assert p.counters.resets == 1 and p.counters.bridged == 0 and p.counters.lost == 100
+    seqs = [r.seq for r in res]
+    assert seqs[:5] == [179, 224, 269, 314, 359]
+    after = [s for s in seqs if s >= 500]
+    assert after[0] == 500 + rs.L - 1 and np.all(np.diff(after) == rs.S)  # the window refilled from the gap
+
+
+def test_sequence_wrap_is_continuous(model, session):
+    _, _, spec = model
+    p = WearerPipeline("w1", spec)
+    res = p.handle(frames(session, range(600), seq0=2**32 - 300))
+    assert p.counters.resets == 0 and p.counters.gaps == 0 and len(res) == (600 - rs.L) // rs.S + 1
+
+
+def test_device_restart_resets(model, session):
+    _, _, spec = model
+    p = WearerPipeline("w1", spec)
+    p.handle(frames(session, range(300), seq0=1000))
+    p.handle(frames(session, range(300, 600), seq0=0))  # seq went back: rebooted
+    assert p.counters.resets == 1
+
+
+def test_wrong_rate_hello_refuses_frames(model, session):
+    _, _, spec = model
+    dec = Decoder()
+    enc = Encoder(sample_rate_hz=50.0)
+    p = WearerPipeline("w1", spec)
+    res = p.handle(dec.feed(enc.hello(0) + b"".join(enc.frame(i * 20, session.angles[i].tolist(), session.emg[i].tolist())
+                                                      for i in range(400))))
+    assert res == [] and p.counters.refused == 400 and "50 Hz" in p.refusal
+    good = Encoder()
+    res = p.handle(dec.feed(good.hello(0) + b"".join(good.frame(i * 17, session.angles[i].tolist(), session.emg[i].tolist(), seq=1000 + i)
+                                                      for i in range(400))))
+    assert p.refusal is None and len(res) == (400 - rs.L) // rs.S + 1
+
+
+def test_pain_bundle_level_changes_stream_equals_offline(session):
+    sess, bundle = rs.cached_bundle(3, 120.0, task="pain")
+    b = load_bundle(bundle)
+    runner = ModelRunner.from_bundle(b)
+    assert b.task == "pain" and runner.n_outputs == 3
+    p = WearerPipeline("w1", ModelSpec.from_bundle(b, runner))
+    res = p.handle(frames(sess, range(sess.n)))
+    probs, st = offline(b, runner, sess.angles, sess.emg)
+    ev = decide_offline("pain", b.decision, b.labels, probs, st / rs.FS, (st + rs.L) / rs.FS)
+    got = [(r.event.type, r.event.state, r.event.level, r.window) for r in res if r.event]
+    assert got == [(e.type, e.state, e.level, e.window) for e in ev]
+    assert len(got) >= 2 and all(g[0] == "pain" for g in got)
+    assert res[-1].state == got[-1][1]  # the live state carries the current level's label
