@@ -4,6 +4,46 @@ from __future__ import annotations
 
 import argparse
 
+QUANTIZATIONS = ("float32", "float16", "dynamic", "int8")
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add this area's subcommands to the ``alanet`` parser."""
+    from alanet.main import lazy
+
+    p = sub.add_parser(
+        "convert", help="convert a training run to a model bundle (TFLite + manifest)",
+        description="Convert a trained Keras run to a TFLite model bundle, check parity with Keras on the "
+        "run's held-out windows, and write the bundle (refused below the agreement threshold).")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="training run directory (config.json, model.keras, ...)")
+    p.add_argument("--quantize", required=True, choices=QUANTIZATIONS, help="weight/activation precision")
+    p.add_argument("--out", required=True, metavar="BUNDLE_DIR", help="bundle directory to write")
+    p.add_argument("--sign", metavar="KEY", help="Ed25519 private key (PEM) to sign the manifest with")
+    p.add_argument("--force", action="store_true", help="replace an existing bundle directory")
+    p.add_argument("--min-agreement", type=float, metavar="F",
+                   help="minimum argmax agreement with Keras (default 0.99; int8 0.97)")
+    p.add_argument("--decision", action="append", metavar="KEY=VALUE", default=[],
+                   help="override a decision parameter recorded in the manifest, e.g. raise_threshold=0.5 "
+                   "(repeatable; defaults depend on the task)")
+    p.add_argument("--archive", action="store_true",
+                   help="also write the single-file transport form BUNDLE_DIR.tar")
+    p.add_argument("--route", choices=("unrolled", "loop"), default="unrolled",
+                   help="unrolled LSTM (default: every quantisation, fastest) or WHILE loop (smaller; no int8)")
+    p.set_defaults(func=lazy("alanet.convert.convert:cmd_convert"))
+
+    p = sub.add_parser(
+        "inspect", help="show and verify a model bundle (hash, signature, self-test; no TensorFlow)",
+        description="Print a bundle's manifest summary and operators, and verify the model hash, the "
+        "signature (with --trust) and the self-test vectors with LiteRT.")
+    p.add_argument("bundle", metavar="BUNDLE", help="bundle directory or .tar archive")
+    p.add_argument("--trust", action="append", metavar="PUBKEY",
+                   help="trusted Ed25519 public key (PEM); repeatable. With it, the bundle must be signed")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.set_defaults(func=lazy("alanet.convert.inspect_cmd:cmd_inspect"))
+
+    p = sub.add_parser(
+        "keygen", help="create an Ed25519 key pair for signing bundles",
+        description="Write an Ed25519 private key (PEM, mode 0600) to KEYFILE and its public key to KEYFILE.pub.")
+    p.add_argument("--out", required=True, metavar="KEYFILE", help="private key file to write")
+    p.add_argument("--force", action="store_true", help="replace existing key files")
+    p.set_defaults(func=lazy("alanet.convert.inspect_cmd:cmd_keygen"))

@@ -1,0 +1,266 @@
+"""``alanet convert``: a training run → a verified model bundle.
+
+Steps: check the inputs (run directory, output, signing key) → in a child process
+(TensorFlow, see :mod:`alanet.convert.worker`) build the batch-1 inference copy
+and convert it → here, with LiteRT only, run the converted model on the held-out
+windows and compare with Keras (parity) → refuse below the agreement threshold →
+write the bundle atomically (manifest, model, optional signature) → load it back
+with the gateway's own checks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from alanet.convert.parity import DEFAULT_MIN_AGREEMENT, Parity, compare
+from alanet.convert.rundir import Run, load_parity_windows, load_run
+from alanet.device.bundle import (MANIFEST_SCHEMA, QUANTIZATIONS, BundleError, default_decision, encode_window,
+                                  load_bundle, write_bundle)
+from alanet.device.inference import ModelRunner, model_ops
+from alanet.device.signing import load_private_key
+from alanet.errors import InputError
+
+N_SELF_TEST = 3
+
+
+class ConversionError(InputError):
+    """Conversion failed (converter crash, parity below threshold): exit 1, nothing written."""
+
+    exit_code = 1
+
+
+@dataclass(frozen=True)
+class ConvertResult:
+    bundle: Path
+    model_bytes: int
+    parity: Parity
+    route: str
+    ops: list[str]
+    seconds: float
+
+
+def _worker(run_dir: Path, quantization: str, route: str, work: Path, timeout_s: float, quiet: bool) -> dict[str, Any]:
+    """Run the TensorFlow half in a child process; map a crash or bad input to a clear error."""
+    cmd = [sys.executable, "-m", "alanet.convert.worker", str(run_dir), quantization, route, str(work)]
+    env = {**__import__("os").environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    stage_file, last, t0 = work / "stage", "", time.monotonic()
+    out = err = b""
+    while True:
+        try:
+            out, err = proc.communicate(timeout=0.5)
+            break
+        except subprocess.TimeoutExpired:
+            stage = stage_file.read_text() if stage_file.exists() else ""
+            if stage != last and stage and stage != "done" and not quiet:
+                print(f"convert: {stage} ...", file=sys.stderr, flush=True)
+            last = stage
+            if time.monotonic() - t0 > timeout_s:
+                proc.kill()
+                proc.communicate()
+                raise ConversionError(f"conversion timed out after {timeout_s:.0f} s while {last or 'starting'}")
+    stage = stage_file.read_text() if stage_file.exists() else "starting"
+    if proc.returncode == 0:
+        return json.loads((work / "info.json").read_text())
+    if (work / "error").exists():
+        raise InputError((work / "error").read_text().strip())
+    if proc.returncode < 0:
+        try:
+            name = signal.Signals(-proc.returncode).name
+        except ValueError:
+            name = f"signal {-proc.returncode}"
+        hint = " (int8 with --route loop crashes the TFLite calibrator: use --route unrolled)" \
+            if quantization == "int8" else ""
+        raise ConversionError(f"the TFLite converter crashed ({name}) while {stage}{hint}; nothing written")
+    tail = [ln for ln in err.decode(errors="replace").splitlines() if ln.strip()][-3:]
+    raise ConversionError(f"conversion failed while {stage}: {' | '.join(tail) or f'exit {proc.returncode}'}")
+
+
+def self_test_atol(quantization: str, output_quant: tuple[float, int] | None) -> float:
+    """Self-test tolerance: tight enough to catch a wrong model or runtime, loose enough for
+    another CPU (ARM kernels may run float16 models in FP16 arithmetic, int8 rounding can
+    differ by a step)."""
+    base = {"float32": 1e-3, "float16": 0.02, "dynamic": 0.01, "int8": 0.01}[quantization]
+    return max(base, 3.0 * output_quant[0]) if output_quant else base
+
+
+def _summary(obj: Any, depth: int = 0) -> Any:
+    """A JSON-friendly summary of metrics: scalars, short lists, nested dicts to depth 3."""
+    if isinstance(obj, (bool, int, str)) or obj is None:
+        return obj
+    if isinstance(obj, float):
+        return obj if np.isfinite(obj) else None
+    if isinstance(obj, dict) and depth < 3:
+        return {str(k): _summary(v, depth + 1) for k, v in obj.items()
+                if not (isinstance(v, list) and len(v) > 64)}
+    if isinstance(obj, list) and len(obj) <= 64 and depth < 3:
+        return [_summary(v, depth + 1) for v in obj]
+    return None
+
+
+def _self_test_indices(pred: np.ndarray, n: int) -> list[int]:
+    idx: list[int] = []
+    for c in np.unique(pred):
+        idx.append(int(np.flatnonzero(pred == c)[0]))
+    for i in np.linspace(0, len(pred) - 1, num=min(n, len(pred))).astype(int):
+        if len(idx) >= n:
+            break
+        if int(i) not in idx:
+            idx.append(int(i))
+    return sorted(idx[:n])
+
+
+def build_manifest(run: Run, quantization: str, route: str, runner: ModelRunner, parity: Parity,
+                   self_test: list[dict], atol: float, model_sha256: str) -> dict[str, Any]:
+    """The manifest of a bundle made from ``run`` (model hash/size are filled by write_bundle)."""
+    cfg = run.config
+    model_id = re.sub(r"[^A-Za-z0-9._-]+", "-", f"{run.task}-{run.model_name}-{quantization}-{model_sha256[:8]}")
+    in_q = runner.input_quant or (0.0, 0)
+    out_q = runner.output_quant or (0.0, 0)
+    run_config = {k: v for k, v in cfg.items() if k not in ("schema", "label_names")}
+    return {
+        "schema": MANIFEST_SCHEMA,
+        "model_id": model_id,
+        "created": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "task": run.task,
+        "labels": run.labels,
+        "schema_name": run.schema.name,
+        "channels": run.schema.to_dict()["channels"],
+        "sample_rate_hz": run.schema.sample_rate_hz,
+        "window": run.window,
+        "stride": run.stride,
+        "normalization": run.normalizer.to_dict(),
+        "decision": default_decision(run.task, run.labels),
+        "quantization": quantization,
+        "stateful": runner.stateful,
+        "route": route,
+        "input": {"shape": list(runner.input_shape), "dtype": runner.input_dtype.name,
+                  "scale": float(in_q[0]), "zero_point": int(in_q[1])},
+        "output": {"shape": [1, runner.n_outputs], "dtype": runner.output_dtype.name,
+                   "scale": float(out_q[0]), "zero_point": int(out_q[1])},
+        "training": {"model": run.model_name, "run_dir": run.path.name, "run_config": _summary(run_config),
+                     "metrics": _summary(run.metrics)},
+        "parity": parity.to_dict(),
+        "self_test": self_test,
+        "self_test_atol": atol,
+    }
+
+
+def _decision(run: Run, overrides: dict[str, Any]) -> dict[str, Any]:
+    """The task's default decision parameters with ``overrides``, checked before any work."""
+    import jsonschema
+
+    from alanet.device.bundle import manifest_json_schema
+
+    dec = default_decision(run.task, run.labels)
+    unknown = sorted(set(overrides) - set(dec) - {"class_name"})
+    if unknown:
+        raise InputError(f"--decision: unknown key(s) {', '.join(unknown)} for task {run.task!r} "
+                         f"(known: {', '.join(dec)})")
+    dec.update(overrides)
+    try:
+        jsonschema.validate(dec, manifest_json_schema()["properties"]["decision"])
+    except jsonschema.ValidationError as exc:
+        raise InputError(f"--decision: {exc.message}") from None
+    if "class_index" in dec and not 0 <= int(dec["class_index"]) < len(run.labels):
+        raise InputError(f"--decision: class_index {dec['class_index']} out of range for {len(run.labels)} labels")
+    return dec
+
+
+def convert_run(run_dir: str | Path, quantization: str, out: str | Path, *, route: str = "unrolled",
+                sign: str | Path | None = None, force: bool = False, min_agreement: float | None = None,
+                timeout_s: float = 1800.0, quiet: bool = False,
+                decision: dict[str, Any] | None = None) -> ConvertResult:
+    """Convert a run into a bundle at ``out``; ConversionError/InputError leave nothing behind."""
+    t0 = time.monotonic()
+    if quantization not in QUANTIZATIONS:
+        raise InputError(f"unknown quantisation {quantization!r} (choose from {', '.join(QUANTIZATIONS)})")
+    out = Path(out)
+    if out.exists() and not force:
+        raise InputError(f"{out}: already exists (use --force to replace it)")
+    if sign is not None:
+        load_private_key(sign)
+    threshold = DEFAULT_MIN_AGREEMENT[quantization] if min_agreement is None else float(min_agreement)
+    if not 0.0 <= threshold <= 1.0:
+        raise InputError(f"--min-agreement {threshold} must lie in [0, 1]")
+    run = load_run(run_dir)
+    pw = load_parity_windows(run)
+    dec = _decision(run, decision or {})
+
+    with tempfile.TemporaryDirectory(prefix="alanet-convert-") as tmp:
+        work = Path(tmp)
+        info = _worker(run.path, quantization, route, work, timeout_s, quiet)
+        tflite = (work / "model.tflite").read_bytes()
+        keras_probs = np.load(work / "keras_probs.npy")
+        ops = model_ops(work / "model.tflite")
+        bad = [o for o in ops if o.startswith("Flex") or o == "CUSTOM"]
+        if bad:
+            raise ConversionError(f"converted model needs non-builtin ops {bad}; nothing written")
+        runner = ModelRunner(work / "model.tflite", num_threads=1)
+        lite_probs = runner.predict_many(pw.test_x)
+        parity = compare(keras_probs, lite_probs, pw.test_y, threshold)
+        if not parity.passed:
+            raise ConversionError(
+                f"parity check failed: {quantization} model agrees with Keras on {parity.agreement:.1%} of "
+                f"{parity.n_windows} held-out windows, below {threshold:.1%}; nothing written")
+        pred = lite_probs.argmax(axis=1)
+        st = [{"input_b64": encode_window(pw.test_x[i]), "output": [float(v) for v in lite_probs[i]]}
+              for i in _self_test_indices(pred, N_SELF_TEST)]
+        atol = self_test_atol(quantization, runner.output_quant)
+        import hashlib
+
+        manifest = build_manifest(run, quantization, info.get("route", route), runner, parity, st, atol,
+                                  hashlib.sha256(tflite).hexdigest())
+        manifest["training"]["inference_copy"] = info.get("copy_built_from")
+        manifest["decision"] = dec
+        manifest["parity"]["skipped_padded_windows"] = pw.skipped_padded
+        write_bundle(out, manifest, tflite, signing_key=sign, force=force)
+    try:
+        load_bundle(out)
+    except BundleError:
+        import shutil
+
+        shutil.rmtree(out, ignore_errors=True)
+        raise
+    return ConvertResult(out, len(tflite), parity, route, ops, time.monotonic() - t0)
+
+
+def parse_decision(items: list[str]) -> dict[str, Any]:
+    """``["raise_threshold=0.5", ...]`` → {"raise_threshold": 0.5, ...} (values parsed as JSON)."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise InputError(f"--decision {item!r}: expected KEY=VALUE")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    res = convert_run(args.run_dir, args.quantize, args.out, route=args.route, sign=args.sign, force=args.force,
+                      min_agreement=args.min_agreement, decision=parse_decision(args.decision))
+    p = res.parity
+    f1 = "" if p.macro_f1_keras is None else f", macro F1 Keras {p.macro_f1_keras:.3f} / TFLite {p.macro_f1_tflite:.3f}"
+    print(f"wrote {res.bundle} ({args.quantize}, {res.route}, {res.model_bytes / 1024:.1f} KiB): "
+          f"agreement {p.agreement:.1%} on {p.n_windows} windows, max |Δp| {p.max_abs_diff:.2g}{f1}")
+    if args.archive:
+        from alanet.device.bundle import pack
+
+        print(f"wrote {pack(res.bundle)}")
+    return 0

@@ -1,0 +1,149 @@
+"""Keras → TFLite (imports TensorFlow; run it through :mod:`alanet.convert.worker`).
+
+A Keras 3 LSTM never becomes the fused TFLite LSTM op, and with a dynamic batch
+dimension the conversion fails. So the converter builds an *inference copy* of the
+trained model, with the trained weights:
+
+- batch fixed to 1, no ``Masking`` (a streamed window is always full), and
+- route ``unrolled`` (default): every LSTM/GRU ``unroll=True``. All four
+  quantisations convert to builtin ops only, int8 included; fastest on device.
+- route ``loop``: LSTMs left rolled: a WHILE-loop graph, smaller files for long
+  windows, but int8 crashes the calibrator (the worker subprocess reports it).
+
+The copy comes from ``alanet.train.models.build_model`` when it knows the model,
+else from the trained model's own serialized config, rewritten as above.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import tempfile
+from typing import Any, Callable
+
+import numpy as np
+
+from alanet.convert.rundir import Run
+from alanet.errors import InputError
+
+ROUTES = ("unrolled", "loop")
+RNN_LAYERS = {"LSTM", "GRU", "SimpleRNN"}
+
+
+def load_trained(run: Run):
+    """The trained Keras model of a run (custom layers registered by importing the model zoo)."""
+    import keras
+
+    try:
+        from alanet.train.models import custom_objects
+
+        objects = custom_objects()
+    except ImportError:
+        objects = None
+    try:
+        return keras.saving.load_model(run.model_path, custom_objects=objects, compile=False)
+    except Exception as exc:  # noqa: BLE001 - any load failure is a bad model file
+        raise InputError(f"{run.model_path}: cannot load the Keras model ({type(exc).__name__}: {exc})") from None
+
+
+def _rewrite(node: Any, unroll: bool) -> Any:
+    """Rewrite a serialized Keras config: batch 1, Masking → Identity, masks dropped, RNNs unrolled."""
+    if isinstance(node, list):
+        return [_rewrite(v, unroll) for v in node]
+    if not isinstance(node, dict):
+        return node
+    out = {k: _rewrite(v, unroll) for k, v in node.items()}
+    if isinstance(out.get("kwargs"), dict) and "args" in out:  # a call node: streamed windows carry no mask
+        out["kwargs"].pop("mask", None)
+    cls = out.get("class_name")
+    cfg = out.get("config")
+    if isinstance(cfg, dict):
+        if cls == "InputLayer":
+            for key in ("batch_shape", "batch_input_shape"):
+                if isinstance(cfg.get(key), list) and cfg[key]:
+                    cfg[key] = [1] + list(cfg[key][1:])
+        elif cls in RNN_LAYERS and unroll:
+            cfg["unroll"] = True
+        elif cls == "Masking":
+            out["class_name"] = "Identity"
+            out["module"] = "keras.layers"
+            out["registered_name"] = None
+            out["config"] = {k: cfg[k] for k in ("name", "trainable", "dtype") if k in cfg}
+        if cls == "Sequential" and isinstance(cfg.get("build_input_shape"), list):
+            cfg["build_input_shape"] = [1] + list(cfg["build_input_shape"][1:])
+    return out
+
+
+def _copy_from_config(trained, unroll: bool):
+    import keras
+
+    ser = keras.saving.serialize_keras_object(trained)
+    return keras.saving.deserialize_keras_object(_rewrite(copy.deepcopy(ser), unroll))
+
+
+def _copy_from_zoo(run: Run, unroll: bool):
+    from alanet.train.models import build_model  # may not exist / not know the model
+
+    cfg = run.config
+    groups = cfg.get("groups") or list(run.schema.groups.values())
+    return build_model(cfg["model"], timesteps=run.window, channels=run.schema.n_channels, n_classes=len(run.labels),
+                       groups=[list(g) for g in groups], hparams=cfg.get("hparams") or {}, unroll=unroll,
+                       masking=False, batch_size=1)
+
+
+def inference_copy(run: Run, trained, route: str, check_x: np.ndarray, atol: float = 1e-4):
+    """Batch-1, Masking-free copy of ``trained`` for ``route``, checked to give the same outputs."""
+    if route not in ROUTES:
+        raise InputError(f"unknown route {route!r} (choose from {', '.join(ROUTES)})")
+    unroll = route == "unrolled"
+    ref = trained.predict(check_x, verbose=0, batch_size=len(check_x))
+    reasons = []
+    builders: list[tuple[str, Callable[[], Any]]] = [
+        ("model zoo", lambda: _copy_from_zoo(run, unroll)),
+        ("saved config", lambda: _copy_from_config(trained, unroll)),
+    ]
+    for how, build in builders:
+        try:
+            model = build()
+            model.set_weights(trained.get_weights())
+        except Exception as exc:  # noqa: BLE001 - try the next way, report all
+            reasons.append(f"{how}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+            continue
+        got = np.concatenate([np.asarray(model(check_x[i:i + 1], training=False)) for i in range(len(check_x))])
+        diff = float(np.max(np.abs(got - ref)))
+        if got.shape == ref.shape and diff <= atol:
+            return model, how
+        reasons.append(f"{how}: outputs differ from the trained model (max |Δ| {diff:.3g})")
+    raise InputError(f"{run.model_path}: cannot build a batch-1 inference copy: " + "; ".join(reasons))
+
+
+def to_tflite(model, quantization: str, calib_x: np.ndarray, *, n_calib: int = 256) -> bytes:
+    """Convert a batch-1 Keras model to TFLite bytes (builtin ops only, never Flex)."""
+    import tensorflow as tf
+
+    shape = [1] + [int(d) for d in model.inputs[0].shape[1:]]
+    with tempfile.TemporaryDirectory(prefix="alanet-export-") as tmp:
+        sm = os.path.join(tmp, "saved_model")
+        model.export(sm, input_signature=[tf.TensorSpec(shape, tf.float32)], verbose=False)
+        conv = tf.lite.TFLiteConverter.from_saved_model(sm)
+        conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+        if quantization == "float16":
+            conv.optimizations = [tf.lite.Optimize.DEFAULT]
+            conv.target_spec.supported_types = [tf.float16]
+        elif quantization == "dynamic":
+            conv.optimizations = [tf.lite.Optimize.DEFAULT]
+        elif quantization == "int8":
+            calib = np.asarray(calib_x[:n_calib], dtype=np.float32)
+
+            def representative():
+                for i in range(len(calib)):
+                    yield [calib[i:i + 1]]
+
+            conv.optimizations = [tf.lite.Optimize.DEFAULT]
+            conv.representative_dataset = representative
+            conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+            conv.inference_input_type = tf.int8
+            conv.inference_output_type = tf.int8
+        elif quantization != "float32":
+            raise InputError(f"unknown quantisation {quantization!r}")
+        return bytes(conv.convert())

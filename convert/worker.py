@@ -1,0 +1,66 @@
+"""The TensorFlow half of ``alanet convert``, run in a child process.
+
+The TFLite converter can crash the Python process (int8 calibration of WHILE
+loops segfaults), so the parent runs this module as
+``python -m alanet.convert.worker RUN_DIR QUANT ROUTE OUT_DIR`` and turns a crash
+into a clear error. It writes into ``OUT_DIR``:
+
+- ``stage``: the step in progress (what the parent reports if the child dies),
+- ``model.tflite``, ``keras_probs.npy`` (the trained model's probabilities on
+  ``test_x``) and ``info.json`` (how the inference copy was built),
+- ``error``: one-line message for bad input (exit 2).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+
+def _stage(out: Path, text: str) -> None:
+    (out / "stage").write_text(text)
+
+
+def run(run_dir: str, quantization: str, route: str, out_dir: str) -> None:
+    out = Path(out_dir)
+    _stage(out, "loading TensorFlow")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import numpy as np
+
+    from alanet.convert import export
+    from alanet.convert.rundir import load_parity_windows, load_run
+
+    r = load_run(run_dir)
+    pw = load_parity_windows(r)
+    _stage(out, "loading the trained Keras model")
+    trained = export.load_trained(r)
+    _stage(out, "running the Keras model on the held-out windows")
+    probs = trained.predict(pw.test_x, verbose=0, batch_size=64)
+    np.save(out / "keras_probs.npy", np.asarray(probs, dtype=np.float32))
+    _stage(out, f"building the {route} inference copy")
+    model, how = export.inference_copy(r, trained, route, pw.test_x[:4])
+    _stage(out, f"converting to TFLite ({quantization}, {route})")
+    tfl = export.to_tflite(model, quantization, pw.calib_x)
+    (out / "model.tflite").write_bytes(tfl)
+    (out / "info.json").write_text(json.dumps({"copy_built_from": how, "route": route}))
+    _stage(out, "done")
+
+
+def main(argv: list[str]) -> int:
+    from alanet.errors import InputError
+
+    if len(argv) != 4:
+        print("usage: python -m alanet.convert.worker RUN_DIR QUANT ROUTE OUT_DIR", file=sys.stderr)
+        return 2
+    try:
+        run(*argv)
+    except InputError as exc:
+        (Path(argv[3]) / "error").write_text(str(exc))
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

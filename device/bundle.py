@@ -1,0 +1,421 @@
+"""Model bundles: what a gateway runs (no TensorFlow: LiteRT, cryptography, jsonschema).
+
+A bundle is a directory holding ``model.tflite``, ``manifest.json`` and, when
+signed, ``signature``; ``pack``/``unpack`` turn it into one tar file for transport.
+The manifest (schema ``alanet.bundle/1``, JSON Schema in
+``alanet/device/schemas/manifest.schema.json``) is the whole contract: task,
+labels, channels with units, sample rate, window/stride, normalisation,
+decision thresholds, quantisation, training and parity summary, the model's
+SHA-256 and size, and self-test vectors.
+
+:func:`load_bundle` refuses a bundle whose manifest breaks the schema, whose
+model hash or size differs, whose signature is not from a trusted key, or whose
+self-test vectors do not reproduce, with a :class:`BundleError` naming why.
+"""
+
+from __future__ import annotations
+
+import atexit
+import base64
+import binascii
+import hashlib
+import io
+import json
+import os
+import shutil
+import tarfile
+import tempfile
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+
+from alanet.device import signing
+from alanet.device.features import Normalizer
+from alanet.device.schema import Schema
+from alanet.device.signing import KeySource, generate_keypair, sign_manifest  # noqa: F401  (re-exported)
+from alanet.errors import InputError
+
+MANIFEST_SCHEMA = "alanet.bundle/1"
+MANIFEST_FILE = "manifest.json"
+MODEL_FILE = "model.tflite"
+SIGNATURE_FILE = "signature"
+BUNDLE_FILES = (MANIFEST_FILE, MODEL_FILE, SIGNATURE_FILE)
+QUANTIZATIONS = ("float32", "float16", "dynamic", "int8")
+SCHEMA_PATH = Path(__file__).with_name("schemas") / "manifest.schema.json"
+
+
+class BundleError(InputError):
+    """A bundle that must not be run; the message says which file/field and why."""
+
+
+@dataclass(frozen=True)
+class Bundle:
+    """A verified bundle on disk."""
+
+    path: Path
+    manifest: dict
+    schema: Schema
+    normalizer: Normalizer
+    model_path: Path
+    signed_by: str | None = None  # key id of the trusted key that signed it, if verified
+    signature_present: bool = False
+    self_test_max_diff: float | None = None  # None when the self-test was not run
+
+    @property
+    def labels(self) -> list[str]:
+        return list(self.manifest["labels"])
+
+    @property
+    def task(self) -> str:
+        return str(self.manifest["task"])
+
+    @property
+    def window(self) -> int:
+        return int(self.manifest["window"])
+
+    @property
+    def stride(self) -> int:
+        return int(self.manifest["stride"])
+
+    @property
+    def model_id(self) -> str:
+        return str(self.manifest["model_id"])
+
+    @property
+    def quantization(self) -> str:
+        return str(self.manifest["quantization"])
+
+    @property
+    def decision(self) -> dict:
+        return dict(self.manifest["decision"])
+
+    @property
+    def stateful(self) -> bool:
+        return bool(self.manifest["stateful"])
+
+
+def default_decision(task: str, labels: Sequence[str] | None = None) -> dict[str, Any]:
+    """Default decision parameters recorded in the manifest (the gateway reads them there).
+
+    ``protective``: hysteresis on the smoothed probability of class 1.
+    ``pain``: a level change is reported when it holds for ``min_change_windows`` of the
+    last ``horizon_windows`` windows. Any other (label) task: hysteresis like
+    ``protective`` on the last class, named in ``class_name``.
+    """
+    hysteresis = {"class_index": 1, "smoothing_alpha": 0.5, "raise_threshold": 0.6, "clear_threshold": 0.4,
+                  "min_raise_windows": 2, "min_clear_windows": 2}
+    if task == "protective":
+        return hysteresis
+    if task == "pain":
+        return {"horizon_windows": 8, "min_change_windows": 4}
+    idx = max(1, len(labels) - 1) if labels else 1
+    name = labels[idx] if labels and idx < len(labels) else str(idx)
+    return {**hysteresis, "class_index": idx, "class_name": name}
+
+
+# --------------------------------------------------------------------------- manifest
+
+
+@lru_cache(maxsize=1)
+def manifest_json_schema() -> dict:
+    """The JSON Schema of ``manifest.json``."""
+    return json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
+
+
+def validate_manifest(manifest: Mapping[str, Any], where: str = MANIFEST_FILE) -> None:
+    """BundleError naming the first offending field if ``manifest`` breaks the schema or is inconsistent."""
+    try:
+        import jsonschema
+    except ImportError:  # pragma: no cover - the device extra installs it
+        raise BundleError("the 'jsonschema' package is needed to check bundles") from None
+    validator = jsonschema.Draft202012Validator(manifest_json_schema())
+    errors = sorted(validator.iter_errors(manifest), key=lambda e: (len(e.path), list(map(str, e.path))))
+    if errors:
+        err = errors[0]
+        path = [str(p) for p in err.path]
+        if err.validator == "required" and isinstance(err.instance, dict):
+            missing = [k for k in err.validator_value if k not in err.instance]
+            raise BundleError(f"{where}: field {'/'.join(path + missing[:1])}: missing")
+        field = "/".join(path) or "(top level)"
+        msg = err.message if len(err.message) <= 200 else err.message[:200] + "..."
+        raise BundleError(f"{where}: field {field}: {msg}")
+    # Consistency the schema language cannot express.
+    n_ch = len(manifest["channels"])
+    k = len(manifest["labels"])
+    norm = manifest["normalization"]
+    if len(norm["mean"]) != n_ch or len(norm["std"]) != n_ch:
+        raise BundleError(f"{where}: field normalization: {len(norm['mean'])} means / {len(norm['std'])} stds for {n_ch} channels")
+    if list(manifest["input"]["shape"]) != [1, manifest["window"], n_ch]:
+        raise BundleError(f"{where}: field input/shape: {manifest['input']['shape']} is not [1, window={manifest['window']}, channels={n_ch}]")
+    if manifest["stride"] > manifest["window"]:
+        raise BundleError(f"{where}: field stride: {manifest['stride']} > window {manifest['window']}")
+    ci = manifest["decision"].get("class_index")
+    if ci is not None and ci >= k:
+        raise BundleError(f"{where}: field decision/class_index: {ci} but only {k} labels")
+    for i, st in enumerate(manifest["self_test"]):
+        if len(st["output"]) != k:
+            raise BundleError(f"{where}: field self_test/{i}/output: {len(st['output'])} values for {k} labels")
+
+
+def manifest_to_bytes(manifest: Mapping[str, Any]) -> bytes:
+    """The exact bytes written as manifest.json (and signed)."""
+    return (json.dumps(manifest, indent=2, ensure_ascii=False, allow_nan=False) + "\n").encode("utf-8")
+
+
+def encode_window(window: np.ndarray) -> str:
+    """A normalised window [L, C] as base64 of float32 little-endian values (row-major)."""
+    return base64.b64encode(np.ascontiguousarray(window, dtype="<f4").tobytes()).decode("ascii")
+
+
+def decode_window(b64: str, shape: tuple[int, int]) -> np.ndarray:
+    """Inverse of :func:`encode_window`; ValueError if the size does not match ``shape``."""
+    raw = base64.b64decode(b64, validate=True)
+    n = int(np.prod(shape))
+    if len(raw) != 4 * n:
+        raise ValueError(f"{len(raw)} bytes, expected {4 * n} for a {shape[0]}x{shape[1]} float32 window")
+    return np.frombuffer(raw, dtype="<f4").reshape(shape).astype(np.float32)
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def write_bundle(
+    dir: str | os.PathLike[str],
+    manifest: Mapping[str, Any],
+    tflite_bytes: bytes,
+    *,
+    signing_key: KeySource | None = None,
+    force: bool = False,
+) -> Path:
+    """Write a bundle directory atomically (staged sibling, renamed on success).
+
+    ``model_file``, ``model_sha256`` and ``model_bytes`` are filled in from
+    ``tflite_bytes``; the manifest is validated before anything is written; with
+    ``signing_key`` (a PEM private key path or bytes) a ``signature`` is added.
+    """
+    from alanet.atomic import staged_dir
+
+    final = Path(dir)
+    if final.exists() and not force:
+        raise BundleError(f"{final}: already exists (use --force to replace it)")
+    m = dict(manifest)
+    m["model_file"] = MODEL_FILE
+    m["model_sha256"] = hashlib.sha256(tflite_bytes).hexdigest()
+    m["model_bytes"] = len(tflite_bytes)
+    validate_manifest(m, where=f"{final}/{MANIFEST_FILE}")
+    mbytes = manifest_to_bytes(m)
+    sig = sign_manifest(mbytes, signing_key) if signing_key is not None else None
+    with staged_dir(final, force=force) as stage:
+        (stage / MODEL_FILE).write_bytes(tflite_bytes)
+        (stage / MANIFEST_FILE).write_bytes(mbytes)
+        if sig is not None:
+            (stage / SIGNATURE_FILE).write_bytes(sig)
+        for p in stage.iterdir():
+            os.chmod(p, 0o644)
+        os.chmod(stage, 0o755)
+    return final
+
+
+def pack(dir: str | os.PathLike[str], archive: str | os.PathLike[str] | None = None) -> Path:
+    """Pack a bundle directory into one tar file (default ``<dir>.tar``); returns its path.
+
+    Members are the bundle files at the top level, with fixed owner/mode/mtime so the
+    same bundle always packs to the same bytes.
+    """
+    from alanet.atomic import write_bytes
+
+    src = Path(dir)
+    if not (src / MANIFEST_FILE).is_file() or not (src / MODEL_FILE).is_file():
+        raise BundleError(f"{src}: not a bundle directory (needs {MANIFEST_FILE} and {MODEL_FILE})")
+    out = Path(archive) if archive is not None else src.with_name(src.name + ".tar")
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for name in BUNDLE_FILES:
+            p = src / name
+            if not p.is_file():
+                continue
+            data = p.read_bytes()
+            info = tarfile.TarInfo(name)
+            info.size, info.mode, info.mtime = len(data), 0o644, 0
+            info.uid = info.gid = 0
+            info.uname = info.gname = ""
+            tar.addfile(info, io.BytesIO(data))
+    write_bytes(out, buf.getvalue())
+    return out
+
+
+def unpack(archive: str | os.PathLike[str], dest: str | os.PathLike[str]) -> Path:
+    """Unpack a bundle archive into the new directory ``dest``; returns ``dest``.
+
+    Only the bundle's own regular files at the top level are accepted: any other
+    member (a path with directories, ``..``, a link, a device) is refused.
+    """
+    from alanet.atomic import staged_dir
+
+    src = Path(archive)
+    if Path(dest).exists():
+        raise BundleError(f"{dest}: already exists")
+    try:
+        tar = tarfile.open(src, mode="r:*")
+    except (OSError, tarfile.TarError) as exc:
+        raise BundleError(f"{src}: not a bundle archive ({exc})") from None
+    with tar, staged_dir(dest) as stage:
+        seen: set[str] = set()
+        for member in tar.getmembers():
+            name = member.name
+            if name.startswith("./"):
+                name = name[2:]
+            if name not in BUNDLE_FILES or not member.isfile():
+                raise BundleError(f"{src}: archive member {member.name!r} is not allowed in a bundle")
+            if name in seen:
+                raise BundleError(f"{src}: archive member {name!r} appears twice")
+            if member.size > 64 << 20:
+                raise BundleError(f"{src}: archive member {name!r} is too large ({member.size} bytes)")
+            seen.add(name)
+            f = tar.extractfile(member)
+            assert f is not None
+            (stage / name).write_bytes(f.read())
+        for needed in (MANIFEST_FILE, MODEL_FILE):
+            if needed not in seen:
+                raise BundleError(f"{src}: archive has no {needed}")
+    return Path(dest)
+
+
+_TEMP_DIRS: list[str] = []
+
+
+def _cleanup_temp_dirs() -> None:
+    for d in _TEMP_DIRS:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+atexit.register(_cleanup_temp_dirs)
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def read_manifest(path: Path) -> tuple[dict, bytes]:
+    """(manifest dict, exact bytes) of ``path/manifest.json``; BundleError if unreadable."""
+    mpath = path / MANIFEST_FILE
+    try:
+        raw = mpath.read_bytes()
+    except FileNotFoundError:
+        raise BundleError(f"{mpath}: missing (not a bundle)") from None
+    except OSError as exc:
+        raise BundleError(f"{mpath}: cannot read: {exc.strerror}") from None
+    try:
+        manifest = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BundleError(f"{MANIFEST_FILE}: not valid JSON ({exc})") from None
+    if not isinstance(manifest, dict):
+        raise BundleError(f"{MANIFEST_FILE}: not a JSON object")
+    return manifest, raw
+
+
+def load_bundle(
+    path: str | os.PathLike[str],
+    *,
+    trusted_keys: Iterable[KeySource] | None = None,
+    allow_unsigned: bool = True,
+    run_self_test: bool = True,
+) -> Bundle:
+    """Load and verify a bundle directory or archive.
+
+    Checks, in order: the signature over the exact manifest bytes (when
+    ``trusted_keys`` is given, a signature is required), the manifest against the
+    JSON Schema, the model file's size and SHA-256, and (``run_self_test``) the
+    self-test vectors run through LiteRT. Any failure raises :class:`BundleError`.
+    ``allow_unsigned=False`` refuses a bundle without a signature.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise BundleError(f"{p}: no such bundle")
+    if p.is_file():
+        tmp = tempfile.mkdtemp(prefix="alanet-bundle-")
+        _TEMP_DIRS.append(tmp)
+        p = unpack(p, Path(tmp) / "bundle")
+    manifest, raw = read_manifest(p)
+
+    keys = list(trusted_keys) if trusted_keys is not None else []
+    sig_path = p / SIGNATURE_FILE
+    signed_by = None
+    if sig_path.is_file():
+        if keys:
+            signed_by = signing.verify_manifest(raw, sig_path.read_bytes(), keys)
+        else:
+            signing.parse_signature(sig_path.read_bytes())  # well-formed at least
+            if not allow_unsigned:
+                raise BundleError("signature: present but no trusted key was given to verify it")
+    elif keys:
+        raise BundleError("signature: bundle is unsigned but trusted keys were given")
+    elif not allow_unsigned:
+        raise BundleError("signature: bundle is unsigned")
+
+    validate_manifest(manifest)
+    if manifest["schema"] != MANIFEST_SCHEMA:  # pragma: no cover - the schema's const covers it
+        raise BundleError(f"{MANIFEST_FILE}: schema {manifest['schema']!r} is not {MANIFEST_SCHEMA}")
+
+    model_path = p / MODEL_FILE
+    if not model_path.is_file():
+        raise BundleError(f"{MODEL_FILE}: missing")
+    size = model_path.stat().st_size
+    if size != manifest["model_bytes"]:
+        raise BundleError(f"{MODEL_FILE}: {size} bytes, manifest says {manifest['model_bytes']}")
+    if sha256_file(model_path) != manifest["model_sha256"]:
+        raise BundleError(f"{MODEL_FILE}: SHA-256 mismatch")
+
+    try:
+        schema = Schema.from_dict({"channels": manifest["channels"], "sample_rate_hz": manifest["sample_rate_hz"],
+                                   "name": manifest.get("schema_name", "custom")})
+        normalizer = Normalizer.from_dict(manifest["normalization"], schema.n_channels)
+    except ValueError as exc:
+        raise BundleError(f"{MANIFEST_FILE}: {exc}") from None
+
+    bundle = Bundle(p, manifest, schema, normalizer, model_path, signed_by=signed_by,
+                    signature_present=sig_path.is_file())
+    if run_self_test:
+        diff = self_test(bundle)
+        bundle = Bundle(p, manifest, schema, normalizer, model_path, signed_by=signed_by,
+                        signature_present=sig_path.is_file(), self_test_max_diff=diff)
+    return bundle
+
+
+def self_test(bundle: Bundle) -> float:
+    """Run the manifest's self-test vectors; return the largest |Δ|, BundleError above the tolerance."""
+    from alanet.device.inference import ModelRunner
+
+    m = bundle.manifest
+    try:
+        runner = ModelRunner.from_bundle(bundle)
+    except InputError as exc:
+        raise BundleError(f"{MODEL_FILE}: {exc}") from None
+    shape = (bundle.window, bundle.schema.n_channels)
+    if runner.window_shape != shape:
+        raise BundleError(f"{MODEL_FILE}: input is {list(runner.window_shape)}, manifest says {list(shape)}")
+    if runner.n_outputs != len(bundle.labels):
+        raise BundleError(f"{MODEL_FILE}: {runner.n_outputs} outputs, manifest has {len(bundle.labels)} labels")
+    atol = float(m["self_test_atol"])
+    worst = 0.0
+    for i, st in enumerate(m["self_test"], start=1):
+        try:
+            x = decode_window(st["input_b64"], shape)
+        except (ValueError, binascii.Error) as exc:
+            raise BundleError(f"{MANIFEST_FILE}: self_test {i}: input_b64: {exc}") from None
+        got = runner.predict(x)
+        d = float(np.max(np.abs(got - np.asarray(st["output"], dtype=np.float32))))
+        if not d <= atol:
+            raise BundleError(f"self-test {i}: max |Δ| {d:.3g} > {atol:g}")
+        worst = max(worst, d)
+    return worst
