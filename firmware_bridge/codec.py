@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass
 from typing import Iterable, Sequence
 
 from alanet.firmware_bridge import cobs
+from alanet.firmware_bridge.framing import DelimitedBuffer
 from alanet.firmware_bridge.protocol import (
     CRC_SIZE,
     DATA_HEAD,
@@ -145,8 +146,7 @@ class Decoder:
         self.max_packet = max_packet
         self.max_encoded = cobs.max_encoded_len(max_packet)
         self.stats = DecoderStats()
-        self._buf = bytearray()  # the partial packet since the last 0x00 (never contains 0x00)
-        self._discarding = False  # overflowed: skip until the next 0x00
+        self._framer = DelimitedBuffer(b"\x00", self.max_encoded)
         self._data_seq = SeqTracker()
         self._raw_seq = SeqTracker()
         self.last_hello: Hello | None = None
@@ -154,7 +154,7 @@ class Decoder:
     @property
     def buffered(self) -> int:
         """Bytes held waiting for a delimiter (always <= ``max_encoded``)."""
-        return len(self._buf)
+        return self._framer.buffered
 
     def feed(self, data: bytes | bytearray | memoryview) -> list[Packet]:
         """Decode ``data``; return the packets it completed."""
@@ -163,46 +163,19 @@ class Decoder:
         except Exception:  # not bytes-like: nothing to decode
             return []
         self.stats.bytes += len(data)
+        chunks, overflows = self._framer.split(data)
+        for _ in range(overflows):
+            self._framing_error()
         out: list[Packet] = []
-        pos = 0
-        n = len(data)
-        while pos < n:
-            end = data.find(0, pos)
-            if end < 0:
-                self._append(data[pos:])
-                break
-            if self._discarding:
-                self._discarding = False
-                self._buf.clear()
-            else:
-                if self._buf:
-                    self._buf += data[pos:end]
-                    chunk = bytes(self._buf)
-                    self._buf.clear()
-                else:
-                    chunk = data[pos:end]
-                if chunk:  # empty chunks (0x00 0x00) are idle fill, not errors
-                    if len(chunk) > self.max_encoded:
-                        self._framing_error()
-                    else:
-                        pkt = self._decode_chunk(chunk)
-                        if pkt is not None:
-                            out.append(pkt)
-            pos = end + 1
+        for chunk in chunks:
+            if chunk:  # empty chunks (0x00 0x00) are idle fill, not errors
+                pkt = self._decode_chunk(chunk)
+                if pkt is not None:
+                    out.append(pkt)
         self._sync_stats()
         return out
 
     # -- internals
-
-    def _append(self, tail: bytes) -> None:
-        if self._discarding:
-            return
-        if len(self._buf) + len(tail) > self.max_encoded:
-            self._buf.clear()
-            self._discarding = True
-            self._framing_error()
-            return
-        self._buf += tail
 
     def _framing_error(self) -> None:
         self.stats.framing_errors += 1

@@ -19,6 +19,7 @@ import math
 import struct
 
 from alanet.firmware_bridge.codec import DecoderStats, SeqTracker
+from alanet.firmware_bridge.framing import DelimitedBuffer
 from alanet.firmware_bridge.protocol import N_ANGLES, N_EMG, SEQ_MOD, T_MS_MOD, Frame, Hello, Packet
 
 MAX_LINE = 512
@@ -48,14 +49,13 @@ class CsvDecoder:
     def __init__(self, max_line: int = MAX_LINE) -> None:
         self.max_line = max_line
         self.stats = DecoderStats()
-        self._buf = bytearray()
-        self._discarding = False
+        self._framer = DelimitedBuffer(b"\n", max_line)
         self._seq = SeqTracker()
         self.last_hello: Hello | None = None
 
     @property
     def buffered(self) -> int:
-        return len(self._buf)
+        return self._framer.buffered
 
     def feed(self, data: bytes | bytearray | memoryview) -> list[Packet]:
         try:
@@ -63,43 +63,17 @@ class CsvDecoder:
         except Exception:
             return []
         self.stats.bytes += len(data)
+        lines, overflows = self._framer.split(data)
+        for _ in range(overflows):
+            self._bad("framing_errors")
         out: list[Packet] = []
-        pos, n = 0, len(data)
-        while pos < n:
-            end = data.find(b"\n", pos)
-            if end < 0:
-                self._append(data[pos:])
-                break
-            if self._discarding:
-                self._discarding = False
-                self._buf.clear()
-            else:
-                if self._buf:
-                    self._buf += data[pos:end]
-                    line = bytes(self._buf)
-                    self._buf.clear()
-                else:
-                    line = data[pos:end]
-                if len(line) > self.max_line:
-                    self._bad("framing_errors")
-                else:
-                    pkt = self._line(line)
-                    if pkt is not None:
-                        out.append(pkt)
-            pos = end + 1
+        for line in lines:
+            pkt = self._line(line)
+            if pkt is not None:
+                out.append(pkt)
         s, t = self.stats, self._seq
         s.gaps, s.lost, s.duplicates, s.restarts = t.gaps, t.lost, t.duplicates, t.restarts
         return out
-
-    def _append(self, tail: bytes) -> None:
-        if self._discarding:
-            return
-        if len(self._buf) + len(tail) > self.max_line:
-            self._buf.clear()
-            self._discarding = True
-            self._bad("framing_errors")
-            return
-        self._buf += tail
 
     def _bad(self, counter: str) -> None:
         setattr(self.stats, counter, getattr(self.stats, counter) + 1)
