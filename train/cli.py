@@ -1,4 +1,4 @@
-"""Subcommands of alanet.train: ``data`` (synth, check), ``train``, ``evaluate``.
+"""Subcommands of alanet.train: ``data`` (synth, check), ``train``, ``evaluate``, ``compare``.
 
 Argparse only here; implementations are imported lazily.
 """
@@ -7,9 +7,53 @@ from __future__ import annotations
 
 import argparse
 
+from alanet.main import lazy
 from alanet.train.data import cli as data_cli
+
+MODELS = ("alanet", "alanet-parts", "banet", "stacked-lstm", "knn", "svm", "rf")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add this area's subcommands to the ``alanet`` parser."""
     data_cli.register(sub)
+
+    p = sub.add_parser("train", help="train and evaluate a model (hold-out or LOSO) into a run directory",
+                       description="Train ALANet or a baseline on a dataset, evaluate it leak-free (hold-out or "
+                       "leave-one-subject-out) and write a self-describing run directory.")
+    p.add_argument("--data", required=True, help="dataset folder (EmoPain .mat/.csv or generic CSV)")
+    p.add_argument("--format", choices=("emopain", "csv"), help="dataset format (default: detect)")
+    p.add_argument("--task", required=True, help="protective | pain (EmoPain) | label (CSV)")
+    p.add_argument("--model", required=True, help=f"one of {', '.join(MODELS)}")
+    p.add_argument("--eval", default="holdout", help="holdout (default) | loso")
+    p.add_argument("--test-participants", default="", help="hold-out test ids, comma-separated "
+                   "(default: EmoPain challenge split, else a seeded quarter)")
+    p.add_argument("--window", type=int, default=180, help="window length in frames (default 180)")
+    p.add_argument("--stride", type=int, default=45, help="window stride in frames (default 45)")
+    p.add_argument("--epochs", type=int, help="classifier epochs (default: model's)")
+    p.add_argument("--ae-epochs", type=int, help="ALANet autoencoder epochs (default: 20)")
+    p.add_argument("--hparam", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a hyperparameter (JSON value), e.g. --hparam units=16 --hparam finetune=true")
+    p.add_argument("--finetune", action="store_true", help="ALANet: fine-tune encoder + head end to end at the end")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--jobs", type=int, default=1, help="parallel LOSO folds (processes)")
+    p.add_argument("--distribute", choices=("mirrored", "multiworker"), help="tf.distribute strategy")
+    p.add_argument("--no-final", action="store_true", help="LOSO: skip the final model on all participants")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--force", action="store_true", help="replace an existing run directory")
+    p.add_argument("--out", required=True, help="run directory to create")
+    p.set_defaults(func=lazy("alanet.train.commands:cmd_train"))
+
+    p = sub.add_parser("evaluate", help="re-score a trained run on (other) data",
+                       description="Score a run directory's model on a dataset with the run's windows, "
+                       "normalisation and class names; prints metrics as JSON.")
+    p.add_argument("run", help="run directory written by `alanet train`")
+    p.add_argument("--data", required=True, help="dataset folder")
+    p.add_argument("--format", choices=("emopain", "csv"))
+    p.add_argument("--out", help="also write the metrics to this JSON file")
+    p.set_defaults(func=lazy("alanet.train.commands:cmd_evaluate"))
+
+    p = sub.add_parser("compare", help="one table over several run directories",
+                       description="Print a Markdown table (the paper's Tables I–III shape) over run directories.")
+    p.add_argument("runs", nargs="+", help="run directories")
+    p.add_argument("--out", help="also write the table to this file")
+    p.set_defaults(func=lazy("alanet.train.commands:cmd_compare"))

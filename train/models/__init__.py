@@ -1,0 +1,94 @@
+"""Model registry: ALANet, ALANet per body part, BANet, Stacked-LSTM, classic baselines.
+
+``build_model`` returns the full inference classifier (window [B, T, C], already
+normalised → softmax [B, n_classes]). Its weight list does not depend on ``unroll``,
+``masking`` or ``batch_size``, so an inference copy takes the trained weights::
+
+    infer = build_model(name, ..., unroll=True, masking=False, batch_size=1)
+    infer.set_weights(trained.get_weights())
+
+TensorFlow is imported only when a neural model is built.
+"""
+
+from __future__ import annotations
+
+import copy
+import warnings
+from typing import Any
+
+from alanet.train.models import classic as _classic
+
+NEURAL_MODELS = frozenset({"alanet", "alanet-parts", "banet", "stacked-lstm"})
+CLASSIC_MODELS = frozenset({"knn", "svm", "rf"})
+ALL_MODELS = tuple(sorted(NEURAL_MODELS)) + tuple(sorted(CLASSIC_MODELS))
+
+
+def _defaults() -> dict[str, dict[str, Any]]:
+    # Literal copies so importing the registry does not import Keras.
+    alanet = {"units": 32, "ae_epochs": 20, "ae_lr": 0.001, "ae_batch": 40, "epochs": 50, "lr": 0.003,
+              "batch": 40, "patience": 8, "finetune": False, "finetune_epochs": 10, "finetune_lr": 1e-4,
+              "augment_copies": 1}
+    return {
+        "alanet": alanet,
+        "alanet-parts": {**alanet, "units": 8},
+        "banet": {"units": 8, "layers": 3, "dropout": 0.5, "fold_parts": False, "epochs": 50, "lr": 0.003, "batch": 40,
+                  "patience": 8, "augment_copies": 1},
+        "stacked-lstm": {"units": 32, "layers": 3, "dropout": 0.5, "epochs": 50, "lr": 0.001, "batch": 20,
+                         "patience": 8, "augment_copies": 1},
+        **{k: {**v, "augment_copies": 1} for k, v in _classic.DEFAULTS.items()},
+    }
+
+
+DEFAULT_HPARAMS: dict[str, dict[str, Any]] = _defaults()
+
+
+def hparams_for(name: str, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Defaults of ``name`` updated with ``overrides`` (unknown keys rejected)."""
+    if name not in DEFAULT_HPARAMS:
+        raise ValueError(f"unknown model {name!r}; choose from {', '.join(ALL_MODELS)}")
+    hp = copy.deepcopy(DEFAULT_HPARAMS[name])
+    unknown = sorted(set(overrides or {}) - set(hp))
+    if unknown:
+        raise ValueError(f"unknown hyperparameter(s) for {name}: {', '.join(unknown)}")
+    hp.update(overrides or {})
+    return hp
+
+
+def build_model(name: str, *, timesteps: int, channels: int, n_classes: int, groups: list[list[int]],
+                hparams: dict[str, Any], unroll: bool = False, masking: bool = True,
+                batch_size: int | None = None):
+    """The full Keras classifier ``name``: [B, timesteps, channels] → softmax [B, n_classes]."""
+    if name in CLASSIC_MODELS:
+        raise ValueError(f"{name} is a scikit-learn model, not a Keras model")
+    with warnings.catch_warnings():
+        # Conv1D / Dense after Masking drop the time mask by design (padded frames only
+        # occur in training on short segments; at inference every window is full).
+        warnings.filterwarnings("ignore", message=r".*does not support masking.*")
+        return _build(name, timesteps, channels, n_classes, groups, hparams, unroll, masking, batch_size)
+
+
+def _build(name, timesteps, channels, n_classes, groups, hparams, unroll, masking, batch_size):
+    hp = {**DEFAULT_HPARAMS.get(name, {}), **hparams}
+    kw = dict(unroll=unroll, masking=masking, batch_size=batch_size)
+    args = (int(timesteps), int(channels), int(n_classes), [list(map(int, g)) for g in groups], hp)
+    if name == "alanet":
+        from alanet.train.models.alanet import alanet
+        return alanet(*args, **kw)
+    if name == "alanet-parts":
+        from alanet.train.models.alanet import alanet_parts
+        return alanet_parts(*args, **kw)
+    if name == "banet":
+        from alanet.train.models.banet import banet
+        return banet(*args, **kw)
+    if name == "stacked-lstm":
+        from alanet.train.models.stacked_lstm import stacked_lstm
+        return stacked_lstm(*args, **kw)
+    raise ValueError(f"unknown model {name!r}; choose from {', '.join(ALL_MODELS)}")
+
+
+def custom_objects() -> dict[str, Any]:
+    """Import the custom layers (registers them) and return them for ``load_model``."""
+    from alanet.train.models import layers
+
+    return {c.__name__: c for c in (layers.DropMask, layers.SelectChannels, layers.WeightedSum, layers.PartWeighting, layers.StackParts,
+                                        layers.FoldParts, layers.TakePart)}

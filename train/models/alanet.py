@@ -17,7 +17,7 @@ from typing import Any
 import keras
 from keras import layers
 
-from alanet.train.models.layers import SelectChannels, body_attention, temporal_attention
+from alanet.train.models.layers import DropMask, SelectChannels, body_attention, temporal_attention
 
 DEFAULTS: dict[str, Any] = {
     "units": 32,  # encoder / decoder LSTM size
@@ -62,7 +62,7 @@ def alanet(timesteps: int, channels: int, n_classes: int, groups: list[list[int]
     """The full ALANet classifier: window → encoder LSTM (sequence) → attention head."""
     inp, x = _masked_input(timesteps, channels, masking, batch_size)
     seq = layers.LSTM(hp["units"], return_sequences=True, unroll=unroll, name="encoder_lstm")(x)
-    feats = layers.Identity(name="encoder_features")(seq)
+    feats = DropMask(name="encoder_features")(seq)
     out = attention_head(timesteps, hp["units"], hp["units"], n_classes)(feats)
     return keras.Model(inp, out, name="alanet")
 
@@ -92,7 +92,7 @@ def alanet_parts(timesteps: int, channels: int, n_classes: int, groups: list[lis
     seqs = [layers.LSTM(hp["units"], return_sequences=True, unroll=unroll, name=f"encoder_lstm_{p}")(
         SelectChannels(idx, name=f"part_{p}")(x)) for p, idx in enumerate(groups)]
     seq = seqs[0] if len(seqs) == 1 else layers.Concatenate(name="parts")(seqs)
-    feats = layers.Identity(name="encoder_features")(seq)
+    feats = DropMask(name="encoder_features")(seq)
     out = attention_head(timesteps, hp["units"] * len(groups), len(groups), n_classes)(feats)
     return keras.Model(inp, out, name="alanet_parts")
 

@@ -14,10 +14,10 @@ from typing import Any
 import keras
 from keras import layers
 
-from alanet.train.models.layers import SelectChannels, StackParts, WeightedSum, temporal_attention
+from alanet.train.models.layers import FoldParts, SelectChannels, StackParts, TakePart, WeightedSum, temporal_attention
 
 DEFAULTS: dict[str, Any] = {
-    "units": 8, "layers": 3, "dropout": 0.5,
+    "units": 8, "layers": 3, "dropout": 0.5, "fold_parts": False,
     "epochs": 50, "lr": 0.003, "batch": 40, "patience": 8,
     "augment_copies": 1,
 }
@@ -37,12 +37,24 @@ def banet(timesteps: int, channels: int, n_classes: int, groups: list[list[int]]
     shared = [layers.LSTM(hp["units"], return_sequences=True, unroll=unroll, name=f"shared_lstm_{i}")
               for i in range(hp["layers"])]
     drops = [layers.Dropout(hp["dropout"], name=f"shared_dropout_{i}") for i in range(hp["layers"])]
+    parts_idx = _padded(groups)
     part_vectors = []
-    for p, idx in enumerate(_padded(groups)):
-        h = SelectChannels(idx, name=f"part_{p}")(x)
+    if hp.get("fold_parts"):
+        # Same network, parts folded into the batch: one call of the shared stack.
+        h = FoldParts(len(parts_idx), name="fold_parts")(
+            SelectChannels([i for idx in parts_idx for i in idx], name="parts_side_by_side")(x))
         for lstm, drop in zip(shared, drops):
             h = drop(lstm(h))
-        part_vectors.append(temporal_attention(h, name=f"temporal_attention_{p}"))
+        for p in range(len(parts_idx)):
+            hp_ = TakePart(len(parts_idx), p, name=f"part_{p}_sequence")(h)
+            part_vectors.append(temporal_attention(hp_, name=f"temporal_attention_{p}"))
+    else:
+        # As published: the shared stack is called once per body part.
+        for p, idx in enumerate(parts_idx):
+            h = SelectChannels(idx, name=f"part_{p}")(x)
+            for lstm, drop in zip(shared, drops):
+                h = drop(lstm(h))
+            part_vectors.append(temporal_attention(h, name=f"temporal_attention_{p}"))
     parts = StackParts(name="parts")(part_vectors)  # [B, P, units]
     # Body attention across parts: score each part, softmax over parts, weighted sum.
     hidden = layers.Dense(hp["units"], activation="tanh", name="body_attention_hidden")(parts)

@@ -48,6 +48,22 @@ class SelectChannels(layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
+class DropMask(layers.Layer):
+    """Identity that ends the time mask (padded frames only occur in training on short
+    segments; attention layers after it see every frame, as at inference)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.supports_masking = True
+
+    def call(self, x):  # type: ignore[override]
+        return ops.copy(x)  # a new tensor: the mask travels as an attribute of the old one
+
+    def compute_mask(self, inputs, mask=None):  # type: ignore[override]
+        return None
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
 class WeightedSum(layers.Layer):
     """Attention pooling: ``sum_t values[:, t, :] * weights[:, t, :]`` ([B,T,F], [B,T,1] → [B,F]).
 
@@ -113,9 +129,62 @@ class StackParts(layers.Layer):
         return None
 
 
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class FoldParts(layers.Layer):
+    """[B, T, P*D] (parts side by side) → [B*P, T, D]: every part becomes a batch row.
+
+    Row ``b*P + p`` holds part ``p`` of window ``b``; the time mask is repeated to match.
+    """
+
+    def __init__(self, n_parts: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.n_parts = int(n_parts)
+        self.supports_masking = True
+
+    def call(self, x):  # type: ignore[override]
+        t, f = x.shape[1], x.shape[2]
+        d = f // self.n_parts
+        x = ops.reshape(x, (-1, t, self.n_parts, d))
+        return ops.reshape(ops.transpose(x, (0, 2, 1, 3)), (-1, t, d))
+
+    def compute_output_shape(self, input_shape):  # type: ignore[override]
+        b = None if input_shape[0] is None else input_shape[0] * self.n_parts
+        return (b, input_shape[1], input_shape[2] // self.n_parts)
+
+    def compute_mask(self, inputs, mask=None):  # type: ignore[override]
+        return None if mask is None else ops.repeat(mask, self.n_parts, axis=0)
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "n_parts": self.n_parts}
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class TakePart(layers.Layer):
+    """Part ``index`` of folded rows: [B*P, T, D] → [B, T, D]."""
+
+    def __init__(self, n_parts: int, index: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.n_parts, self.index = int(n_parts), int(index)
+
+    def call(self, x):  # type: ignore[override]
+        t, d = x.shape[1], x.shape[2]
+        return ops.reshape(x, (-1, self.n_parts, t, d))[:, self.index]
+
+    def compute_output_shape(self, input_shape):  # type: ignore[override]
+        b = None if input_shape[0] is None else input_shape[0] // self.n_parts
+        return (b, input_shape[1], input_shape[2])
+
+    def compute_mask(self, inputs, mask=None):  # type: ignore[override]
+        return None
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "n_parts": self.n_parts, "index": self.index}
+
+
 def temporal_attention(seq, name: str):
     """Temporal attention (ALANet / BANet): 1×1 Conv1D score per frame, softmax over
     time, attention-weighted sum of the frames' features. [B,T,F] → [B,F]."""
+    seq = DropMask(name=f"{name}_input")(seq)
     score = layers.Conv1D(1, 1, name=f"{name}_score")(seq)
     weights = layers.Softmax(axis=1, name=name)(score)
     return WeightedSum(name=f"{name}_pool")([seq, weights])

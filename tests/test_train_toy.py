@@ -1,0 +1,89 @@
+"""A tiny learnable dataset for the training tests, and tests of windows/augmentation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from alanet.device.schema import Channel, Schema, generic_schema
+from alanet.device.windowing import WindowSpec
+from alanet.errors import InputError
+from alanet.train.data.recording import Dataset, Recording
+
+
+def toy_dataset(participants: int = 4, n_classes: int = 2, frames: int = 360, seed: int = 0,
+                block: int = 60) -> Dataset:
+    """Participants with 6 channels in 3 body parts; the class sets the amplitude of an
+    oscillation on part 0, so every model can learn it in a few epochs."""
+    rng = np.random.default_rng(seed)
+    chans = tuple(Channel(f"c{i}", "a.u.", "other", f"part{i // 2}") for i in range(6))
+    schema = Schema(chans, 60.0, name="toy")
+    recs = []
+    t = np.arange(frames) / 60.0
+    for p in range(participants):
+        lab = (np.arange(frames) // block + p) % n_classes
+        values = rng.normal(0, 0.3, (frames, 6)).astype(np.float32)
+        amp = 0.5 + 1.5 * lab
+        values[:, 0] += amp * np.sin(2 * np.pi * 1.5 * t)
+        values[:, 1] += amp * np.cos(2 * np.pi * 1.5 * t)
+        recs.append(Recording(f"S{p:02d}", f"S{p:02d}_a", values, schema, {"label": lab.astype(np.int64)},
+                              segment=(np.arange(frames) // block).astype(np.int64)))
+    names = ["low", "high", "mid"][:n_classes]
+    return Dataset(tuple(recs), schema, {"label": names}, "csv", "toy")
+
+
+def test_make_windows_drops_unlabelled_and_tracks_participants():
+    from alanet.train.windows import make_windows
+
+    ds = toy_dataset()
+    rec = ds.recordings[0]
+    lab = rec.labels["label"].copy()
+    lab[:60] = -1
+    ds2 = Dataset((Recording(rec.participant, rec.name, rec.values, rec.schema, {"label": lab}, rec.segment),)
+                  + ds.recordings[1:], ds.schema, ds.label_names, "csv", "toy")
+    full = make_windows(ds, "label", WindowSpec(30, 15))
+    part = make_windows(ds2, "label", WindowSpec(30, 15))
+    assert len(part) == len(full) - 3  # the first 60-frame segment held 3 windows
+    assert set(full.participant.tolist()) == set(ds.participants)
+    assert full.x.shape[1:] == (30, 6)
+
+
+def test_window_longer_than_every_recording_is_input_error():
+    from alanet.train.windows import make_windows
+
+    with pytest.raises(InputError, match="longer than every recording"):
+        make_windows(toy_dataset(), "label", WindowSpec(10_000, 15))
+    with pytest.raises(InputError, match="task 'pain'"):
+        make_windows(toy_dataset(), "pain", WindowSpec(30, 15))
+
+
+def test_augment_balances_minority_and_keeps_padding_zero():
+    from alanet.train.augment import augment
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(40, 20, 6)).astype(np.float32)
+    mask = np.ones((40, 20), bool)
+    mask[:, 15:] = False
+    x[~mask] = 0
+    y = np.array([0] * 32 + [1] * 8)
+    xa, ma, ya = augment(x, mask, y, [[0, 1], [2, 3], [4, 5]], 2, 1, rng)
+    counts = np.bincount(ya)
+    assert counts[0] == 64 and counts[1] == 8 + 8 * 4  # minority gets 4x the copies
+    assert np.all(xa[~ma] == 0)
+    assert not np.allclose(np.sort(xa.ravel()), np.sort(np.concatenate([x] * (len(ya) // 40 + 1)).ravel()[: xa.size]))
+
+
+def test_normaliser_uses_training_participants_only():
+    from alanet.train.windows import fit_normalizer
+
+    ds = toy_dataset()
+    norm = fit_normalizer(ds, ["S00", "S01"])
+    frames = np.concatenate([r.values for r in ds.recordings if r.participant in ("S00", "S01")])
+    np.testing.assert_allclose(norm.mean, frames.mean(axis=0), rtol=1e-5, atol=1e-6)
+    other = fit_normalizer(ds, ["S02", "S03"])
+    assert not np.allclose(norm.mean, other.mean)
+
+
+def test_generic_schema_toy_is_valid():
+    s = generic_schema(["a", "b"], 50.0, {"g": ["a", "b"]})
+    assert s.groups == {"g": [0, 1]}

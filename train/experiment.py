@@ -1,0 +1,384 @@
+"""Hold-out and leave-one-subject-out experiments, leak-free.
+
+Per fold: the test participants are set aside first; the normaliser is fitted on the
+training participants; an inner validation split of the *training* participants
+drives early stopping / model selection; only the fitting participants' windows are
+augmented and trained on. Each fold records which participants' windows reached
+fitting and validation, so a test can prove the held-out participant never did.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+
+from alanet.device.features import Normalizer
+from alanet.device.windowing import WindowSpec
+from alanet.errors import InputError
+from alanet.train.data.recording import Dataset
+from alanet.train.metrics import classification_metrics, mean_over_folds
+from alanet.train.models import ALL_MODELS, CLASSIC_MODELS, hparams_for
+from alanet.train.windows import TaskWindows, fit_normalizer, make_windows, normalise
+
+EVALS = ("holdout", "loso")
+PARITY_MAX = 256
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    model: str
+    task: str
+    eval: str = "holdout"
+    window: int = 180
+    stride: int = 45
+    epochs: int | None = None
+    ae_epochs: int | None = None
+    seed: int = 0
+    jobs: int = 1
+    test_participants: tuple[str, ...] = ()
+    hparams: dict[str, Any] = field(default_factory=dict)  # overrides of the model defaults
+    distribute: str | None = None
+    final: bool = True  # LOSO: also train a deployable model on every participant
+    val_fraction: float = 0.2
+    progress: bool = True
+
+    def resolved_hparams(self) -> dict[str, Any]:
+        hp = hparams_for(self.model, self.hparams)
+        if self.epochs is not None and "epochs" in hp:
+            hp["epochs"] = int(self.epochs)
+        if self.ae_epochs is not None and "ae_epochs" in hp:
+            hp["ae_epochs"] = int(self.ae_epochs)
+        return hp
+
+
+@dataclass(frozen=True)
+class FoldPlan:
+    """Who is tested, who is fitted on, who selects the model."""
+
+    test: tuple[str, ...]
+    fit: tuple[str, ...]
+    val: tuple[str, ...]
+
+    @property
+    def train(self) -> tuple[str, ...]:
+        return tuple(sorted(self.fit + self.val))
+
+
+@dataclass
+class FoldResult:
+    plan: FoldPlan
+    metrics: dict[str, Any]
+    y_true: np.ndarray
+    y_pred: np.ndarray
+    history: dict[str, list[float]]
+    train_seconds: float
+    n_params: int
+    seen_fit: tuple[str, ...]  # participants whose windows were fitted on
+    seen_val: tuple[str, ...]  # participants whose windows selected the model
+    val_by_windows: bool = False
+
+
+@dataclass
+class ExperimentResult:
+    config: ExperimentConfig
+    hparams: dict[str, Any]
+    label_names: tuple[str, ...]
+    groups: list[list[int]]
+    folds: list[FoldResult]
+    metrics: dict[str, Any]
+    final: Any  # FitResult of the deployable model (None with --no-final on LOSO)
+    normalizer: Normalizer
+    test_participants: tuple[str, ...]
+    calib_x: np.ndarray
+    test_x: np.ndarray
+    test_y: np.ndarray
+    example_x: np.ndarray  # normalised windows for attention plots
+    example_y: np.ndarray
+
+
+def model_groups(model: str, dataset: Dataset) -> list[list[int]]:
+    """Body-part groups a model uses. BANet, as published, leaves out the sEMG group
+    (EmoPain: the 13 angle/energy pairs); every other model uses every group."""
+    schema = dataset.schema
+    groups = [list(v) for v in schema.groups.values()]
+    if model == "banet":
+        body = [g for g in groups if any(schema.channels[i].kind != "emg" for i in g)]
+        if body:
+            return body
+    return groups
+
+
+def validate(cfg: ExperimentConfig, dataset: Dataset) -> None:
+    """Reject bad configurations before any training (exit 2, nothing written)."""
+    if cfg.model not in ALL_MODELS:
+        raise InputError(f"unknown model {cfg.model!r}; choose from {', '.join(ALL_MODELS)}")
+    if cfg.eval not in EVALS:
+        raise InputError(f"unknown evaluation {cfg.eval!r}; choose from {', '.join(EVALS)}")
+    if cfg.task not in dataset.label_names:
+        raise InputError(f"{dataset.root or 'dataset'}: unknown task {cfg.task!r} for {dataset.format} data "
+                         f"(has {', '.join(sorted(dataset.label_names))})")
+    if cfg.window < 2 or cfg.stride < 1:
+        raise InputError(f"--window must be >= 2 and --stride >= 1 (got {cfg.window}, {cfg.stride})")
+    try:
+        cfg.resolved_hparams()
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
+    n = len(dataset.participants)
+    if cfg.eval == "loso" and n < 3:
+        raise InputError(f"LOSO needs at least 3 participants (1 test, 1 fit, 1 validation); "
+                         f"{dataset.root or 'dataset'} has {n}")
+    if cfg.eval == "holdout" and n < 2 and not cfg.test_participants:
+        raise InputError(f"hold-out needs at least 2 participants; {dataset.root or 'dataset'} has {n}")
+    unknown = sorted(set(cfg.test_participants) - set(dataset.participants))
+    if unknown:
+        raise InputError(f"--test-participants: {', '.join(unknown)} not in the dataset "
+                         f"(has {', '.join(dataset.participants)})")
+    if cfg.jobs < 1:
+        raise InputError("--jobs must be >= 1")
+
+
+def holdout_test_ids(cfg: ExperimentConfig, dataset: Dataset) -> tuple[str, ...]:
+    """--test-participants; else the EmoPain challenge split; else a seeded quarter."""
+    if cfg.test_participants:
+        ids = tuple(sorted(cfg.test_participants))
+    elif dataset.format == "emopain":
+        from alanet.train.data.emopain import challenge_split
+
+        ids = tuple(sorted(challenge_split(dataset)[1]))
+    else:
+        people = dataset.participants
+        k = max(1, round(0.25 * len(people)))
+        ids = tuple(sorted(np.random.default_rng(cfg.seed).choice(people, k, replace=False).tolist()))
+    if set(ids) >= set(dataset.participants):
+        raise InputError("--test-participants leaves no participant for training")
+    return ids
+
+
+def inner_split(train_ids: tuple[str, ...], tw: TaskWindows, fraction: float, seed: int) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """Split training participants into (fit, validation), keeping every class in fit.
+
+    Tries seeded random draws of ``ceil(fraction · n)`` participants; prefers a
+    validation set with the most classes. Returns ``(train_ids, ())`` when no split
+    keeps all classes in fit (the caller then splits windows instead).
+    """
+    ids = sorted(train_ids)
+    if len(ids) < 2:
+        return tuple(ids), ()
+    k = min(len(ids) - 1, max(1, math.ceil(fraction * len(ids))))
+    classes = {p: set(np.unique(tw.y[tw.participant == p]).tolist()) for p in ids}
+    every = set().union(*classes.values())
+    rng = np.random.default_rng(seed)
+    best: tuple[int, tuple[str, ...]] | None = None
+    for _ in range(64):
+        val = tuple(sorted(rng.choice(ids, k, replace=False).tolist()))
+        fit_classes = set().union(*(classes[p] for p in ids if p not in val))
+        if fit_classes != every:
+            continue
+        score = len(set().union(*(classes[p] for p in val)))
+        if best is None or score > best[0]:
+            best = (score, val)
+        if score == len(every):
+            break
+    if best is None:
+        return tuple(ids), ()
+    val = best[1]
+    return tuple(p for p in ids if p not in val), val
+
+
+def plan_folds(cfg: ExperimentConfig, dataset: Dataset, tw: TaskWindows) -> list[FoldPlan]:
+    people = tuple(sorted(set(tw.participant.tolist())))
+    tests = [holdout_test_ids(cfg, dataset)] if cfg.eval == "holdout" else [(p,) for p in people]
+    plans = []
+    for i, test in enumerate(tests):
+        train = tuple(p for p in people if p not in test)
+        fit, val = inner_split(train, tw, cfg.val_fraction, cfg.seed + i)
+        plans.append(FoldPlan(tuple(test), fit, val))
+    return plans
+
+
+def check_classes(tw: TaskWindows, plan: FoldPlan) -> None:
+    have = set(np.unique(tw.y[tw.of(plan.train)]).tolist())
+    missing = [tw.label_names[c] for c in range(tw.n_classes) if c not in have]
+    if missing:
+        where = f" when {', '.join(plan.test)} is held out" if plan.test else ""
+        raise InputError(f"class {', '.join(repr(m) for m in missing)} of task {tw.task!r} has no training "
+                         f"windows{where}; every class needs training data")
+
+
+@dataclass
+class FoldJob:
+    """Everything one fold needs (picklable, for worker processes)."""
+
+    cfg: ExperimentConfig
+    hp: dict[str, Any]
+    plan: FoldPlan
+    groups: list[list[int]]
+    n_classes: int
+    x: np.ndarray  # normalised windows of train + test participants of this fold
+    mask: np.ndarray
+    y: np.ndarray
+    participant: np.ndarray
+    fold_index: int = 0
+    threads: int | None = None
+
+
+def prepare_job(cfg: ExperimentConfig, hp: dict[str, Any], dataset: Dataset, tw: TaskWindows, plan: FoldPlan,
+                groups: list[list[int]], index: int) -> tuple[FoldJob, Normalizer]:
+    norm = fit_normalizer(dataset, plan.train)  # training participants only
+    idx = tw.of(plan.train + plan.test)
+    x = normalise(tw.x[idx], tw.mask[idx], norm)
+    return FoldJob(cfg, hp, plan, groups, tw.n_classes, x, tw.mask[idx], tw.y[idx], tw.participant[idx], index), norm
+
+
+def train_fold(job: FoldJob):
+    """Augment the fitting windows, fit with inner validation, predict the test windows.
+
+    Returns ``(FoldResult, FitResult)``.
+    """
+    from alanet.train.augment import augment
+    from alanet.train.fit import configure_tensorflow, fit_model, predict_proba
+
+    if job.threads:
+        configure_tensorflow(job.threads)
+    plan, seed = job.plan, job.cfg.seed + job.fold_index
+    fit_idx = np.flatnonzero(np.isin(job.participant, plan.fit))
+    val_idx = np.flatnonzero(np.isin(job.participant, plan.val))
+    test_idx = np.flatnonzero(np.isin(job.participant, plan.test))
+    by_windows = False
+    if not len(val_idx) and job.cfg.model not in CLASSIC_MODELS:
+        # One training participant (or no class-preserving split): hold out a random
+        # fifth of the *training* windows for early stopping.
+        rng = np.random.default_rng(seed)
+        perm = rng.permutation(fit_idx)
+        n_val = max(1, len(perm) // 5) if len(perm) > 4 else 0
+        val_idx, fit_idx = np.sort(perm[:n_val]), np.sort(perm[n_val:])
+        by_windows = n_val > 0
+    rng = np.random.default_rng(seed)
+    xa, ma, ya = augment(job.x[fit_idx], job.mask[fit_idx], job.y[fit_idx], job.groups, job.n_classes,
+                         int(job.hp.get("augment_copies", 0)), rng)
+    result = fit_model(job.cfg.model, job.hp, x=xa, mask=ma, y=ya,
+                       x_val=job.x[val_idx] if len(val_idx) else None, y_val=job.y[val_idx] if len(val_idx) else None,
+                       groups=job.groups, n_classes=job.n_classes, seed=seed, strategy=job.cfg.distribute,
+                       progress=job.cfg.progress)
+    if len(test_idx):
+        y_pred = predict_proba(result, job.x[test_idx], job.mask[test_idx]).argmax(axis=1)
+        metrics = classification_metrics(job.y[test_idx], y_pred, job.n_classes)
+    else:
+        y_pred, metrics = np.zeros(0, np.int64), {}
+    metrics.update(train_seconds=result.train_seconds, n_params=result.n_params, test_participants=list(plan.test))
+    fold = FoldResult(plan, metrics, job.y[test_idx], y_pred, result.history, result.train_seconds, result.n_params,
+                      tuple(sorted(set(job.participant[fit_idx].tolist()))),
+                      tuple(sorted(set(job.participant[val_idx].tolist()))), by_windows)
+    return fold, result
+
+
+def _train_fold_remote(job: FoldJob) -> FoldResult:
+    return train_fold(job)[0]
+
+
+def _sample(n: int, k: int, seed: int) -> np.ndarray:
+    return np.sort(np.random.default_rng(seed).choice(n, min(n, k), replace=False)) if n else np.zeros(0, np.int64)
+
+
+def _examples(y: np.ndarray, pool: np.ndarray, k: int) -> np.ndarray:
+    """Up to ``k`` windows from ``pool``, taken round-robin over classes (for the plots)."""
+    by_class = [list(pool[y[pool] == c]) for c in np.unique(y[pool])]
+    out: list[int] = []
+    while len(out) < k and any(by_class):
+        for lst in by_class:
+            if lst and len(out) < k:
+                out.append(int(lst.pop(0)))
+    return np.asarray(sorted(out, key=lambda i: (y[i], i)), np.int64)
+
+
+def run_experiment(cfg: ExperimentConfig, dataset: Dataset) -> ExperimentResult:
+    """Run the whole experiment in memory (the caller writes the run directory)."""
+    from tqdm.auto import tqdm
+
+    validate(cfg, dataset)
+    hp = cfg.resolved_hparams()
+    tw = make_windows(dataset, cfg.task, WindowSpec(cfg.window, cfg.stride))
+    groups = model_groups(cfg.model, dataset)
+    plans = plan_folds(cfg, dataset, tw)
+    for plan in plans:
+        check_classes(tw, plan)
+
+    # Fold inputs are built lazily (each is a normalised copy of the data): at most
+    # ``jobs`` folds are in memory at once.
+    def job(i: int) -> FoldJob:
+        return prepare_job(cfg, hp, dataset, tw, plans[i], groups, i)[0]
+
+    folds: list[FoldResult] = []
+    fit_results = []
+    bar = tqdm(total=len(plans), desc=f"{cfg.model} {cfg.eval}", unit="fold", file=sys.stderr,
+               disable=not cfg.progress or len(plans) < 2)
+    if cfg.jobs > 1 and len(plans) > 1:
+        import multiprocessing as mp
+        import os
+        from concurrent.futures import FIRST_COMPLETED, wait
+
+        workers = min(cfg.jobs, len(plans))
+        threads = max(1, (os.cpu_count() or 1) // workers)
+        quiet = replace(cfg, progress=False)
+        with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
+            pending: set = set()
+            for i in range(len(plans)):
+                if len(pending) >= workers:
+                    done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                    folds.extend(f.result() for f in done)
+                    bar.update(len(done))
+                pending.add(pool.submit(_train_fold_remote, replace(job(i), threads=threads, cfg=quiet)))
+            for f in pending:
+                folds.append(f.result())
+                bar.update(1)
+        folds.sort(key=lambda f: plans.index(f.plan))
+    else:
+        for i in range(len(plans)):
+            fold, res = train_fold(job(i))
+            folds.append(fold)
+            fit_results.append(res if cfg.eval == "holdout" else None)
+            bar.update(1)
+    bar.close()
+
+    fold_metrics = [f.metrics for f in folds]
+    if cfg.eval == "holdout":
+        metrics = dict(fold_metrics[0])
+        final = fit_results[0] if fit_results else None
+        normalizer = fit_normalizer(dataset, plans[0].train)
+        test_ids = plans[0].test
+    else:
+        metrics = {**mean_over_folds(fold_metrics), "folds": fold_metrics}
+        pooled = classification_metrics(np.concatenate([f.y_true for f in folds]),
+                                        np.concatenate([f.y_pred for f in folds]), tw.n_classes)
+        metrics["pooled"] = pooled
+        metrics["n_params"] = folds[0].n_params
+        test_ids = ()
+        final, normalizer = None, fit_normalizer(dataset, tw.participant.tolist())
+        if cfg.final:
+            people = tuple(sorted(set(tw.participant.tolist())))
+            fit_ids, val_ids = inner_split(people, tw, cfg.val_fraction, cfg.seed + len(plans))
+            plan = FoldPlan((), fit_ids, val_ids)
+            job, normalizer = prepare_job(cfg, hp, dataset, tw, plan, groups, len(plans))
+            _, final = train_fold(job)
+            metrics["final_train_seconds"] = final.train_seconds
+
+    # Parity / calibration windows, normalised with the deployed model's statistics.
+    # Only full windows (no padding): a gateway's stream never produces padded ones,
+    # and the exported model has no Masking layer.
+    full = tw.mask.all(axis=1)
+    train_idx = tw.of(plans[0].train) if cfg.eval == "holdout" else np.arange(len(tw))
+    train_idx = train_idx[full[train_idx]]
+    calib = train_idx[_sample(len(train_idx), PARITY_MAX, cfg.seed)]
+    held = tw.of(test_ids) if test_ids else np.arange(len(tw))
+    held = held[full[held]]
+    test_sel = held[_sample(len(held), PARITY_MAX, cfg.seed + 1)]
+    calib_x = normalise(tw.x[calib], tw.mask[calib], normalizer)
+    test_x = normalise(tw.x[test_sel], tw.mask[test_sel], normalizer)
+    ex = _examples(tw.y, test_sel, 8)
+    return ExperimentResult(cfg, hp, tw.label_names, groups, folds, metrics, final, normalizer, tuple(test_ids),
+                            calib_x, test_x, tw.y[test_sel], normalise(tw.x[ex], tw.mask[ex], normalizer), tw.y[ex])
