@@ -126,7 +126,10 @@ class Gateway:
             t0 = time.perf_counter()
             self.bundle, self.spec = model or load_model(cfg)
             self.model_load_s = time.perf_counter() - t0
-            self.queue = AlertQueue(cfg.queue_path)
+            try:
+                self.queue = AlertQueue(cfg.queue_path)
+            except OSError as exc:
+                raise InputError(f"state_dir: {exc}") from None
         except BaseException:
             self._lock.release()
             raise
@@ -210,7 +213,10 @@ class Gateway:
             pain_labels=list(spec.labels) if spec.task == "pain" else None, prefix=cfg.homeassistant_prefix)
         for m in msgs:
             self.link.set_retained(m.topic, m.encode())
-        ha.save_announced(path, announced)
+        try:
+            ha.save_announced(path, announced)
+        except OSError as exc:  # e.g. a full disk: discovery still works, removal memory does not
+            log.warning("homeassistant: cannot save %s: %s", path, exc)
 
     # ---- serial ----
     def _open_serial(self) -> None:

@@ -48,3 +48,23 @@ def test_survives_sigkill_right_after_put(tmp_path):
     ids = [a.id for a in q.pending()]
     assert len(ids) == 49 and "a7" not in ids and ids[0] == "a0" and ids[-1] == "a49"
     assert q.pending()[10].payload == b'{"n": 11}'
+
+
+def test_full_disk_holds_alerts_in_memory_then_commits_them(tmp_path):
+    q = AlertQueue(tmp_path / "q.sqlite")
+    q.put("a0", "t", b"x")
+    pages = q._db.execute("PRAGMA page_count").fetchone()[0]
+    q._db.execute(f"PRAGMA max_page_count = {pages}")  # the file may not grow: like a full disk
+    for i in range(1, 40):
+        q.put(f"a{i}", "t", b"y" * 500)  # must not raise
+    assert q.held_in_memory > 0
+    assert [a.id for a in q.pending()] == [f"a{i}" for i in range(40)]
+    assert len(q) == 40
+    assert q.delete("a39")  # an acknowledged held alert leaves memory
+    q._db.execute("PRAGMA max_page_count = 1073741823")  # space is back
+    q.put("a40", "t", b"z")
+    assert q.held_in_memory == 0
+    q.close()
+    again = AlertQueue(tmp_path / "q.sqlite")
+    assert [a.id for a in again.pending()] == [f"a{i}" for i in range(39)] + ["a40"]
+    again.close()
