@@ -225,6 +225,8 @@ def convert_run(run_dir: str | Path, quantization: str, out: str | Path, *, rout
         manifest = build_manifest(run, quantization, info.get("route", route), runner, parity, st, atol,
                                   hashlib.sha256(tflite).hexdigest())
         manifest["training"]["inference_copy"] = info.get("copy_built_from")
+        if "float_ops" in info:  # int8: ops the converter kept in float
+            manifest["training"]["float_ops"] = info["float_ops"]
         manifest["decision"] = dec
         manifest["parity"]["skipped_padded_windows"] = pw.skipped_padded
         write_bundle(out, manifest, tflite, signing_key=sign, force=force)

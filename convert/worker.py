@@ -44,7 +44,10 @@ def run(run_dir: str, quantization: str, route: str, out_dir: str) -> None:
     _stage(out, f"converting to TFLite ({quantization}, {route})")
     tfl = export.to_tflite(model, quantization, pw.calib_x)
     (out / "model.tflite").write_bytes(tfl)
-    (out / "info.json").write_text(json.dumps({"copy_built_from": how, "route": route}))
+    info = {"copy_built_from": how, "route": route}
+    if quantization == "int8":
+        info["float_ops"] = list(export.INT8_FLOAT_OPS)
+    (out / "info.json").write_text(json.dumps(info))
     _stage(out, "done")
 
 
