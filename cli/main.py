@@ -23,6 +23,7 @@ AREAS = (
     "alanet.firmware_bridge.cli",
     "alanet.device.cli",
     "alanet.device.live.cli",
+    "alanet.device.flash.cli",
 )
 
 

@@ -61,6 +61,8 @@ class GatewayConfig:
     wearables: tuple[WearableConfig, ...]
     trusted_keys: tuple[str, ...] = ()
     allow_unsigned: bool = True
+    flash_enabled: bool = True  # [flash] enabled: accept `alanet flash` over MQTT
+    flash_allow_unsigned: bool = False  # [flash] allow_unsigned: only without trusted_keys
     heartbeat_s: float = 10.0
     publish_state: bool = True
     max_gap_frames: int = 3
@@ -135,13 +137,14 @@ def parse_broker_url(url: str, src: str = "<flags>", key: str = "mqtt.broker") -
 
 
 SECTIONS: dict[str, set[str]] = {
-    "": {"gateway", "state_dir", "model", "mqtt", "wearable", "runtime", "homeassistant"},
+    "": {"gateway", "state_dir", "model", "mqtt", "wearable", "runtime", "homeassistant", "flash"},
     "model": {"bundle", "trusted_keys", "allow_unsigned"},
     "mqtt": {"broker", "username", "password", "password_file", "ca_file", "cert_file", "key_file", "client_id",
              "keepalive", "heartbeat_s", "publish_state"},
     "wearable": {"wearer", "port", "baud"},
     "runtime": {"max_gap_frames"},
     "homeassistant": {"discovery", "prefix"},
+    "flash": {"enabled", "allow_unsigned"},
 }
 
 
@@ -195,8 +198,9 @@ def load_config(path: str | os.PathLike[str] | None = None, overrides: Mapping[s
     model = _table(src, "model", raw.get("model", {}))
     mqtt = _table(src, "mqtt", raw.get("mqtt", {}))
     runtime = _table(src, "runtime", raw.get("runtime", {}))
+    flash = _table(src, "flash", raw.get("flash", {}))
     ha = _table(src, "homeassistant", raw.get("homeassistant", {}))
-    for name, d in (("model", model), ("mqtt", mqtt), ("runtime", runtime), ("homeassistant", ha)):
+    for name, d in (("model", model), ("mqtt", mqtt), ("runtime", runtime), ("homeassistant", ha), ("flash", flash)):
         _check_keys(src, name, d, SECTIONS[name])
 
     gateway = _ident("--gateway" if "gateway" in ov else src, "gateway", ov.get("gateway", raw.get("gateway", default_gateway_id())))
@@ -215,6 +219,8 @@ def load_config(path: str | os.PathLike[str] | None = None, overrides: Mapping[s
         raise InputError(f"{_where(src, 'model.trusted_keys')}: must be a list of key files")
     trusted = tuple(_file(src, f"model.trusted_keys[{i}]", k) for i, k in enumerate(tk))
     allow_unsigned = _bool(src, "model.allow_unsigned", model.get("allow_unsigned", True))
+    flash_enabled = _bool(src, "flash.enabled", flash.get("enabled", True))
+    flash_allow_unsigned = _bool(src, "flash.allow_unsigned", flash.get("allow_unsigned", False))
 
     bsrc = "--broker" if "broker" in ov else src
     broker = parse_broker_url(_str(bsrc, "mqtt.broker", ov.get("broker", mqtt.get("broker", DEFAULT_BROKER))), bsrc)
@@ -254,6 +260,7 @@ def load_config(path: str | os.PathLike[str] | None = None, overrides: Mapping[s
     wearables = _wearables(src, raw.get("wearable", []), ov)
     return GatewayConfig(gateway=gateway, bundle=bundle, state_dir=state_dir, broker=broker,
                          wearables=wearables, trusted_keys=trusted, allow_unsigned=allow_unsigned,
+                         flash_enabled=flash_enabled, flash_allow_unsigned=flash_allow_unsigned,
                          heartbeat_s=heartbeat, publish_state=publish_state, max_gap_frames=max_gap,
                          homeassistant_discovery=ha_discovery, homeassistant_prefix=ha_prefix, source=src)
 

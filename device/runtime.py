@@ -81,7 +81,16 @@ class Wearable:
 
 
 def load_model(cfg: GatewayConfig) -> tuple[Any, ModelSpec]:
-    """Load and verify the bundle (hash, signature, schema, self-test); build the model spec."""
+    """Load and verify the bundle (hash, signature, schema, self-test); build the model spec.
+
+    A bundle flashed into ``<state_dir>/bundles`` (``alanet flash``) wins over ``cfg.bundle``.
+    """
+    from alanet.device.flash.store import BundleStore
+
+    if BundleStore(cfg.state_dir).state().current:
+        from alanet.device.flash.gateway import startup_model
+
+        return startup_model(cfg)
     from alanet.device.bundle import load_bundle
     from alanet.device.inference import ModelRunner
 
@@ -134,6 +143,7 @@ class Gateway:
             self._lock.release()
             raise
         self.on_result = on_result
+        self.flash: Any = None  # alanet.device.flash.gateway.GatewayFlash while running
         self.stop_event = threading.Event()
         self._data: queue.SimpleQueue[tuple[int, bytes] | None] = queue.SimpleQueue()
         self.started = time.monotonic()
@@ -284,6 +294,10 @@ class Gateway:
                 raise InputError(f"{cfg.source}: mqtt.username: the broker {cfg.broker.url} refused the credentials "
                                  f"({first.partition(': ')[2]})")
             self.link.set_retained(topic(cfg.gateway, "model"), self.model_payload())
+            if cfg.flash_enabled:  # alanet flash: bundles over MQTT, switched between two frames
+                from alanet.device.flash.gateway import GatewayFlash
+
+                self.flash = GatewayFlash(self).start()
             self._announce_homeassistant()
             self._open_serial()
             # announce "online" once the ports are open (a missing port keeps being retried)
@@ -304,6 +318,8 @@ class Gateway:
                         item = data.get_nowait()
                     except queue.Empty:
                         item = None
+                if self.flash is not None:
+                    self.flash.apply_pending()  # model switches, between two frames
                 self.link.poll()
                 now = time.monotonic()
                 if now >= next_beat:
@@ -314,6 +330,9 @@ class Gateway:
         return 0
 
     def shutdown(self) -> None:
+        if self.flash is not None:
+            self.flash.stop()
+            self.flash = None
         for w in self.wearables:
             if w.link is not None:
                 try:
