@@ -77,14 +77,19 @@ class StreamingFeatures:
         self._prev = None
 
     def push(self, angles: np.ndarray, emg: np.ndarray) -> np.ndarray:
-        a = np.asarray(angles, dtype=np.float64)
+        a = np.array(angles, dtype=np.float64)  # a copy: the caller may reuse its buffer
+        n = a.shape[0]
+        out = np.empty(2 * n + len(emg), np.float32)  # one float32 row, filled in place (no concatenate)
+        out[:n] = a
         if self._prev is None:
-            energy = np.zeros_like(a)
+            out[n:2 * n] = 0.0
         else:
             v = (a - self._prev) * self.fs
-            energy = v * v
+            np.multiply(v, v, out=v)
+            out[n:2 * n] = v
+        out[2 * n:] = emg
         self._prev = a
-        return np.concatenate([a, energy, np.asarray(emg, dtype=np.float64)]).astype(np.float32)
+        return out
 
 
 @dataclass(frozen=True)

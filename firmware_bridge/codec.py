@@ -124,7 +124,9 @@ class SeqTracker:
 
 
 def _finite(values: Iterable[float]) -> bool:
-    return all(math.isfinite(v) for v in values)
+    # One check for all: NaN and inf propagate through the sum; float32 wire values
+    # cannot overflow a float64 sum of a packet's worth.
+    return math.isfinite(sum(values))
 
 
 # --------------------------------------------------------------------------- decoder
