@@ -107,14 +107,6 @@ def verify_bundle(path: str | os.PathLike[str], policy: TrustPolicy, fit: Fit | 
     return b
 
 
-def sha256_bytes_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def slot_name(bundle_dir: Path) -> str:
     """``<model_id>-<sha12 of manifest.json>`` (file-system safe)."""
     raw = (bundle_dir / MANIFEST_FILE).read_bytes()
