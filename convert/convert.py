@@ -32,6 +32,7 @@ from alanet.device.bundle import (MANIFEST_SCHEMA, QUANTIZATIONS, BundleError, d
 from alanet.device.inference import ModelRunner, model_ops
 from alanet.device.signing import load_private_key
 from alanet.errors import InputError
+from alanet.options import parse_assignments
 
 N_SELF_TEST = 3
 
@@ -242,16 +243,7 @@ def convert_run(run_dir: str | Path, quantization: str, out: str | Path, *, rout
 
 def parse_decision(items: list[str]) -> dict[str, Any]:
     """``["raise_threshold=0.5", ...]`` → {"raise_threshold": 0.5, ...} (values parsed as JSON)."""
-    out: dict[str, Any] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise InputError(f"--decision {item!r}: expected KEY=VALUE")
-        try:
-            out[key] = json.loads(value)
-        except json.JSONDecodeError:
-            out[key] = value
-    return out
+    return parse_assignments(items, "--decision")
 
 
 def cmd_convert(args: argparse.Namespace) -> int:

@@ -11,18 +11,11 @@ import numpy as np
 
 from alanet import atomic
 from alanet.errors import InputError
+from alanet.options import parse_assignments
 
 
 def _hparams(pairs: list[str], finetune: bool) -> dict:
-    out = {}
-    for item in pairs:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise InputError(f"--hparam {item!r}: expected KEY=VALUE")
-        try:
-            out[key] = json.loads(value)
-        except json.JSONDecodeError:
-            out[key] = value
+    out = parse_assignments(pairs, "--hparam")
     if finetune:
         out["finetune"] = True
     return out
