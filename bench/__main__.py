@@ -171,6 +171,9 @@ BENCHES: list[Bench] = [
           what="fault matrix: alerts lost / duplicated, time to recover"),
     Bench("synth_calibration", "synth_calibration.py", (), (), "synth_calibration.json", None, 300, default=False,
           what="difficulty of the synthetic data for classic classifiers (not in the default run)"),
+    Bench("real_data", "real_data.py", (), ("--sets", "basicmotions", "--models", "alanet,knn,rf"), "real_data.json",
+          None, 3600, default=False,
+          what="every model on public real recordings (UEA sets from a PyPI wheel; not in the default run)"),
 ]
 
 

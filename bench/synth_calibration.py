@@ -1,10 +1,14 @@
-"""How hard is the synthetic dataset? Classic classifiers on window statistics.
+"""How hard is the synthetic dataset, and does frame order matter? Classic classifiers
+on the toolkit's window statistics.
 
 Generates the default synthetic cohort (or loads DIR), cuts 3 s windows per exercise
-instance, and fits a random forest and a logistic regression on per-window
-mean/std/min/max of the 30 channels, holding out participants (the challenge split,
-and 5-fold grouped cross-validation). Target: protective-behaviour macro F1 clearly
-below 0.9 but well above chance; pain level likewise.
+instance and fits the classic baselines of ``alanet train`` (k-NN, RBF SVM, random
+forest on per-channel mean / std / min / max / mean absolute change of the normalised
+window), holding out participants: the challenge split and 5-fold grouped
+cross-validation. Then the same with the frames of every window shuffled: when the
+behaviour lives in the order of the frames (hesitation, sequencing, bracing before the
+movement), shuffling must *lower* the best baseline; a sequence model can then earn a
+lead over it.
 
     python bench/synth_calibration.py [--data DIR] [--seed 0] [--duration 120]
 
@@ -24,62 +28,46 @@ from pathlib import Path
 import numpy as np
 
 
-def window_features(dataset, task: str):
-    from alanet.device.windowing import WindowSpec, segment_windows
+def window_features(dataset, task: str, train_ids, shuffle_seed: int | None = None):
+    """Classic-baseline features of every labelled window (frames shuffled per window if asked)."""
+    from alanet.device.windowing import WindowSpec
+    from alanet.train.models.classic import window_statistics
+    from alanet.train.windows import fit_normalizer, make_windows, normalise
 
-    spec = WindowSpec()
-    feats, ys, groups = [], [], []
-    for i, rec in enumerate(dataset.recordings):
-        w = segment_windows(rec.values, rec.labels[task], spec, rec.segment, source=i)
-        m = w.mask[..., None]
-        n = np.maximum(m.sum(axis=1), 1)
-        mean = (w.x * m).sum(axis=1) / n
-        std = np.sqrt(np.maximum(((w.x - mean[:, None]) ** 2 * m).sum(axis=1) / n, 0))
-        big = np.where(m, w.x, np.inf).min(axis=1)
-        small = np.where(m, w.x, -np.inf).max(axis=1)
-        feats.append(np.concatenate([mean, std, big, small], axis=1))
-        ys.append(w.y)
-        groups += [rec.participant] * len(w)
-    x, y, g = np.concatenate(feats), np.concatenate(ys), np.asarray(groups)
-    keep = y >= 0
-    return x[keep], y[keep], g[keep]
-
-
-def models():
-    from sklearn.ensemble import RandomForestClassifier
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
-    return {
-        "random_forest": lambda: RandomForestClassifier(n_estimators=200, min_samples_leaf=2, n_jobs=2,
-                                                        class_weight="balanced", random_state=0),
-        "logistic_regression": lambda: make_pipeline(StandardScaler(), LogisticRegression(
-            max_iter=2000, class_weight="balanced")),
-    }
+    tw = make_windows(dataset, task, WindowSpec())
+    x = normalise(tw.x, tw.mask, fit_normalizer(dataset, train_ids))
+    if shuffle_seed is not None:
+        rng = np.random.default_rng(shuffle_seed)
+        for i in range(len(x)):
+            n = int(tw.mask[i].sum())  # padding is at the end: shuffle the real frames only
+            x[i, :n] = x[i, rng.permutation(n)]
+    return window_statistics(x, tw.mask), tw.y, tw.participant
 
 
 def evaluate(x, y, g, train_ids, test_ids) -> dict:
     from sklearn.dummy import DummyClassifier
-    from sklearn.metrics import f1_score
     from sklearn.model_selection import GroupKFold
+
+    from alanet.device.scoring import macro_f1
+    from alanet.train.models import DEFAULT_HPARAMS
+    from alanet.train.models.classic import build_classic
 
     out: dict = {}
     tr, te = np.isin(g, train_ids), np.isin(g, test_ids)
-    for name, make in models().items():
-        clf = make().fit(x[tr], y[tr])
-        split = f1_score(y[te], clf.predict(x[te]), average="macro")
-        cv = []
-        for a, b in GroupKFold(n_splits=5).split(x, y, g):
-            cv.append(f1_score(y[b], make().fit(x[a], y[a]).predict(x[b]), average="macro"))
+    for name in ("knn", "svm", "rf"):
+        def make():
+            return build_classic(name, DEFAULT_HPARAMS[name], 0)
+
+        split = macro_f1(y[te], make().fit(x[tr], y[tr]).predict(x[te]))
+        cv = [macro_f1(y[b], make().fit(x[a], y[a]).predict(x[b])) for a, b in GroupKFold(n_splits=5).split(x, y, g)]
         out[name] = {"challenge_split_macro_f1": round(float(split), 3),
                      "groupkfold5_macro_f1_mean": round(float(np.mean(cv)), 3),
                      "groupkfold5_macro_f1_std": round(float(np.std(cv)), 3)}
+    best = max(("knn", "svm", "rf"), key=lambda k: out[k]["groupkfold5_macro_f1_mean"])
+    out["best"] = {"model": best, **out[best]}
     chance = DummyClassifier(strategy="stratified", random_state=0).fit(x[tr], y[tr])
-    out["chance_stratified"] = {"challenge_split_macro_f1": round(float(
-        f1_score(y[te], chance.predict(x[te]), average="macro")), 3)}
-    out["windows"] = {"train": int(tr.sum()), "test": int(te.sum()),
-                      "class_counts": np.bincount(y).tolist()}
+    out["chance_stratified"] = {"challenge_split_macro_f1": round(macro_f1(y[te], chance.predict(x[te])), 3)}
+    out["windows"] = {"train": int(tr.sum()), "test": int(te.sum()), "class_counts": np.bincount(y).tolist()}
     return out
 
 
@@ -117,8 +105,15 @@ def main(argv=None) -> int:
         "platform": {"python": sys.version.split()[0], "machine": platform.machine(), "processor": platform.processor()},
     }
     for task in ("protective", "pain"):
-        x, y, g = window_features(ds, task)
-        result[task] = evaluate(x, y, g, train_ids, test_ids)
+        result[task] = evaluate(*window_features(ds, task, train_ids), train_ids, test_ids)
+        shuffled = evaluate(*window_features(ds, task, train_ids, shuffle_seed=args.seed), train_ids, test_ids)
+        result[task]["frames_shuffled"] = {k: shuffled[k] for k in ("knn", "svm", "rf", "best")}
+        b0, b1 = result[task]["best"], shuffled["best"]
+        result[task]["frame_order"] = {
+            "best_baseline": b0["model"], "best_baseline_shuffled": b1["model"],
+            "groupkfold5_macro_f1": b0["groupkfold5_macro_f1_mean"],
+            "groupkfold5_macro_f1_shuffled": b1["groupkfold5_macro_f1_mean"],
+            "shuffling_lowers_best_baseline": bool(b1["groupkfold5_macro_f1_mean"] < b0["groupkfold5_macro_f1_mean"])}
     print(json.dumps(result, indent=2))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")

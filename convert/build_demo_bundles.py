@@ -45,25 +45,26 @@ def session_check(bundle_dir: Path, seeds: tuple[int, ...] = (101, 102, 103, 104
     """Run a protective bundle the way the gateway does over fresh synthetic patient sessions.
 
     Per session: features → the bundle's normalisation → windows → LiteRT → the
-    manifest's decision rule. Returns window-level macro F1 (majority label) and
-    episode-level recall/precision: a true episode (a run of protective frames) is
-    detected when a raised alert interval overlaps it; an alert is a true one when it
-    overlaps a true episode.
+    manifest's decision rule → alerts, scored with the toolkit's stream scorer
+    (:mod:`alanet.device.scoring`, the same as ``alanet demo``): episodes hit by an
+    alert raised inside them, false alarms per 10 minutes, active-time precision and
+    recall; plus window-level macro F1 of the calibrated window decisions.
     """
     import numpy as np
 
-    from alanet.convert.parity import macro_f1
     from alanet.device.bundle import load_bundle
-    from alanet.device.decisions import RAISED, decide_offline
+    from alanet.device.decisions import decide_offline, window_labels
     from alanet.device.features import emopain_frame_features
     from alanet.device.inference import ModelRunner
+    from alanet.device.scoring import StreamScore, alerts_from_events, episodes_from_labels, macro_f1, score_stream
     from alanet.device.windowing import majority_label, window_starts
     from alanet.train.data.synthetic import synth_session
 
     b = load_bundle(bundle_dir)
     runner = ModelRunner.from_bundle(b)
+    rule = decision or b.decision
     fs, L, S = b.schema.sample_rate_hz, b.window, b.stride
-    ys, ps, hit, n_true, good, n_alerts = [], [], 0, 0, 0, 0
+    ys, ps, scores = [], [], []
     for seed in seeds:
         bd = synth_session(seed=seed, duration_s=duration_s, patient=True)
         lab = bd[:, 32].astype(int)
@@ -71,27 +72,13 @@ def session_check(bundle_dir: Path, seeds: tuple[int, ...] = (101, 102, 103, 104
         st = window_starts(len(z), L, S)
         probs = runner.predict_many(np.stack([z[s:s + L] for s in st]))
         ys.append(np.array([majority_label(lab[s:s + L]) for s in st]))
-        ps.append(probs.argmax(1))
-        events = decide_offline(b.task, decision or b.decision, b.labels, probs, st / fs, (st + L) / fs)
-        spans, start = [], None
-        for e in events:
-            if e.state == RAISED:
-                start = e.t_start
-            elif start is not None:
-                spans.append((start, e.t_end))
-                start = None
-        if start is not None:
-            spans.append((start, len(z) / fs))
-        edges = np.flatnonzero(np.diff(np.concatenate([[0], (lab == 1).astype(int), [0]])))
-        episodes = [(a / fs, b_ / fs) for a, b_ in zip(edges[::2], edges[1::2])]
-        n_true += len(episodes)
-        hit += sum(any(a < e1 and s0 < b_ for s0, e1 in spans) for a, b_ in episodes)
-        n_alerts += len(spans)
-        good += sum(any(a < e1 and s0 < b_ for a, b_ in episodes) for s0, e1 in spans)
-    y, p = np.concatenate(ys), np.concatenate(ps)
-    return {"sessions": len(seeds), "session_s": duration_s, "window_macro_f1": round(macro_f1(y, p, 2), 3),
-            "episodes": n_true, "episode_recall": round(hit / max(n_true, 1), 3), "alerts": n_alerts,
-            "alert_precision": round(good / max(n_alerts, 1), 3)}
+        ps.append(window_labels(probs, rule))
+        events = decide_offline(b.task, rule, b.labels, probs, st / fs, (st + L) / fs)
+        scores.append(score_stream(episodes_from_labels(lab, fs), alerts_from_events(events, L / fs / 2, len(z) / fs),
+                                   len(z) / fs))
+    total = StreamScore.combine(scores)
+    return {"sessions": len(seeds), "session_s": duration_s, "seeds": list(seeds),
+            "window_macro_f1": round(macro_f1(np.concatenate(ys), np.concatenate(ps)), 3), **total.as_dict()}
 
 
 def build(name: str, out_root: Path, work: Path, *, epochs: int, ae_epochs: int, seed: int, duration: int) -> Path:

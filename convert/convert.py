@@ -27,6 +27,7 @@ import numpy as np
 
 from alanet.convert.parity import DEFAULT_MIN_AGREEMENT, Parity, compare
 from alanet.convert.rundir import Run, load_parity_windows, load_run
+from alanet.device.decisions import window_labels
 from alanet.device.bundle import (MANIFEST_SCHEMA, QUANTIZATIONS, BundleError, default_decision, encode_window,
                                   load_bundle, write_bundle)
 from alanet.device.inference import ModelRunner, model_ops
@@ -35,6 +36,8 @@ from alanet.errors import InputError
 from alanet.options import parse_assignments
 
 N_SELF_TEST = 3
+CLEAR_FRACTION = 0.75  # a calibrated alert clears below this fraction of its raise threshold
+HYSTERESIS = ("smoothing_alpha", "raise_threshold", "clear_threshold", "min_raise_windows", "min_clear_windows")
 
 
 class ConversionError(InputError):
@@ -144,7 +147,7 @@ def build_manifest(run: Run, quantization: str, route: str, runner: ModelRunner,
         "window": run.window,
         "stride": run.stride,
         "normalization": run.normalizer.to_dict(),
-        "decision": default_decision(run.task, run.labels),
+        "decision": calibrated_decision(run.task, run.labels, run.config.get("decision") or {}),
         "quantization": quantization,
         "stateful": runner.stateful,
         "route": route,
@@ -160,14 +163,34 @@ def build_manifest(run: Run, quantization: str, route: str, runner: ModelRunner,
     }
 
 
+def calibrated_decision(task: str, labels: list[str], calibrated: dict[str, Any]) -> dict[str, Any]:
+    """The task's default decision rule with the run's calibration (chosen on validation
+    participants in training) written in: the window threshold and the alert rule chosen
+    on validation streams (without one: raise at the threshold, clear a little below),
+    or the multi-class prior correction."""
+    dec = default_decision(task, labels)
+    if "window_threshold" in calibrated and "class_index" in dec:
+        t = float(calibrated["window_threshold"])
+        dec.update(window_threshold=t, raise_threshold=round(t, 4), clear_threshold=round(CLEAR_FRACTION * t, 4))
+        # The alert rule itself, when training chose it on validation streams.
+        dec.update({k: calibrated[k] for k in HYSTERESIS if k in calibrated})
+    if calibrated.get("class_weights") is not None:
+        dec["class_weights"] = [float(v) for v in calibrated["class_weights"]]
+    if calibrated.get("calibration"):
+        dec["calibration"] = str(calibrated["calibration"])
+    return dec
+
+
 def _decision(run: Run, overrides: dict[str, Any]) -> dict[str, Any]:
-    """The task's default decision parameters with ``overrides``, checked before any work."""
+    """The run's calibrated decision rule with ``overrides``, checked before any work."""
     import jsonschema
 
     from alanet.device.bundle import manifest_json_schema
 
-    dec = default_decision(run.task, run.labels)
-    unknown = sorted(set(overrides) - set(dec) - {"class_name"})
+    cal = run.config.get("decision") or {}
+    dec = calibrated_decision(run.task, run.labels, cal if isinstance(cal, dict) else {})
+    known = set(dec) | {"class_name", "window_threshold", "class_weights", "calibration"}
+    unknown = sorted(set(overrides) - known)
     if unknown:
         raise InputError(f"--decision: unknown key(s) {', '.join(unknown)} for task {run.task!r} "
                          f"(known: {', '.join(dec)})")
@@ -212,12 +235,12 @@ def convert_run(run_dir: str | Path, quantization: str, out: str | Path, *, rout
             raise ConversionError(f"converted model needs non-builtin ops {bad}; nothing written")
         runner = ModelRunner(work / "model.tflite", num_threads=1)
         lite_probs = runner.predict_many(pw.test_x)
-        parity = compare(keras_probs, lite_probs, pw.test_y, threshold)
+        parity = compare(keras_probs, lite_probs, pw.test_y, threshold, dec)
         if not parity.passed:
             raise ConversionError(
                 f"parity check failed: {quantization} model agrees with Keras on {parity.agreement:.1%} of "
                 f"{parity.n_windows} held-out windows, below {threshold:.1%}; nothing written")
-        pred = lite_probs.argmax(axis=1)
+        pred = window_labels(lite_probs, dec)
         st = [{"input_b64": encode_window(pw.test_x[i]), "output": [float(v) for v in lite_probs[i]]}
               for i in _self_test_indices(pred, N_SELF_TEST)]
         atol = self_test_atol(quantization, runner.output_quant)
@@ -230,6 +253,7 @@ def convert_run(run_dir: str | Path, quantization: str, out: str | Path, *, rout
             manifest["training"]["float_ops"] = info["float_ops"]
         manifest["decision"] = dec
         manifest["parity"]["skipped_padded_windows"] = pw.skipped_padded
+        manifest["parity"]["windows"] = str(run.config.get("parity_windows", "held-out participants"))
         write_bundle(out, manifest, tflite, signing_key=sign, force=force)
     try:
         load_bundle(out)

@@ -53,6 +53,14 @@ def load_trained(run: Run):
         raise InputError(f"{run.model_path}: cannot load the Keras model ({type(exc).__name__}: {exc})") from None
 
 
+def full_window_inputs(model, x: np.ndarray):
+    """What ``model`` takes for full windows: a training model also takes the padding mask
+    (all True here: a streamed window has no padding), an inference copy the window alone."""
+    if len(model.inputs) == 1:
+        return x
+    return [x, np.ones(x.shape[:2], bool)]
+
+
 def _rewrite(node: Any, unroll: bool) -> Any:
     """Rewrite a serialized Keras config: batch 1, Masking → Identity, masks dropped, RNNs unrolled."""
     if isinstance(node, list):
@@ -103,7 +111,7 @@ def inference_copy(run: Run, trained, route: str, check_x: np.ndarray, atol: flo
     if route not in ROUTES:
         raise InputError(f"unknown route {route!r} (choose from {', '.join(ROUTES)})")
     unroll = route == "unrolled"
-    ref = trained.predict(check_x, verbose=0, batch_size=len(check_x))
+    ref = trained.predict(full_window_inputs(trained, check_x), verbose=0, batch_size=len(check_x))
     reasons = []
     builders: list[tuple[str, Callable[[], Any]]] = [
         ("model zoo", lambda: _copy_from_zoo(run, unroll)),

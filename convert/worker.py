@@ -37,7 +37,7 @@ def run(run_dir: str, quantization: str, route: str, out_dir: str) -> None:
     _stage(out, "loading the trained Keras model")
     trained = export.load_trained(r)
     _stage(out, "running the Keras model on the held-out windows")
-    probs = trained.predict(pw.test_x, verbose=0, batch_size=64)
+    probs = trained.predict(export.full_window_inputs(trained, pw.test_x), verbose=0, batch_size=64)
     np.save(out / "keras_probs.npy", np.asarray(probs, dtype=np.float32))
     _stage(out, f"building the {route} inference copy")
     model, how = export.inference_copy(r, trained, route, pw.test_x[:4])

@@ -155,6 +155,9 @@ def validate_manifest(manifest: Mapping[str, Any], where: str = MANIFEST_FILE) -
     ci = manifest["decision"].get("class_index")
     if ci is not None and ci >= k:
         raise BundleError(f"{where}: field decision/class_index: {ci} but only {k} labels")
+    cw = manifest["decision"].get("class_weights")
+    if cw is not None and len(cw) != k:
+        raise BundleError(f"{where}: field decision/class_weights: {len(cw)} weights for {k} labels")
     for i, st in enumerate(manifest["self_test"]):
         if len(st["output"]) != k:
             raise BundleError(f"{where}: field self_test/{i}/output: {len(st['output'])} values for {k} labels")

@@ -39,6 +39,9 @@ class ProtectiveRule:
     min_raise_windows: int = 2  # smoothed p >= raise_threshold for this many windows in a row
     min_clear_windows: int = 2  # smoothed p < clear_threshold for this many windows in a row
     class_name: str | None = None  # label of class_index (informational)
+    window_threshold: float = 0.5  # one window is positive when p >= this (calibrated in training)
+    class_weights: tuple[float, ...] | None = None  # multi-class prior correction before p[class_index]
+    calibration: str | None = None  # how the calibrated values were chosen (informational)
 
     def __post_init__(self) -> None:
         if not 0 < self.smoothing_alpha <= 1:
@@ -50,6 +53,9 @@ class ProtectiveRule:
             raise ValueError("decision.min_raise_windows and min_clear_windows must be >= 1")
         if self.class_index < 0:
             raise ValueError(f"decision.class_index must be >= 0, got {self.class_index}")
+        if not 0 < self.window_threshold < 1:
+            raise ValueError(f"decision.window_threshold must lie in (0, 1), got {self.window_threshold}")
+        _check_weights(self)
 
 
 @dataclass(frozen=True)
@@ -58,10 +64,22 @@ class PainRule:
 
     horizon_windows: int = 8
     min_change_windows: int = 4
+    class_weights: tuple[float, ...] | None = None  # prior correction: p_c · w_c before argmax (calibrated)
+    calibration: str | None = None  # how class_weights were chosen (informational)
 
     def __post_init__(self) -> None:
         if self.horizon_windows < 1 or self.min_change_windows < 1:
             raise ValueError("decision.horizon_windows and min_change_windows must be >= 1")
+        _check_weights(self)
+
+
+def _check_weights(rule: Any) -> None:
+    if rule.class_weights is None:
+        return
+    w = tuple(float(v) for v in rule.class_weights)
+    if not w or not all(np.isfinite(v) and v > 0 for v in w):
+        raise ValueError("decision.class_weights must be positive finite numbers")
+    object.__setattr__(rule, "class_weights", w)
 
 
 @dataclass(frozen=True)
@@ -123,6 +141,8 @@ class ProtectiveDecider:
     def update(self, probs: Sequence[float], t_start: float, t_end: float) -> Event | None:
         """Feed one window's class probabilities; return an event when the state flips."""
         r = self.rule
+        if r.class_weights is not None:
+            probs = reweight(np.asarray(probs, np.float64), r.class_weights)
         p = float(probs[r.class_index])
         self.smoothed = p if self.smoothed is None else r.smoothing_alpha * p + (1 - r.smoothing_alpha) * self.smoothed
         s = self.smoothed
@@ -173,6 +193,8 @@ class PainDecider:
         p = np.asarray(probs, dtype=np.float64)
         self._hist.append(p)
         mean = np.mean(self._hist, axis=0)
+        if self.rule.class_weights is not None:
+            mean = reweight(mean, self.rule.class_weights)
         self.smoothed = mean
         lead = int(np.argmax(mean))
         idx = self._n
@@ -189,6 +211,34 @@ class PainDecider:
             name = self.labels[lead] if lead < len(self.labels) else str(lead)
             return Event(PAIN, name, float(mean[lead]), self._level_start, t_end, idx, level=lead)
         return None
+
+
+def reweight(probs: np.ndarray, class_weights: Sequence[float]) -> np.ndarray:
+    """Prior correction: probabilities times per-class weights, renormalised (last axis)."""
+    w = np.asarray(class_weights, np.float64)
+    p = np.asarray(probs, np.float64) * w
+    return p / np.maximum(p.sum(axis=-1, keepdims=True), 1e-12)
+
+
+def window_labels(probs: np.ndarray, decision: Mapping[str, Any] | None) -> np.ndarray:
+    """Each window's class under a calibrated decision rule (``[N, K]`` probabilities → ``[N]``).
+
+    ``window_threshold`` (+ ``class_index``): class ``class_index`` when its probability
+    reaches the threshold, else the most probable other class; ``class_weights``: argmax
+    of the prior-corrected probabilities; neither: argmax.
+    """
+    p = np.asarray(probs, np.float64)
+    d = dict(decision or {})
+    if p.ndim != 2 or p.shape[0] == 0:
+        return np.zeros(p.shape[:1], np.int64)
+    if d.get("class_weights") is not None:
+        return reweight(p, d["class_weights"]).argmax(axis=1)
+    if "window_threshold" in d:
+        c = int(d.get("class_index", 1))
+        others = p.copy()
+        others[:, c] = -np.inf
+        return np.where(p[:, c] >= float(d["window_threshold"]), c, others.argmax(axis=1)).astype(np.int64)
+    return p.argmax(axis=1)
 
 
 def make_decider(task: str, decision: Mapping[str, Any] | None, labels: Sequence[str]) -> ProtectiveDecider | PainDecider:

@@ -3,12 +3,13 @@
 embedded MQTT broker ← gateway runtime (shipped protective bundle, LiteRT) ← firmware
 simulator on a pty (a synthetic rehab session with protective episodes), plus a
 subscriber that prints alerts as they arrive. At the end the alerts are scored
-against the simulator's ground truth: an episode is *hit* when a raised..cleared
-interval overlaps it, *missed* otherwise; an interval overlapping no episode is a
-*false alarm*; the *detection delay* is the time from the episode's start to the
-end of the window that confirmed the alert (session seconds; 0 when the alert was
-already raised as the episode began), the *delivery* latency
-the wall-clock time from the gateway's decision to the subscriber.
+against the simulator's ground truth with the toolkit's stream scorer
+(:mod:`alanet.device.scoring`): an episode is *hit* only by an alert raised inside it
+(± the stated tolerance), every raise outside any episode is a *false alarm*, and the
+alert state's active time is compared with the ground truth (precision and recall);
+the *detection delay* is the time from the episode's start to the raise decision,
+the *delivery* latency the wall-clock time from the gateway's decision to the
+subscriber.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+from alanet.device.scoring import DEFAULT_TOLERANCE_S, Span, StreamScore, alerts_from_events, score_stream
 from alanet.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -35,7 +37,6 @@ log = logging.getLogger(__name__)
 DEMO_BUNDLE = "protective-demo"
 GATEWAY = "demo"
 WEARER = "patient-01"
-MATCH_TOL_S = 1.5  # slack when overlapping alert intervals with episodes
 
 
 def find_demo_bundle(name: str = DEMO_BUNDLE) -> Path:
@@ -54,13 +55,6 @@ def find_demo_bundle(name: str = DEMO_BUNDLE) -> Path:
                      "pass --bundle DIR")
 
 
-@dataclass(frozen=True)
-class Interval:
-    start: float  # raise t_start (session s)
-    confirmed: float  # raise t_end: when the alert was decided
-    end: float  # clear t_end (or the session end)
-
-
 @dataclass
 class DemoSummary:
     session_s: float
@@ -75,6 +69,10 @@ class DemoSummary:
     hits: int
     misses: int
     false_alarms: int
+    false_alarms_per_10min: float = 0.0
+    active_precision: float = 0.0
+    active_recall: float = 0.0
+    tolerance_s: float = DEFAULT_TOLERANCE_S
     detection_delay_s: list[float] = field(default_factory=list)
     delivery_ms: list[float] = field(default_factory=list)
     duplicates: int = 0
@@ -83,35 +81,11 @@ class DemoSummary:
         return asdict(self)
 
 
-def alert_intervals(alerts: list[dict], session_end: float) -> list[Interval]:
-    """Pair raised/cleared alerts (in order of t_end) into intervals."""
-    out: list[Interval] = []
-    open_: dict | None = None
-    for a in sorted(alerts, key=lambda a: float(a["t_end"])):
-        if a.get("state") == "raised":
-            if open_ is None:
-                open_ = a
-        elif a.get("state") == "cleared" and open_ is not None:
-            out.append(Interval(float(open_["t_start"]), float(open_["t_end"]), float(a["t_end"])))
-            open_ = None
-    if open_ is not None:
-        out.append(Interval(float(open_["t_start"]), float(open_["t_end"]), session_end))
-    return out
-
-
-def score(episodes: list[dict], intervals: list[Interval], tol: float = MATCH_TOL_S) -> tuple[int, int, int, list[float]]:
-    """(hits, misses, false alarms, detection delays of the hits)."""
-    def overlaps(e: dict, d: Interval) -> bool:
-        return d.start <= e["t_end"] + tol and d.end >= e["t_start"] - tol
-
-    hits, delays = 0, []
-    for e in episodes:
-        m = [d for d in intervals if overlaps(e, d)]
-        if m:
-            hits += 1
-            delays.append(round(max(0.0, m[0].confirmed - e["t_start"]), 2))  # 0: the alert was already up
-    false_alarms = sum(1 for d in intervals if not any(overlaps(e, d) for e in episodes))
-    return hits, len(episodes) - hits, false_alarms, delays
+def score_alerts(alerts: list[dict], episodes: list[dict], session_s: float, half_window_s: float,
+                 tolerance_s: float = DEFAULT_TOLERANCE_S) -> StreamScore:
+    """Score received alert payloads against the simulator's ground-truth episodes."""
+    spans = [Span(float(e["t_start"]), float(e["t_end"])) for e in episodes]
+    return score_stream(spans, alerts_from_events(alerts, half_window_s, session_s), session_s, tolerance_s)
 
 
 class _Progress:
@@ -256,14 +230,16 @@ def run_demo(duration: float = 480.0, speed: float = 6.0, bundle: str | None = N
         time.sleep(0.2)
         progress.end()
         alerts_log.close()
-        intervals = alert_intervals(alerts, n_frames / truth["sample_rate_hz"])
-        hits, misses, fas, delays = score(episodes, intervals)
-        summary = DemoSummary(session_s=n_frames / truth["sample_rate_hz"], speed=speed,
+        session_s = n_frames / truth["sample_rate_hz"]
+        sc = score_alerts(alerts, episodes, session_s, gw.spec.length / truth["sample_rate_hz"] / 2)
+        summary = DemoSummary(session_s=session_s, speed=speed,
                               wall_s=round(time.monotonic() - t_wall0, 1), broker=broker_kind, model=gw.spec.model_id,
                               frames=int(counters["frames"]), windows=int(counters["windows"]), episodes=len(episodes),
-                              alerts=len(alerts), hits=hits, misses=misses, false_alarms=fas,
-                              detection_delay_s=delays, delivery_ms=[round(d, 2) for d in delivery],
-                              duplicates=watcher.duplicates)
+                              alerts=len(alerts), hits=sc.hits, misses=sc.misses, false_alarms=sc.false_alarms,
+                              false_alarms_per_10min=round(sc.false_alarms_per_10min, 2),
+                              active_precision=round(sc.active_precision, 3), active_recall=round(sc.active_recall, 3),
+                              tolerance_s=sc.tolerance_s, detection_delay_s=sc.detection_delays_s,
+                              delivery_ms=[round(d, 2) for d in delivery], duplicates=watcher.duplicates)
         (work / "summary.json").write_text(json.dumps(summary.as_dict(), indent=1))
         return summary
     finally:
@@ -287,17 +263,22 @@ def print_summary(s: DemoSummary, out: TextIO = sys.stdout) -> None:
     print("", file=out)
     print(f"summary: {s.session_s:.0f} s session at x{s.speed:g} in {s.wall_s:.0f} s; {s.frames} frames, "
           f"{s.windows} windows, model {s.model}, broker {s.broker}", file=out)
-    print(f"  protective episodes in the ground truth: {s.episodes}", file=out)
-    print(f"  alerts received:   {s.alerts} ({s.duplicates} duplicate(s) dropped)", file=out)
-    print(f"  hits:              {s.hits}", file=out)
-    print(f"  misses:            {s.misses}", file=out)
-    print(f"  false alarms:      {s.false_alarms}", file=out)
+    pct = 100.0 * s.hits / s.episodes if s.episodes else 0.0
+    print(f"protective episodes in the ground truth: {s.episodes}", file=out)
+    print(f"alerts received: {s.alerts} ({s.duplicates} duplicate(s) dropped)", file=out)
+    print(f"hits: {s.hits} of {s.episodes} episodes ({pct:.0f} %; raised inside the episode ± {s.tolerance_s:g} s)",
+          file=out)
+    print(f"misses: {s.misses}", file=out)
+    print(f"false alarms: {s.false_alarms} ({s.false_alarms_per_10min:.1f} per 10 min; raised outside every episode)",
+          file=out)
+    print(f"active-time precision: {s.active_precision:.2f} (recall {s.active_recall:.2f}; alert active vs "
+          "ground-truth protective time)", file=out)
     if s.detection_delay_s:
-        print(f"  detection delay:   median {med(s.detection_delay_s)} s (episode start -> confirming window end; "
+        print(f"detection delay: median {med(s.detection_delay_s)} s (episode start -> raise decision; "
               f"min {min(s.detection_delay_s):.1f}, max {max(s.detection_delay_s):.1f})", file=out)
     if s.delivery_ms:
         d = sorted(s.delivery_ms)
-        print(f"  delivery latency:  median {statistics.median(d):.1f} ms, max {d[-1]:.1f} ms "
+        print(f"delivery latency: median {statistics.median(d):.1f} ms, max {d[-1]:.1f} ms "
               "(gateway decision -> subscriber)", file=out)
 
 

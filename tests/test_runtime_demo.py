@@ -14,7 +14,7 @@ import pytest
 
 import runtime_support as rs
 from alanet.device.broker import EmbeddedBroker
-from alanet.device.demo import Interval, alert_intervals, find_demo_bundle, run_demo, score
+from alanet.device.demo import find_demo_bundle, run_demo, score_alerts
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -25,22 +25,23 @@ def bundle():
     return shipped.parent if shipped.is_file() else rs.cached_bundle(3, 120.0)[1]
 
 
-def test_scoring_against_truth():
+def test_demo_scores_alert_payloads_with_the_stream_scorer():
     alerts = [{"state": "raised", "t_start": 9.0, "t_end": 12.0}, {"state": "cleared", "t_start": 9.0, "t_end": 20.0},
               {"state": "raised", "t_start": 50.0, "t_end": 53.0}, {"state": "cleared", "t_start": 50.0, "t_end": 55.0},
               {"state": "raised", "t_start": 80.0, "t_end": 83.0}]
-    iv = alert_intervals(alerts, 100.0)
-    assert iv == [Interval(9.0, 12.0, 20.0), Interval(50.0, 53.0, 55.0), Interval(80.0, 83.0, 100.0)]
     episodes = [{"t_start": 10.0, "t_end": 18.0}, {"t_start": 30.0, "t_end": 35.0}, {"t_start": 81.0, "t_end": 90.0}]
-    hits, misses, fas, delays = score(episodes, iv)
-    assert (hits, misses, fas) == (2, 1, 1) and delays == [2.0, 2.0]
+    sc = score_alerts(alerts, episodes, 100.0, half_window_s=1.5)
+    assert (sc.hits, sc.misses, sc.false_alarms) == (2, 1, 1) and sc.detection_delays_s == [2.0, 2.0]
 
 
 def test_demo_command_runs_and_summarises(cli, bundle, tmp_path):
     r = cli("demo", "--duration", "60", "--speed", "30", "--bundle", str(bundle), "--keep", str(tmp_path / "run"),
             timeout=240)
     assert r.returncode == 0, r.stderr[-3000:]
-    assert "summary:" in r.stdout and "hits:" in r.stdout and "false alarms:" in r.stdout
+    lines = r.stdout.splitlines()
+    assert "summary:" in r.stdout
+    for start in ("hits:", "false alarms:", "active-time precision:"):
+        assert any(line.startswith(start) for line in lines), start
     s = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert s["frames"] == 3600 and s["windows"] == (3600 - 180) // 45 + 1
     assert s["hits"] + s["misses"] == s["episodes"] > 0

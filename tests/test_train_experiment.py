@@ -63,7 +63,7 @@ def test_loso_never_sees_the_held_out_participant_and_learns():
     for f in r.folds:
         assert f.seen_val, "model selection uses validation participants"
     assert r.metrics["accuracy"] > 0.9  # the toy task is easy: the pipeline really learns
-    assert len(r.metrics["folds"]) == 5 and "pooled" in r.metrics
+    assert len(r.metrics["folds"]) == 5 and r.metrics["aggregation"] == "pooled"
 
 
 def test_loso_neural_folds_and_final_model():
@@ -120,3 +120,91 @@ def test_bad_configurations_are_input_errors():
 def test_mirrored_distribution_strategy_trains():
     r = run_experiment(cfg("stacked-lstm", distribute="mirrored", test_participants=("S02",)), toy_dataset(3))
     assert r.final is not None and 0 <= r.metrics["accuracy"] <= 1
+
+
+def test_training_masks_are_right_padded_and_come_from_padding(monkeypatch):
+    """Every window reaching model.fit (so every batch) carries its padding mask,
+    right-padded; frames zeroed by augmentation stay real (mask True)."""
+    import keras
+
+    seen = []
+    fit = keras.Model.fit
+
+    def spy(self, x=None, y=None, **kw):
+        if isinstance(x, list) and len(x) == 2:
+            seen.append((np.asarray(x[0]), np.asarray(x[1])))
+        return fit(self, x, y, **kw)
+
+    monkeypatch.setattr(keras.Model, "fit", spy)
+    hp = {**TINY["alanet"], "augment_copies": 3}
+    run_experiment(cfg("alanet", window=80, stride=40, test_participants=("S02",), hparams=hp), toy_dataset(3))
+    assert len(seen) >= 2  # the autoencoder and the classifier
+    zeroed_real = 0
+    for x, mask in seen:
+        assert mask.dtype == bool and mask.shape == x.shape[:2]
+        assert not np.any(~mask[:, :-1] & mask[:, 1:]), "a real frame after padding"
+        assert (~mask).any() and np.all(x[~mask] == 0)
+        zeroed_real += int(np.sum(np.all(x == 0, axis=2) & mask))
+    assert zeroed_real > 0  # augmentation zeroed real frames, and the mask kept them
+
+
+def test_fit_refuses_a_mask_that_is_not_right_padded():
+    from alanet.train.fit import check_right_padded
+
+    check_right_padded(np.array([[True, True, False], [True, True, True]]))
+    with pytest.raises(ValueError, match="window 1: .*not right-padded"):
+        check_right_padded(np.array([[True, True, False], [True, False, True]]))
+
+
+def test_calibration_uses_validation_participants_only(monkeypatch):
+    import alanet.train.experiment as ex
+    from alanet.device.decisions import window_labels
+
+    calls = []
+    real = ex.calibrate
+
+    def spy(p_val, y_val, *a, **kw):
+        calls.append((len(y_val), kw.get("where")))
+        return real(p_val, y_val, *a, **kw)
+
+    monkeypatch.setattr(ex, "calibrate", spy)
+    ds = toy_dataset(participants=6)
+    r = run_experiment(cfg("rf", test_participants=("S05",)), ds)
+    fold = r.folds[0]
+    tw = make_windows(ds, "label", WindowSpec(30, 15))
+    assert fold.plan.val and "S05" not in fold.plan.val
+    assert calls == [(len(tw.of(fold.plan.val)), f"validation participants {','.join(fold.plan.val)}")]
+    assert "window_threshold" in r.decision and r.decision == fold.decision
+    np.testing.assert_array_equal(fold.y_pred, window_labels(fold.proba, fold.decision))
+
+
+def test_class_weights_are_independent_of_augmentation():
+    from alanet.train.fit import class_weights, fit_model
+
+    np.testing.assert_allclose(class_weights(np.array([0, 0, 0, 1]), 2), [4 / 6, 2.0])
+    np.testing.assert_allclose(class_weights(np.array([0, 0, 0, 1]), 2, "none"), [1.0, 1.0])
+    x = np.random.default_rng(0).normal(size=(8, 5, 6)).astype(np.float32)
+    y = np.array([0, 0, 0, 0, 0, 0, 1, 1])
+    r = fit_model("knn", {"n_neighbors": 1}, x=x, mask=np.ones((8, 5), bool), y=y, x_val=None, y_val=None,
+                  groups=[[0, 1], [2, 3], [4, 5]], n_classes=2)
+    assert r.class_weights == pytest.approx([8 / 12, 2.0])
+
+
+def test_explicit_epochs_apply_to_every_stage():
+    hp = ExperimentConfig(model="alanet", task="label", epochs=1).resolved_hparams()
+    assert (hp["epochs"], hp["ae_epochs"], hp["finetune_epochs"], hp["min_steps"], hp["ae_min_steps"]) == (1, 1, 1, 0, 0)
+    hp = ExperimentConfig(model="alanet", task="label", epochs=1, ae_epochs=3).resolved_hparams()
+    assert hp["ae_epochs"] == 3 and hp["epochs"] == 1
+    hp = ExperimentConfig(model="alanet", task="label").resolved_hparams()
+    assert hp["min_steps"] > 0 and hp["ae_min_steps"] > 0
+
+
+def test_loso_headline_is_pooled_over_present_classes():
+    ds = toy_dataset(participants=4)
+    r = run_experiment(cfg("knn", "loso", final=False), ds)
+    m = r.metrics
+    assert m["aggregation"] == "pooled" and len(m["folds"]) == 4 and "mean_of_folds" in m
+    assert m["n_windows"] == sum(f.metrics["n_windows"] for f in r.folds)
+    assert m["participant_vote"]["n_participants"] == 4
+    for f in r.folds:  # a fold scores only the classes its participant has
+        assert set(f.metrics["classes_present"]) <= {0, 1}

@@ -1,12 +1,13 @@
 """Model registry: every neural model builds; an unrolled / mask-free / batch-1 copy
-takes the trained weights and gives the same outputs; saved models load back."""
+takes the trained weights and gives the same outputs; saved models load back; masks
+come from padding only; BANet's published head."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from alanet.train.models import CLASSIC_MODELS, DEFAULT_HPARAMS, NEURAL_MODELS, build_model, hparams_for
+from alanet.train.models import CLASSIC_MODELS, DEFAULT_HPARAMS, NEURAL_MODELS, build_model, hparams_for, model_inputs
 
 GROUPS = [[0, 3], [1, 4], [2, 5], [6, 7, 8]]
 TINY = {"alanet": {"units": 6}, "alanet-parts": {"units": 3}, "banet": {"units": 3, "layers": 2},
@@ -18,10 +19,16 @@ def test_registry_names_and_defaults():
     assert CLASSIC_MODELS == {"knn", "svm", "rf"}
     assert set(DEFAULT_HPARAMS) == NEURAL_MODELS | CLASSIC_MODELS
     assert DEFAULT_HPARAMS["alanet"]["lr"] == 0.003 and DEFAULT_HPARAMS["alanet"]["batch"] == 40
+    assert DEFAULT_HPARAMS["alanet"]["encoder"] == "finetune"
     assert DEFAULT_HPARAMS["banet"]["units"] == 8 and DEFAULT_HPARAMS["banet"]["layers"] == 3
+    assert DEFAULT_HPARAMS["banet"]["epochs"] == 80 and DEFAULT_HPARAMS["banet"]["head"] == "published"
     assert DEFAULT_HPARAMS["stacked-lstm"]["lr"] == 0.001 and DEFAULT_HPARAMS["stacked-lstm"]["batch"] == 20
+    for name in NEURAL_MODELS:
+        assert DEFAULT_HPARAMS[name]["class_weight"] == "balanced" and DEFAULT_HPARAMS[name]["min_steps"] > 0
     with pytest.raises(ValueError, match="unknown hyperparameter"):
         hparams_for("alanet", {"nope": 1})
+    with pytest.raises(ValueError, match="encoder='nope'"):
+        hparams_for("alanet", {"encoder": "nope"})
     with pytest.raises(ValueError, match="scikit-learn"):
         build_model("knn", timesteps=10, channels=9, n_classes=2, groups=GROUPS, hparams={})
 
@@ -41,7 +48,8 @@ def test_inference_copy_matches_trained_weights(name, tmp_path):
     assert [w.shape for w in infer.get_weights()] == [w.shape for w in trained.get_weights()]
     infer.set_weights(trained.get_weights())
     x = rng.normal(size=(3, 12, 9)).astype(np.float32)
-    a = trained.predict(x, verbose=0)
+    assert [i.name for i in trained.inputs] == ["window", "mask"] and len(infer.inputs) == 1
+    a = trained.predict(model_inputs(trained, x), verbose=0)
     b = np.concatenate([infer(x[i:i + 1]).numpy() for i in range(3)])
     assert a.shape == (3, 3)
     np.testing.assert_allclose(a.sum(axis=1), 1.0, atol=1e-5)
@@ -50,24 +58,31 @@ def test_inference_copy_matches_trained_weights(name, tmp_path):
     path = tmp_path / "m.keras"
     trained.save(path)
     loaded = keras.saving.load_model(path, custom_objects=custom_objects(), compile=False)
-    np.testing.assert_allclose(loaded.predict(x, verbose=0), a, atol=1e-6)
+    np.testing.assert_allclose(loaded.predict(model_inputs(loaded, x), verbose=0), a, atol=1e-6)
 
 
-def test_masking_skips_padded_frames():
-    """A window padded with zero frames at the end gives the same ALANet encoder state as
-    the unpadded prefix would: Masking is in front of the LSTM."""
-    import keras
-
-    m = build_model("stacked-lstm", timesteps=10, channels=9, n_classes=2, groups=GROUPS, hparams={"units": 4, "layers": 1})
+@pytest.mark.parametrize("name", sorted(NEURAL_MODELS))
+def test_mask_comes_from_padding_not_from_values(name):
+    """A window padded at the end (mask False there) gives exactly what the unpadded prefix
+    gives a shorter model; frames zeroed by augmentation in the middle (mask True) are seen."""
     rng = np.random.default_rng(1)
-    x = rng.normal(size=(1, 10, 9)).astype(np.float32)
-    padded = x.copy()
-    padded[:, 6:] = 0.0
-    short = build_model("stacked-lstm", timesteps=6, channels=9, n_classes=2, groups=GROUPS,
-                        hparams={"units": 4, "layers": 1})
+    hp = TINY[name]
+    m = build_model(name, timesteps=10, channels=9, n_classes=2, groups=GROUPS, hparams=hp)
+    m.set_weights([w + rng.normal(0, 0.2, w.shape).astype(np.float32) for w in m.get_weights()])
+    short = build_model(name, timesteps=6, channels=9, n_classes=2, groups=GROUPS, hparams=hp, masking=False)
     short.set_weights(m.get_weights())
-    np.testing.assert_allclose(m.predict(padded, verbose=0), short.predict(x[:, :6], verbose=0), atol=1e-5)
-    assert isinstance(m.layers[1], keras.layers.Masking)
+    x = rng.normal(size=(1, 10, 9)).astype(np.float32)
+    padded, mask = x.copy(), np.ones((1, 10), bool)
+    padded[:, 6:], mask[:, 6:] = 0.0, False
+    np.testing.assert_allclose(m.predict([padded, mask], verbose=0), short.predict(x[:, :6], verbose=0), atol=1e-5)
+    zeroed = x.copy()
+    zeroed[:, 2:4] = 0.0  # augmentation's frame dropout: still real frames
+    skipped = np.delete(x, [2, 3], axis=1)
+    short8 = build_model(name, timesteps=8, channels=9, n_classes=2, groups=GROUPS, hparams=hp, masking=False)
+    short8.set_weights(m.get_weights())
+    seen = m.predict([zeroed, np.ones((1, 10), bool)], verbose=0)
+    assert not np.allclose(seen, short8.predict(skipped, verbose=0), atol=1e-4)
+    assert not any(layer.__class__.__name__ == "Masking" for layer in m.layers)
 
 
 def test_banet_shares_one_lstm_across_parts():
@@ -98,5 +113,26 @@ def test_banet_folded_variant_is_the_same_network():
     loop.set_weights([w + rng.normal(0, 0.2, w.shape).astype(np.float32) for w in loop.get_weights()])
     fold.set_weights(loop.get_weights())
     x = rng.normal(size=(4, 10, 9)).astype(np.float32)
-    x[1, 7:] = 0.0  # a padded window: the mask must follow the parts into the batch
-    np.testing.assert_allclose(fold.predict(x, verbose=0), loop.predict(x, verbose=0), atol=1e-6)
+    mask = np.ones((4, 10), bool)
+    x[1, 7:], mask[1, 7:] = 0.0, False  # a padded window: the mask must follow the parts into the batch
+    np.testing.assert_allclose(fold.predict([x, mask], verbose=0), loop.predict([x, mask], verbose=0), atol=1e-6)
+
+
+def test_banet_published_head_shapes():
+    """The authors' bodily attention: Dense(parts, tanh) → Dense(parts, softmax) over the
+    [units × parts] tensor, multiplied in, flattened units × parts features → softmax."""
+    parts = [[i, 13 + i] for i in range(13)]
+    m = build_model("banet", timesteps=20, channels=30, n_classes=2, groups=parts, hparams={})
+    assert m.get_layer("units_by_parts").output.shape[1:] == (8, 13)
+    assert m.get_layer("body_attention_hidden").output.shape[1:] == (8, 13)
+    att = m.get_layer("body_attention")
+    assert att.output.shape[1:] == (8, 13) and att.activation.__name__ == "softmax"
+    assert m.get_layer("body_features").output.shape[1:] == (104,)
+    assert m.get_layer("output").kernel.shape == (104, 2)
+    x = np.random.default_rng(0).normal(size=(2, 20, 30)).astype(np.float32)
+    import keras
+
+    w = keras.Model(m.inputs, att.output).predict(model_inputs(m, x), verbose=0)
+    np.testing.assert_allclose(w.sum(axis=-1), 1.0, atol=1e-5)  # softmax over the parts
+    pooled = build_model("banet", timesteps=20, channels=30, n_classes=2, groups=parts, hparams={"head": "pooled"})
+    assert pooled.get_layer("output").kernel.shape == (8, 2)

@@ -29,11 +29,13 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "(default: EmoPain challenge split, else a seeded quarter)")
     p.add_argument("--window", type=int, default=180, help="window length in frames (default 180)")
     p.add_argument("--stride", type=int, default=45, help="window stride in frames (default 45)")
-    p.add_argument("--epochs", type=int, help="classifier epochs (default: model's)")
-    p.add_argument("--ae-epochs", type=int, help="ALANet autoencoder epochs (default: 20)")
+    p.add_argument("--epochs", type=int, help="epochs of every training stage, exactly (turns the optimizer-step "
+                   "floors off; default: the model's budget)")
+    p.add_argument("--ae-epochs", type=int, help="ALANet autoencoder epochs (default: --epochs, else the model's)")
     p.add_argument("--hparam", action="append", default=[], metavar="KEY=VALUE",
                    help="override a hyperparameter (JSON value), e.g. --hparam units=16 --hparam finetune=true")
-    p.add_argument("--finetune", action="store_true", help="ALANet: fine-tune encoder + head end to end at the end")
+    p.add_argument("--finetune", action="store_true", help="ALANet with --hparam encoder=frozen (the paper's form): "
+                   "fine-tune encoder + head end to end at the end, kept only when it does better on validation")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--jobs", type=int, default=1, help="parallel LOSO folds (processes)")
     p.add_argument("--distribute", choices=("mirrored", "multiworker"), help="tf.distribute strategy")

@@ -61,6 +61,7 @@ def train_run(cfg, dataset, out: Path, force: bool = False):
 
 def evaluate_run(run_dir: str | Path, dataset) -> dict:
     """Score a run on ``dataset`` with the run's window, normalisation and class names."""
+    from alanet.device.decisions import window_labels
     from alanet.device.features import schema_matches
     from alanet.device.windowing import WindowSpec
     from alanet.train.metrics import classification_metrics
@@ -88,12 +89,14 @@ def evaluate_run(run_dir: str | Path, dataset) -> dict:
 
         proba = classic_proba(run.load_classic(), window_statistics(x, tw.mask))
     else:
-        from alanet.train.fit import configure_tensorflow
+        from alanet.train.fit import configure_tensorflow, keras_proba
 
         configure_tensorflow()
-        proba = run.load_model().predict(x, batch_size=256, verbose=0)
-    metrics = classification_metrics(y, proba.argmax(axis=1), len(names))
-    metrics.update(run=str(run.path), data=str(dataset.root), participants=dataset.participants)
+        proba = keras_proba(run.load_model(), x, tw.mask)
+    keep = y >= 0
+    metrics = classification_metrics(y[keep], window_labels(proba[keep], run.decision), len(names), proba[keep])
+    metrics.update(run=str(run.path), data=str(dataset.root), participants=dataset.participants,
+                   decision=run.decision)
     return metrics
 
 

@@ -18,10 +18,13 @@ from typing import Any
 import numpy as np
 
 from alanet.device.features import Normalizer
-from alanet.device.windowing import WindowSpec
+from alanet.device.windowing import WindowSpec, window_starts
 from alanet.errors import InputError
 from alanet.train.data.recording import Dataset
-from alanet.train.metrics import classification_metrics, mean_over_folds
+from alanet.device.decisions import window_labels
+from alanet.device.scoring import macro_f1
+from alanet.train.calibrate import Stream, calibrate, calibrate_stream
+from alanet.train.metrics import classification_metrics, mean_over_folds, participant_vote
 from alanet.train.models import ALL_MODELS, CLASSIC_MODELS, hparams_for
 from alanet.train.windows import TaskWindows, fit_normalizer, make_windows, normalise
 
@@ -48,11 +51,21 @@ class ExperimentConfig:
     progress: bool = True
 
     def resolved_hparams(self) -> dict[str, Any]:
+        """The model's defaults, ``--hparam`` overrides, then ``--epochs``: an explicit epoch
+        count applies to every stage (autoencoder and fine-tuning too, unless
+        ``--ae-epochs`` says otherwise) and turns the optimizer-step floors off."""
         hp = hparams_for(self.model, self.hparams)
         if self.epochs is not None and "epochs" in hp:
-            hp["epochs"] = int(self.epochs)
+            for key in ("epochs", "ae_epochs", "finetune_epochs"):
+                if key in hp:
+                    hp[key] = int(self.epochs)
+            for key in ("min_steps", "ae_min_steps"):
+                if key in hp:
+                    hp[key] = 0
         if self.ae_epochs is not None and "ae_epochs" in hp:
             hp["ae_epochs"] = int(self.ae_epochs)
+            if "ae_min_steps" in hp and self.epochs is None:
+                hp["ae_min_steps"] = 0
         return hp
 
 
@@ -74,13 +87,17 @@ class FoldResult:
     plan: FoldPlan
     metrics: dict[str, Any]
     y_true: np.ndarray
-    y_pred: np.ndarray
+    y_pred: np.ndarray  # calibrated decisions
     history: dict[str, list[float]]
     train_seconds: float
     n_params: int
     seen_fit: tuple[str, ...]  # participants whose windows were fitted on
-    seen_val: tuple[str, ...]  # participants whose windows selected the model
+    seen_val: tuple[str, ...]  # participants whose windows selected the model and calibrated it
     val_by_windows: bool = False
+    proba: np.ndarray | None = None  # [N, K] test probabilities
+    participant: np.ndarray | None = None  # [N] participant of each test window
+    decision: dict[str, Any] = field(default_factory=dict)  # the calibrated decision rule
+    selection: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -92,6 +109,7 @@ class ExperimentResult:
     folds: list[FoldResult]
     metrics: dict[str, Any]
     final: Any  # FitResult of the deployable model (None with --no-final on LOSO)
+    decision: dict[str, Any]  # the deployable model's calibrated decision rule
     normalizer: Normalizer
     test_participants: tuple[str, ...]
     calib_x: np.ndarray
@@ -99,6 +117,7 @@ class ExperimentResult:
     test_y: np.ndarray
     example_x: np.ndarray  # normalised windows for attention plots
     example_y: np.ndarray
+    parity_held_out: bool = True  # test_x are windows the deployed model never saw (False for LOSO)
 
 
 def model_groups(model: str, dataset: Dataset) -> list[list[int]]:
@@ -225,6 +244,8 @@ class FoldJob:
     participant: np.ndarray
     fold_index: int = 0
     threads: int | None = None
+    val_streams: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = field(default_factory=list)  # (windows, starts, labels)
+    sample_rate_hz: float = 60.0
 
 
 def prepare_job(cfg: ExperimentConfig, hp: dict[str, Any], dataset: Dataset, tw: TaskWindows, plan: FoldPlan,
@@ -232,7 +253,26 @@ def prepare_job(cfg: ExperimentConfig, hp: dict[str, Any], dataset: Dataset, tw:
     norm = fit_normalizer(dataset, plan.train)  # training participants only
     idx = tw.of(plan.train + plan.test)
     x = normalise(tw.x[idx], tw.mask[idx], norm)
-    return FoldJob(cfg, hp, plan, groups, tw.n_classes, x, tw.mask[idx], tw.y[idx], tw.participant[idx], index), norm
+    streams = validation_streams(dataset, cfg, plan.val, norm) if tw.n_classes == 2 else []
+    return FoldJob(cfg, hp, plan, groups, tw.n_classes, x, tw.mask[idx], tw.y[idx], tw.participant[idx], index,
+                   val_streams=streams, sample_rate_hz=dataset.schema.sample_rate_hz), norm
+
+
+def validation_streams(dataset: Dataset, cfg: ExperimentConfig, val_ids: tuple[str, ...],
+                       norm: Normalizer) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """The validation participants' recordings cut the way the gateway cuts a stream:
+    a window every stride over the whole recording (for calibrating the alert rule)."""
+    out = []
+    for rec in dataset.recordings:
+        if rec.participant not in val_ids or cfg.task not in rec.labels:
+            continue
+        starts = window_starts(rec.n_frames, cfg.window, cfg.stride)
+        if len(starts) < 2:
+            continue
+        z = norm.apply(rec.values)
+        out.append((np.stack([z[s:s + cfg.window] for s in starts]).astype(np.float32), starts,
+                    np.asarray(rec.labels[cfg.task])))
+    return out
 
 
 def train_fold(job: FoldJob):
@@ -259,21 +299,40 @@ def train_fold(job: FoldJob):
         val_idx, fit_idx = np.sort(perm[:n_val]), np.sort(perm[n_val:])
         by_windows = n_val > 0
     rng = np.random.default_rng(seed)
+    # Class balance comes from the loss weights, not from augmentation: every fitting
+    # window gets the same number of augmented copies.
     xa, ma, ya = augment(job.x[fit_idx], job.mask[fit_idx], job.y[fit_idx], job.groups, job.n_classes,
-                         int(job.hp.get("augment_copies", 0)), rng)
+                         int(job.hp.get("augment_copies", 0)), rng, balance=False)
+    has_val = len(val_idx) > 0
     result = fit_model(job.cfg.model, job.hp, x=xa, mask=ma, y=ya,
-                       x_val=job.x[val_idx] if len(val_idx) else None, y_val=job.y[val_idx] if len(val_idx) else None,
+                       x_val=job.x[val_idx] if has_val else None, y_val=job.y[val_idx] if has_val else None,
+                       mask_val=job.mask[val_idx] if has_val else None,
                        groups=job.groups, n_classes=job.n_classes, seed=seed, strategy=job.cfg.distribute,
                        progress=job.cfg.progress)
+    decision: dict[str, Any] = {}
+    if has_val:
+        p_val = predict_proba(result, job.x[val_idx], job.mask[val_idx])
+        counts = np.bincount(job.y[fit_idx], minlength=job.n_classes)
+        decision = calibrate(p_val, job.y[val_idx], job.n_classes, counts, np.asarray(result.class_weights),
+                             where="validation windows" if by_windows else
+                             f"validation participants {','.join(plan.val)}")
+    if job.val_streams and decision.get("window_threshold") is not None:
+        streams = [Stream(predict_proba(result, w, np.ones(w.shape[:2], bool)), st, lab, job.cfg.window,
+                          job.sample_rate_hz) for w, st, lab in job.val_streams]
+        decision = calibrate_stream(streams, decision, job.cfg.task, [str(i) for i in range(job.n_classes)])
     if len(test_idx):
-        y_pred = predict_proba(result, job.x[test_idx], job.mask[test_idx]).argmax(axis=1)
-        metrics = classification_metrics(job.y[test_idx], y_pred, job.n_classes)
+        proba = predict_proba(result, job.x[test_idx], job.mask[test_idx])
+        y_pred = window_labels(proba, decision)
+        metrics = classification_metrics(job.y[test_idx], y_pred, job.n_classes, proba)
+        metrics["argmax_macro_f1"] = macro_f1(job.y[test_idx], proba.argmax(axis=1))
     else:
-        y_pred, metrics = np.zeros(0, np.int64), {}
-    metrics.update(train_seconds=result.train_seconds, n_params=result.n_params, test_participants=list(plan.test))
+        proba, y_pred, metrics = np.zeros((0, job.n_classes), np.float32), np.zeros(0, np.int64), {}
+    metrics.update(train_seconds=result.train_seconds, n_params=result.n_params, test_participants=list(plan.test),
+                   decision=decision, selection=result.selection)
     fold = FoldResult(plan, metrics, job.y[test_idx], y_pred, result.history, result.train_seconds, result.n_params,
                       tuple(sorted(set(job.participant[fit_idx].tolist()))),
-                      tuple(sorted(set(job.participant[val_idx].tolist()))), by_windows)
+                      tuple(sorted(set(job.participant[val_idx].tolist()))), by_windows,
+                      np.asarray(proba, np.float32), job.participant[test_idx], decision, result.selection)
     return fold, result
 
 
@@ -349,23 +408,22 @@ def run_experiment(cfg: ExperimentConfig, dataset: Dataset) -> ExperimentResult:
     if cfg.eval == "holdout":
         metrics = dict(fold_metrics[0])
         final = fit_results[0] if fit_results else None
+        decision = folds[0].decision
         normalizer = fit_normalizer(dataset, plans[0].train)
         test_ids = plans[0].test
     else:
-        metrics = {**mean_over_folds(fold_metrics), "folds": fold_metrics}
-        pooled = classification_metrics(np.concatenate([f.y_true for f in folds]),
-                                        np.concatenate([f.y_pred for f in folds]), tw.n_classes)
-        metrics["pooled"] = pooled
-        metrics["n_params"] = folds[0].n_params
+        metrics = pooled_metrics(folds, tw.n_classes)
         test_ids = ()
-        final, normalizer = None, fit_normalizer(dataset, tw.participant.tolist())
+        final, decision, normalizer = None, {}, fit_normalizer(dataset, tw.participant.tolist())
         if cfg.final:
             people = tuple(sorted(set(tw.participant.tolist())))
             fit_ids, val_ids = inner_split(people, tw, cfg.val_fraction, cfg.seed + len(plans))
             plan = FoldPlan((), fit_ids, val_ids)
             job, normalizer = prepare_job(cfg, hp, dataset, tw, plan, groups, len(plans))
-            _, final = train_fold(job)
+            final_fold, final = train_fold(job)
+            decision = final_fold.decision
             metrics["final_train_seconds"] = final.train_seconds
+            metrics["final_decision"] = decision
 
     # Parity / calibration windows, normalised with the deployed model's statistics.
     # Only full windows (no padding): a gateway's stream never produces padded ones,
@@ -380,5 +438,23 @@ def run_experiment(cfg: ExperimentConfig, dataset: Dataset) -> ExperimentResult:
     calib_x = normalise(tw.x[calib], tw.mask[calib], normalizer)
     test_x = normalise(tw.x[test_sel], tw.mask[test_sel], normalizer)
     ex = _examples(tw.y, test_sel, 8)
-    return ExperimentResult(cfg, hp, tw.label_names, groups, folds, metrics, final, normalizer, tuple(test_ids),
-                            calib_x, test_x, tw.y[test_sel], normalise(tw.x[ex], tw.mask[ex], normalizer), tw.y[ex])
+    return ExperimentResult(cfg, hp, tw.label_names, groups, folds, metrics, final, decision, normalizer,
+                            tuple(test_ids), calib_x, test_x, tw.y[test_sel],
+                            normalise(tw.x[ex], tw.mask[ex], normalizer), tw.y[ex], parity_held_out=bool(test_ids))
+
+
+def pooled_metrics(folds: list[FoldResult], n_classes: int) -> dict[str, Any]:
+    """LOSO: the pooled predictions of every fold as the headline, then the folds one by
+    one, their mean, and a per-participant vote."""
+    y = np.concatenate([f.y_true for f in folds])
+    pred = np.concatenate([f.y_pred for f in folds])
+    proba = np.concatenate([f.proba for f in folds if f.proba is not None])
+    who = np.concatenate([f.participant for f in folds if f.participant is not None])
+    metrics = classification_metrics(y, pred, n_classes, proba if len(proba) == len(y) else None)
+    metrics["argmax_macro_f1"] = macro_f1(y, proba.argmax(axis=1)) if len(proba) == len(y) else None
+    metrics.update(aggregation="pooled", train_seconds=float(np.mean([f.train_seconds for f in folds])),
+                   n_params=folds[0].n_params, folds=[f.metrics for f in folds],
+                   mean_of_folds=mean_over_folds([f.metrics for f in folds]))
+    if len(who) == len(y):
+        metrics["participant_vote"] = participant_vote(y, pred, who, n_classes)
+    return metrics

@@ -1,13 +1,27 @@
-"""Fit one model on training windows, with early stopping on an inner validation set.
+"""Fit one model on training windows, with model selection on an inner validation set.
 
-Neural models train with Keras (progress bar over epochs); ALANet trains in two
-stages (autoencoder, then the attention head on cached encoder features); classic
-models fit scikit-learn on per-window statistics. Nothing here sees test windows.
+Every neural model trains the same way (one implementation, :func:`train_stage`):
+
+- an **optimizer-step floor** (``min_steps``): a small dataset gets more epochs (and
+  a smaller batch, at least 4 steps per epoch), so 40 windows still see hundreds of
+  updates; an explicit ``--epochs`` turns the floors off;
+- **class weights** (``class_weight="balanced"``) in the loss, independent of
+  augmentation;
+- **selection on the inner-validation macro F1** (ties: the class-weighted validation
+  loss), with early stopping never before the step floor; the best epoch's weights
+  are kept.
+
+ALANet pretrains its autoencoder (masked MSE), then trains encoder and attention head
+end to end from the pretrained encoder (``encoder="finetune"``), or, in the paper's
+form (``encoder="frozen"``), trains the head alone on cached encoder features and, with
+``finetune=True``, fine-tunes end to end, keeping whichever did better on validation.
+Classic models fit scikit-learn on per-window statistics. Nothing here sees test windows.
 """
 
 from __future__ import annotations
 
 import functools
+import math
 import os
 import sys
 import time
@@ -17,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from alanet.device.scoring import macro_f1
 from alanet.train.models import CLASSIC_MODELS, build_model
 
 warnings.filterwarnings("ignore", message=r".*does not support masking.*")
@@ -24,6 +39,8 @@ warnings.filterwarnings("ignore", message=r".*does not support masking.*")
 # Eager execution skips graph tracing: slower per step, but much faster to start on
 # the tiny datasets of smoke tests (ALANET_EAGER=1). Never on for real training.
 EAGER = os.environ.get("ALANET_EAGER", "") == "1"
+ALANET_MODELS = ("alanet", "alanet-parts")
+MIN_STEPS_PER_EPOCH = 4
 
 
 @dataclass
@@ -36,10 +53,34 @@ class FitResult:
     train_seconds: float = 0.0
     n_params: int = 0
     epochs_run: int = 0
+    selection: dict[str, Any] = field(default_factory=dict)  # best epoch and its validation scores, per stage
+    class_weights: list[float] = field(default_factory=list)
 
     @property
     def classic(self) -> bool:
         return self.name in CLASSIC_MODELS
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One training stage: its budget and how its best epoch is chosen."""
+
+    desc: str
+    epochs: int
+    batch: int
+    min_steps: int = 0
+    patience: int = 10
+    select: str = "macro_f1"  # or "loss" (the autoencoder)
+
+
+@dataclass(frozen=True)
+class Validation:
+    """Inner-validation windows (never test) and the class weights of the loss."""
+
+    inputs: Any
+    y: np.ndarray
+    sample_weight: np.ndarray
+    n_classes: int
 
 
 def configure_tensorflow(threads: int | None = None) -> None:
@@ -74,111 +115,244 @@ def get_strategy(name: str | None):
     raise ValueError(f"unknown distribution strategy {name!r}")
 
 
-def _epoch_bar(total: int, desc: str, enabled: bool):
+def class_weights(y: np.ndarray, n_classes: int, how: str = "balanced") -> np.ndarray:
+    """Per-class loss weights: ``balanced`` = n / (k · count_c) over the k classes present; ``none`` = 1."""
+    w = np.ones(n_classes, np.float32)
+    if how == "none" or len(y) == 0:
+        return w
+    counts = np.bincount(np.asarray(y, np.int64), minlength=n_classes).astype(np.float64)
+    present = counts > 0
+    w[present] = (len(y) / (present.sum() * counts[present])).astype(np.float32)
+    return w
+
+
+def plan_epochs(n: int, batch: int, epochs: int, min_steps: int) -> tuple[int, int]:
+    """(batch, epochs) for ``n`` windows: at least 4 steps per epoch and ``min_steps`` steps in all."""
+    b = max(1, min(int(batch), math.ceil(n / MIN_STEPS_PER_EPOCH))) if n else max(1, int(batch))
+    steps = max(1, math.ceil(n / b))
+    e = max(int(epochs), math.ceil(min_steps / steps)) if min_steps > 0 else int(epochs)
+    return b, max(1, e)
+
+
+def check_right_padded(mask: np.ndarray) -> None:
+    """Raise unless every window's mask is real frames first, then padding (never a gap)."""
+    m = np.asarray(mask, bool)
+    if m.ndim != 2:
+        raise ValueError(f"mask must be [N, T], got shape {m.shape}")
+    if np.any(~m[:, :-1] & m[:, 1:]):
+        bad = int(np.flatnonzero(np.any(~m[:, :-1] & m[:, 1:], axis=1))[0])
+        raise ValueError(f"window {bad}: padding mask is not right-padded (a real frame follows padding)")
+
+
+def _select_callback(stage: Stage, val: Validation | None, desc: str, progress: bool, steps_per_epoch: int):
     import keras
     from tqdm.auto import tqdm
 
-    class EpochBar(keras.callbacks.Callback):
+    class SelectBest(keras.callbacks.Callback):
+        """Progress bar, best-epoch selection on validation, early stopping after the step floor."""
+
         def on_train_begin(self, logs=None):
-            self.bar = tqdm(total=total, desc=desc, unit="epoch", leave=False, file=sys.stderr, disable=not enabled)
+            self.bar = tqdm(total=stage.epochs, desc=desc, unit="epoch", leave=False, file=sys.stderr,
+                            disable=not progress)
+            self.best: tuple[float, float] | None = None
+            self.best_epoch = -1
+            self.best_weights = None
+            self.scores: dict[str, list[float]] = {"val_macro_f1": [], "val_weighted_loss": []}
+
+        def _score(self, logs) -> tuple[float, float] | None:
+            if val is None:
+                return None
+            if stage.select == "loss":
+                return (-float(logs.get("val_loss", np.inf)), 0.0)
+            p = np.asarray(self.model.predict(val.inputs, batch_size=512, verbose=0), np.float64)
+            f1 = macro_f1(val.y, p.argmax(axis=1), val.n_classes)
+            nll = -np.log(np.clip(p[np.arange(len(val.y)), val.y], 1e-7, 1.0))
+            loss = float(np.sum(nll * val.sample_weight) / max(np.sum(val.sample_weight), 1e-9))
+            self.scores["val_macro_f1"].append(f1)
+            self.scores["val_weighted_loss"].append(loss)
+            return (round(f1, 9), -loss)
 
         def on_epoch_end(self, epoch, logs=None):
             logs = logs or {}
-            self.bar.set_postfix({k: f"{v:.3f}" for k, v in logs.items() if k in ("loss", "val_loss", "val_accuracy")})
+            score = self._score(logs)
+            post = {k: f"{v:.3f}" for k, v in logs.items() if k in ("loss", "val_loss")}
+            if score is not None:
+                if self.best is None or score > self.best:
+                    self.best, self.best_epoch = score, epoch
+                    self.best_weights = [w.copy() for w in self.model.get_weights()]
+                if stage.select != "loss":
+                    post["val_f1"] = f"{score[0]:.3f}"
+                steps = (epoch + 1) * steps_per_epoch
+                if steps >= stage.min_steps and epoch - self.best_epoch >= stage.patience:
+                    self.model.stop_training = True
+            self.bar.set_postfix(post)
             self.bar.update(1)
 
         def on_train_end(self, logs=None):
             self.bar.close()
+            if self.best_weights is not None:
+                self.model.set_weights(self.best_weights)
 
-    return EpochBar()
+    return SelectBest()
 
 
-def _keras_fit(model, x, y, val, hp: dict[str, Any], epochs: int, batch: int, desc: str, progress: bool,
-               monitor: str = "val_loss") -> dict[str, list[float]]:
+def train_stage(model, inputs, targets, sample_weight: np.ndarray, val: Validation | None, val_targets, stage: Stage,
+                progress: bool) -> tuple[dict[str, list[float]], dict[str, Any]]:
+    """Fit a compiled model for one stage; returns (history, selection summary)."""
+    n = len(sample_weight)
+    batch, epochs = plan_epochs(n, stage.batch, stage.epochs, stage.min_steps)
+    stage = Stage(stage.desc, epochs, batch, stage.min_steps, stage.patience, stage.select)
+    steps = max(1, math.ceil(n / batch))
+    cb = _select_callback(stage, val, stage.desc, progress, steps)
+    vdata = None if val is None else (val.inputs, val_targets, val.sample_weight)
     import keras
 
-    callbacks = [_epoch_bar(epochs, desc, progress)]
-    if val is not None:
-        callbacks.append(keras.callbacks.EarlyStopping(monitor=monitor, patience=int(hp.get("patience", 8)),
-                                                       restore_best_weights=True))
-    h = model.fit(x, y, batch_size=batch, epochs=epochs, validation_data=val, callbacks=callbacks,
-                  verbose=0, shuffle=True)
-    return {k: [float(v) for v in vals] for k, vals in h.history.items()}
+    callbacks = [cb]
+    if getattr(model.optimizer, "use_ema", False):
+        # Validate, select and keep the weights' moving average (Polyak averaging).
+        callbacks.insert(0, keras.callbacks.SwapEMAWeights(swap_on_epoch=True))
+    h = model.fit(inputs, targets, sample_weight=sample_weight, batch_size=batch, epochs=epochs,
+                  validation_data=vdata, callbacks=callbacks, verbose=0, shuffle=True)
+    history = {k: [float(v) for v in vals] for k, vals in h.history.items()}
+    history.update({k: v for k, v in cb.scores.items() if v})
+    run = len(history.get("loss", []))
+    sel = {"epochs_run": run, "steps": run * steps, "batch": batch, "best_epoch": cb.best_epoch + 1}
+    if cb.best is not None and stage.select != "loss":
+        sel.update(val_macro_f1=cb.best[0], val_weighted_loss=-cb.best[1])
+    elif cb.best is not None:
+        sel.update(val_loss=-cb.best[0])
+    return history, sel
+
+
+def _optimizer(lr: float, hp: dict[str, Any]):
+    import keras
+
+    kw: dict[str, Any] = {}
+    if hp.get("clipnorm"):
+        kw["clipnorm"] = float(hp["clipnorm"])
+    if hp.get("ema"):
+        kw.update(use_ema=True, ema_momentum=float(hp["ema"]))
+    return keras.optimizers.Adam(lr, **kw)
+
+
+def _compile(model, lr: float, hp: dict[str, Any], loss: str = "sparse_categorical_crossentropy") -> None:
+    model.compile(_optimizer(lr, hp), loss, run_eagerly=EAGER)
 
 
 def fit_model(name: str, hp: dict[str, Any], *, x: np.ndarray, mask: np.ndarray, y: np.ndarray,
               x_val: np.ndarray | None, y_val: np.ndarray | None, groups: list[list[int]], n_classes: int,
-              seed: int = 0, strategy: str | None = None, progress: bool = True) -> FitResult:
-    """Train ``name`` on (already augmented, normalised) windows; validate on ``x_val``."""
+              mask_val: np.ndarray | None = None, seed: int = 0, strategy: str | None = None,
+              progress: bool = True) -> FitResult:
+    """Train ``name`` on (already augmented, normalised) windows; select on ``x_val``."""
     t0 = time.perf_counter()
+    weights = class_weights(y, n_classes, str(hp.get("class_weight", "balanced")))
     if name in CLASSIC_MODELS:
         from alanet.train.models.classic import build_classic, n_params, window_statistics
 
         model = build_classic(name, hp, seed)
         model.fit(window_statistics(x, mask), y)
-        return FitResult(name, model, {}, time.perf_counter() - t0, n_params(model), 0)
+        return FitResult(name, model, {}, time.perf_counter() - t0, n_params(model), 0, {}, weights.tolist())
 
     configure_tensorflow()
     import keras
 
+    check_right_padded(mask)
     keras.utils.set_random_seed(seed)
     timesteps, channels = int(x.shape[1]), int(x.shape[2])
-    val = (x_val, y_val) if x_val is not None and len(x_val) else None
+    val = None
+    if x_val is not None and y_val is not None and len(x_val):
+        mv = np.ones(x_val.shape[:2], bool) if mask_val is None else np.asarray(mask_val, bool)
+        check_right_padded(mv)
+        val = Validation([x_val, mv], np.asarray(y_val, np.int64), weights[np.asarray(y_val, np.int64)], n_classes)
     with get_strategy(strategy).scope():
-        model = build_model(name, timesteps=timesteps, channels=channels, n_classes=n_classes, groups=groups, hparams=hp)
-    if name in ("alanet", "alanet-parts"):
-        history = _fit_alanet(name, model, hp, x, y, val, groups, strategy, progress)
+        model = build_model(name, timesteps=timesteps, channels=channels, n_classes=n_classes, groups=groups,
+                            hparams=hp)
+    inputs, sw = [x, np.asarray(mask, bool)], weights[y]
+    if name in ALANET_MODELS:
+        history, selection = _fit_alanet(name, model, hp, inputs, y, sw, val, groups, strategy, progress)
     else:
         with get_strategy(strategy).scope():
-            model.compile(keras.optimizers.Adam(hp["lr"]), "sparse_categorical_crossentropy", metrics=["accuracy"],
-                          run_eagerly=EAGER)
-        history = _keras_fit(model, x, y, val, hp, int(hp["epochs"]), int(hp["batch"]), name, progress)
-    return FitResult(name, model, history, time.perf_counter() - t0, int(model.count_params()),
-                     len(history.get("loss", [])))
+            _compile(model, hp["lr"], hp)
+        stage = Stage(name, int(hp["epochs"]), int(hp["batch"]), int(hp.get("min_steps", 0)), int(hp["patience"]))
+        history, sel = train_stage(model, inputs, y, sw, val, None if val is None else val.y, stage, progress)
+        selection = {"classifier": sel}
+    epochs = sum(s.get("epochs_run", 0) for s in selection.values() if isinstance(s, dict))
+    return FitResult(name, model, history, time.perf_counter() - t0, int(model.count_params()), epochs, selection,
+                     weights.tolist())
 
 
-def _fit_alanet(name: str, model, hp: dict[str, Any], x, y, val, groups, strategy, progress) -> dict[str, list[float]]:
-    """Stage 1: autoencoder (MSE). Stage 2: frozen encoder, cached features → attention head."""
+def _fit_alanet(name: str, model, hp: dict[str, Any], inputs, y, sw, val: Validation | None, groups, strategy,
+                progress) -> tuple[dict[str, list[float]], dict[str, Any]]:
+    """Stage 1: autoencoder (masked MSE). Stage 2: end to end from its encoder, or the paper's frozen form."""
     import keras
 
     from alanet.train.models.alanet import alanet_autoencoder, alanet_parts_autoencoder, encoder_layer_names
 
+    x, mask = inputs
     timesteps, channels = int(x.shape[1]), int(x.shape[2])
-    with get_strategy(strategy).scope():
-        if name == "alanet":
-            ae = alanet_autoencoder(timesteps, channels, hp)
-            cols = list(range(channels))
-        else:
-            ae = alanet_parts_autoencoder(timesteps, channels, groups, hp)
-            cols = [i for g in groups for i in g]
-        ae.compile(keras.optimizers.Adam(hp["ae_lr"]), "mse", run_eagerly=EAGER)
-    ae_val = (val[0], val[0][..., cols]) if val is not None else None
-    ae_hist = _keras_fit(ae, x, x[..., cols], ae_val, hp, int(hp["ae_epochs"]), int(hp["ae_batch"]),
-                         f"{name} autoencoder", progress)
+    history: dict[str, list[float]] = {}
+    selection: dict[str, Any] = {}
+    if int(hp["ae_epochs"]) > 0:
+        with get_strategy(strategy).scope():
+            if name == "alanet":
+                ae = alanet_autoencoder(timesteps, channels, hp)
+                cols = list(range(channels))
+            else:
+                ae = alanet_parts_autoencoder(timesteps, channels, groups, hp)
+                cols = [i for g in groups for i in g]
+            _compile(ae, hp["ae_lr"], hp, loss="mse")
+        frame_w = mask.astype(np.float32)  # reconstruct real frames only (per-frame loss weights)
+        ae_val = None if val is None else Validation(val.inputs, val.y, val.inputs[1].astype(np.float32),
+                                                     val.n_classes)
+        stage = Stage(f"{name} autoencoder", int(hp["ae_epochs"]), int(hp["ae_batch"]), int(hp.get("ae_min_steps", 0)),
+                      int(hp["patience"]), select="loss")
+        ae_hist, selection["autoencoder"] = train_stage(ae, inputs, x[..., cols], frame_w, ae_val,
+                                                        None if val is None else val.inputs[0][..., cols], stage,
+                                                        progress)
+        history.update({f"ae_{k}": v for k, v in ae_hist.items()})
+        for layer in encoder_layer_names(model):
+            model.get_layer(layer).set_weights(ae.get_layer(layer).get_weights())
+
+    classifier = Stage(f"{name} classifier", int(hp["epochs"]), int(hp["batch"]), int(hp.get("min_steps", 0)),
+                       int(hp["patience"]))
+    if hp.get("encoder", "finetune") == "finetune":
+        with get_strategy(strategy).scope():
+            _compile(model, hp["lr"], hp)
+        h, selection["classifier"] = train_stage(model, inputs, y, sw, val, None if val is None else val.y,
+                                                 classifier, progress)
+        history.update(h)
+        return history, selection
+
+    # The paper's form: the encoder is frozen; its features are computed once and only the head trains.
     for layer in encoder_layer_names(model):
-        model.get_layer(layer).set_weights(ae.get_layer(layer).get_weights())
         model.get_layer(layer).trainable = False
-
-    # The encoder is frozen: compute its features once and train only the head on them.
     encoder = keras.Model(model.inputs, model.get_layer("encoder_features").output)
-    feats = encoder.predict(x, batch_size=256, verbose=0)
-    feats_val = (encoder.predict(val[0], batch_size=256, verbose=0), val[1]) if val is not None else None
+    feats = encoder.predict(inputs, batch_size=256, verbose=0)
     head = model.get_layer("head")
+    head_val = None
+    if val is not None:
+        head_val = Validation([encoder.predict(val.inputs, batch_size=256, verbose=0), val.inputs[1]], val.y,
+                              val.sample_weight, val.n_classes)
     with get_strategy(strategy).scope():
-        head.compile(keras.optimizers.Adam(hp["lr"]), "sparse_categorical_crossentropy", metrics=["accuracy"],
-                     run_eagerly=EAGER)
-    history = _keras_fit(head, feats, y, feats_val, hp, int(hp["epochs"]), int(hp["batch"]), f"{name} head", progress)
-    history.update({f"ae_{k}": v for k, v in ae_hist.items()})
-
+        _compile(head, hp["lr"], hp)
+    h, selection["head"] = train_stage(head, [feats, mask], y, sw, head_val, None if val is None else val.y,
+                                       classifier, progress)
+    history.update(h)
     if hp.get("finetune"):
+        before = [w.copy() for w in model.get_weights()]
         for layer in encoder_layer_names(model):
             model.get_layer(layer).trainable = True
         with get_strategy(strategy).scope():
-            model.compile(keras.optimizers.Adam(hp["finetune_lr"]), "sparse_categorical_crossentropy",
-                          metrics=["accuracy"], run_eagerly=EAGER)
-        ft = _keras_fit(model, x, y, val, hp, int(hp["finetune_epochs"]), int(hp["batch"]), f"{name} fine-tune", progress)
-        history.update({f"finetune_{k}": v for k, v in ft.items()})
-    return history
+            _compile(model, hp["finetune_lr"], hp)
+        ft = Stage(f"{name} fine-tune", int(hp["finetune_epochs"]), int(hp["batch"]), 0, int(hp["patience"]))
+        h, sel = train_stage(model, inputs, y, sw, val, None if val is None else val.y, ft, progress)
+        history.update({f"finetune_{k}": v for k, v in h.items()})
+        head_f1 = selection["head"].get("val_macro_f1")
+        kept = head_f1 is None or sel.get("val_macro_f1", -1.0) > head_f1
+        if not kept:
+            model.set_weights(before)  # fine-tuning did worse on validation: keep the head-only model
+        selection["finetune"] = {**sel, "kept": bool(kept)}
+    return history, selection
 
 
 def predict_proba(result: FitResult, x: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -187,9 +361,16 @@ def predict_proba(result: FitResult, x: np.ndarray, mask: np.ndarray) -> np.ndar
         from alanet.train.models.classic import window_statistics
 
         return classic_proba(result.model, window_statistics(x, mask))
+    return keras_proba(result.model, x, mask)
+
+
+def keras_proba(model, x: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
+    """A Keras classifier's probabilities on windows (+ their padding mask)."""
+    from alanet.train.models import model_inputs
+
     if len(x) == 0:
-        return np.zeros((0, result.model.output_shape[-1]), np.float32)
-    return np.asarray(result.model.predict(x, batch_size=256, verbose=0))
+        return np.zeros((0, model.output_shape[-1]), np.float32)
+    return np.asarray(model.predict(model_inputs(model, x, mask), batch_size=256, verbose=0))
 
 
 def classic_proba(model, feats: np.ndarray) -> np.ndarray:

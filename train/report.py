@@ -20,19 +20,25 @@ def attention_maps(name: str, model: Any, x: np.ndarray) -> tuple[np.ndarray | N
     """
     import keras
 
+    from alanet.train.models import model_inputs
+
+    inputs = model_inputs(model, x)  # example windows are full: every frame real
     if name in ("alanet", "alanet-parts"):
         encoder = keras.Model(model.inputs, model.get_layer("encoder_features").output)
         head = model.get_layer("head")
         att = keras.Model(head.inputs, [head.get_layer("temporal_attention").output, head.get_layer("body_attention").output])
-        t, b = att.predict(encoder.predict(x, verbose=0), verbose=0)
+        feats = encoder.predict(inputs, verbose=0)
+        t, b = att.predict(model_inputs(att, feats), verbose=0)
         return t[..., 0], b
     if name == "banet":
         parts = sorted((layer.name for layer in model.layers
                         if layer.name.startswith("temporal_attention_") and layer.name.split("_")[-1].isdigit()),
                        key=lambda s: int(s.split("_")[-1]))
         outs = [model.get_layer(p).output for p in parts] + [model.get_layer("body_attention").output]
-        res = keras.Model(model.inputs, outs).predict(x, verbose=0)
-        return np.mean([r[..., 0] for r in res[:-1]], axis=0), res[-1][..., 0]
+        res = keras.Model(model.inputs, outs).predict(inputs, verbose=0)
+        body = res[-1]  # published head: [N, units, parts] → mean over units; pooled head: [N, parts, 1]
+        body = body.mean(axis=1) if body.shape[-1] != 1 else body[..., 0]
+        return np.mean([r[..., 0] for r in res[:-1]], axis=0), body
     return None, None
 
 
@@ -117,25 +123,32 @@ def _plots(out: Path, result, dataset) -> dict[str, str]:
     return made
 
 
+def _num(v: Any) -> str:
+    return "–" if v is None else f"{v:.3f}"
+
+
 def results_row(model: str, task: str, ev: str, m: dict[str, Any], names: Sequence[str]) -> str:
-    f1s = " / ".join(f"{v:.3f}" for v in m.get("per_class_f1", []))
+    f1s = " / ".join(_num(v) for v in m.get("per_class_f1", []))
     ts = m.get("train_seconds", 0.0)
     return (f"| {model} | {task} | {ev} | {m.get('accuracy', 0):.3f} | {f1s} | {m.get('macro_f1', 0):.3f} | "
-            f"{m.get('mcc', 0):.3f} | {ts:.1f} | {m.get('n_params', 0)} |")
+            f"{m.get('mcc', 0):.3f} | {_num(m.get('roc_auc'))} | {_num(m.get('pr_auc'))} | {ts:.1f} | "
+            f"{m.get('n_params', 0)} |")
 
 
 def _rows(model: str, task: str, ev: str, m: dict[str, Any], names: Sequence[str]) -> list[str]:
-    """One row; LOSO gets two: the mean over folds and the pooled predictions (a fold
-    whose participant shows one class only has a degenerate macro F1 / MCC)."""
-    if ev != "loso" or "pooled" not in m:
+    """One row; LOSO gets two: the pooled predictions of every fold (the headline) and the
+    per-participant vote."""
+    if ev != "loso":
         return [results_row(model, task, ev, m, names)]
-    pooled = {**m["pooled"], "train_seconds": m.get("train_seconds", 0.0), "n_params": m.get("n_params", 0)}
-    return [results_row(model, task, "loso, mean of folds", m, names),
-            results_row(model, task, "loso, pooled", pooled, names)]
+    rows = [results_row(model, task, "loso, pooled", m, names)]
+    if "participant_vote" in m:
+        vote = {**m["participant_vote"], "train_seconds": m.get("train_seconds", 0.0), "n_params": m.get("n_params", 0)}
+        rows.append(results_row(model, task, "loso, participant vote", vote, names))
+    return rows
 
 
-TABLE_HEAD = ("| Model | Task | Evaluation | Accuracy | F1 per class | Macro F1 | MCC | Train time / fold (s) | Params |\n"
-              "|---|---|---|---|---|---|---|---|---|")
+TABLE_HEAD = ("| Model | Task | Evaluation | Accuracy | F1 per class | Macro F1 | MCC | ROC-AUC | PR-AUC "
+              "| Train time / fold (s) | Params |\n|---|---|---|---|---|---|---|---|---|---|---|")
 
 
 def write_report(out: Path, result, dataset) -> None:
@@ -150,12 +163,21 @@ def write_report(out: Path, result, dataset) -> None:
     if cfg.eval == "holdout":
         lines.append(f"Hold-out test participants: {', '.join(result.test_participants)}.")
     else:
-        lines.append(f"Leave-one-subject-out over {len(result.folds)} participants; mean over folds "
-                     f"(± std: accuracy {m.get('accuracy_std', 0):.3f}, macro F1 {m.get('macro_f1_std', 0):.3f}).")
-    lines += ["Model selection used an inner validation split of the training participants only.", "",
-              TABLE_HEAD, *_rows(cfg.model, cfg.task, cfg.eval, m, names), ""]
+        mf = m.get("mean_of_folds", {})
+        lines.append(f"Leave-one-subject-out over {len(result.folds)} participants: the table gives the pooled "
+                     f"predictions of every fold and a per-participant vote (mean of per-fold macro F1 over each "
+                     f"fold's present classes: {mf.get('macro_f1', 0):.3f} ± {mf.get('macro_f1_std', 0):.3f}).")
+    lines += ["Model selection and decision calibration used an inner validation split of the training "
+              "participants only.", "", TABLE_HEAD, *_rows(cfg.model, cfg.task, cfg.eval, m, names), ""]
+    dec = result.decision
+    if dec:
+        rule = (f"class {names[dec['class_index']]!r} when p ≥ {dec['window_threshold']:.2f}"
+                if "window_threshold" in dec else
+                f"prior-corrected argmax, weights {dec['class_weights']}" if dec.get("class_weights") else "argmax")
+        lines += [f"Decision rule of the deployed model: {rule} ({dec.get('calibration', '')}).", ""]
     if cfg.eval == "loso":
-        lines += ["## Folds", "", "| Test participant | Accuracy | Macro F1 | MCC | Train time (s) |", "|---|---|---|---|---|"]
+        lines += ["## Folds", "", "| Test participant | Accuracy | Macro F1 (present classes) | MCC | Train time (s) |",
+                  "|---|---|---|---|---|"]
         for f in result.folds:
             fm = f.metrics
             lines.append(f"| {', '.join(f.plan.test)} | {fm['accuracy']:.3f} | {fm['macro_f1']:.3f} | {fm['mcc']:.3f} | "

@@ -90,6 +90,11 @@ class Run:
         return dict(self.config["hparams"])
 
     @property
+    def decision(self) -> dict[str, Any]:
+        """The calibrated decision rule chosen on validation participants ({} = argmax)."""
+        return dict(self.config.get("decision") or {})
+
+    @property
     def is_classic(self) -> bool:
         return self.model_name in CLASSIC_MODELS
 
@@ -177,7 +182,10 @@ def write_run(stage: Path, result, dataset, fingerprint: str) -> None:
         "groups": result.groups, "hparams": result.hparams, "seed": cfg.seed, "eval": cfg.eval,
         "test_participants": list(result.test_participants), "participants": dataset.participants,
         "format": dataset.format, "data_root": dataset.root, "distribute": cfg.distribute,
-        "final_model": final is not None, "versions": library_versions(), "data_fingerprint": fingerprint,
+        "final_model": final is not None, "decision": result.decision,
+        "parity_windows": "held-out participants" if result.parity_held_out else
+        "in-sample (the LOSO final model was trained on every participant)",
+        "versions": library_versions(), "data_fingerprint": fingerprint,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     atomic.write_text(stage / CONFIG, _json(config))

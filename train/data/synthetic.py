@@ -13,9 +13,14 @@ without it. It is a plausible simulation, not a model of any real person:
   (the gateway's own code);
 * sEMG is band-limited noise modulated by a trunk-load activation and enveloped with
   :class:`alanet.device.features.EnvelopeFilter` (healthy backs relax in full flexion);
-* patients show per-frame protective behaviour episodes: guarding (reduced range and
-  speed, bending with the knees), hesitation (pauses mid-movement) and bracing (sEMG
-  co-contraction, no flexion-relaxation); raters' labels are jittered around them;
+* patients show per-frame protective behaviour episodes, modelled as events in time
+  (the EmoPain categories are largely temporal), each with its own strength:
+  *hesitation* (stop-start: a pause part-way, sometimes after a small reversal),
+  *guarding / stiffness* (the joints move en bloc instead of in their usual sequence,
+  with a modestly reduced trunk range and tempo), *bracing* (back-muscle
+  co-contraction that starts before the movement and holds through it, no
+  flexion-relaxation) and *abrupt / jerky actions* (a brief catch in the movement);
+  raters' labels are jittered around them;
 * every participant gets their own amplitude, tempo, posture, sEMG gain and noise, so a
   classifier must generalise across people.
 
@@ -75,6 +80,21 @@ ONE_LEG_D = _delta(lknee=-1.3, lfull=-0.6, linner=-0.55, shoulder=0.35, llat=0.0
 LEAN_D = _delta(full=-0.45, inner=-0.4, neck=-0.2)
 
 
+def _lags(**parts: float) -> np.ndarray:
+    """Per-joint delay (fraction of the movement's duration) of the usual joint sequencing."""
+    return np.clip(_delta(**parts), 0.0, 0.5)
+
+
+# How a healthy movement sequences its joints (guarding moves them en bloc instead).
+LAGS = {
+    BEND: _lags(knee=0.25, shoulder=0.12, elbow=0.18),
+    REACH: _lags(full=0.22, inner=0.22, neck=0.15, knee=0.3, elbow=0.05),
+    ONE_LEG: _lags(full=0.12, inner=0.12, shoulder=0.2, elbow=0.2),
+    SIT_TO_STAND: _lags(knee=0.3, shoulder=0.1),
+    STAND_TO_SIT: _lags(full=0.2, inner=0.2, neck=0.1),
+}
+
+
 # Calibration knobs (measured with bench/synth_calibration.py).
 @dataclass(frozen=True)
 class Calibration:
@@ -83,10 +103,16 @@ class Calibration:
     difficult_factor: float = 1.35  # more episodes in the difficult session
     strength_a: float = 1.6  # episode strength ~ Beta(a, b) * subject.guard
     strength_b: float = 2.2
-    guard_range: float = 0.45  # trunk range lost at strength 1
-    guard_slow: float = 0.8  # extra duration at strength 1
-    pause_prob: float = 0.5
+    guard_range: float = 0.2  # trunk range lost at strength 1
+    guard_slow: float = 0.35  # extra duration at strength 1
+    enbloc: float = 0.9  # guarding: share of the usual joint sequencing lost at strength 1
+    pause_prob: float = 0.5  # hesitation (stop-start) in a protective repetition
+    reversal_prob: float = 0.4  # ... preceded by a small reversal
+    brace_prob: float = 0.6  # bracing in a protective repetition
     brace: float = 0.35  # sEMG co-contraction at strength 1
+    brace_lead_s: tuple[float, float] = (0.5, 1.2)  # bracing starts this long before the movement
+    jerk_prob: float = 0.35  # an abrupt catch in a protective repetition
+    jerk_amp: float = 0.06  # rad at strength 1
     label_jitter_s: float = 0.4  # raters' onset/offset jitter (sd)
     pain_slow: float = 0.12  # per pain level, outside episodes
     pain_range: float = 0.08
@@ -113,6 +139,7 @@ class Subject:
     trunk: float  # trunk range scale (pain stiffens the trunk)
     relax: float  # flexion-relaxation strength (0..1; pain reduces it)
     episode_rate: float  # per-subject propensity (multiplies the episode probability)
+    sequencing: float = 1.0  # scale of the usual joint sequencing (lags between joints)
 
 
 def draw_subject(rng: np.random.Generator, *, patient: bool, pain_level: int) -> Subject:
@@ -125,11 +152,12 @@ def draw_subject(rng: np.random.Generator, *, patient: bool, pain_level: int) ->
         emg_gain=np.exp(rng.normal(0.0, 0.35) + rng.normal(0.0, 0.15, N_EMG)),
         tonus=float(rng.uniform(0.06, 0.16)) + CAL.pain_tonus * pain,
         sway=float(rng.uniform(0.008, 0.03)),
-        noise=float(rng.uniform(0.0008, 0.003)),
+        noise=float(rng.uniform(0.0002, 0.0008)),
         guard=float(rng.uniform(0.5, 1.0)) if patient else float(rng.uniform(0.2, 0.5)),
         trunk=float(np.clip(rng.normal(1.0, 0.06), 0.85, 1.15)) * (1 - CAL.pain_trunk * pain),
         relax=float(np.clip(rng.normal(0.75, 0.08), 0.5, 0.95)) * (1 - CAL.pain_relax * pain),
         episode_rate=float(rng.uniform(0.6, 1.4)) * (1 + 0.2 * (pain - 1)) if patient else 1.0,
+        sequencing=float(rng.uniform(0.75, 1.25)),
     )
 
 
@@ -145,57 +173,115 @@ class _Session:
         self.brace: list[np.ndarray] = []
         self.n = 0
 
-    def _add(self, a: np.ndarray, ex: int, prot: bool, brace: float) -> None:
+    def _add(self, a: np.ndarray, ex: int, prot: bool, brace: float | np.ndarray) -> None:
         k = a.shape[0]
         if k == 0:
             return
         self.angles.append(a)
         self.ex.append(np.full(k, ex, np.int64))
         self.prot.append(np.full(k, prot, bool))
-        self.brace.append(np.full(k, brace))
+        self.brace.append(np.broadcast_to(np.asarray(brace, np.float64), (k,)).copy())
         self.cur = a[-1].copy()
         self.n += k
 
-    def move(self, target: np.ndarray, dur_s: float, ex: int, prot: bool = False, brace: float = 0.0) -> None:
-        """Minimum-jerk movement from the current posture to ``target``."""
+    def move(self, target: np.ndarray, dur_s: float, ex: int, prot: bool = False, brace: float = 0.0,
+             lags: np.ndarray | None = None, catch: tuple[float, float, float] | None = None) -> None:
+        """Minimum-jerk movement from the current posture to ``target``.
+
+        ``lags``: per-joint delay as a fraction of the duration (a healthy movement's joint
+        sequencing; every joint still arrives at the end). ``catch``: (position in the
+        movement 0..1, amplitude rad, duration s) of an abrupt catch on the trunk joints.
+        """
         k = max(1, int(round(dur_s * self.fs)))
         s = np.arange(1, k + 1) / k
-        prof = 10 * s**3 - 15 * s**4 + 6 * s**5
-        self._add(self.cur + prof[:, None] * (target - self.cur), ex, prot, brace)
+        if lags is None:
+            s_j = np.repeat(s[:, None], N_ANGLES, axis=1)
+        else:
+            lag = np.clip(np.asarray(lags, np.float64), 0.0, 0.9)
+            s_j = np.clip((s[:, None] - lag[None]) / (1.0 - lag[None]), 0.0, 1.0)
+        prof = 10 * s_j**3 - 15 * s_j**4 + 6 * s_j**5
+        a = self.cur + prof * (target - self.cur)
+        if catch is not None:
+            where, amp, dur = catch
+            t = (np.arange(k) - where * k) / self.fs
+            burst = np.where(np.abs(t) < dur / 2, np.cos(np.pi * t / dur) ** 2, 0.0)
+            a[:, TRUNK] += (amp * burst * np.sin(2 * np.pi * 6.0 * t))[:, None]
+        self._add(a, ex, prot, brace)
 
-    def hold(self, dur_s: float, ex: int, prot: bool = False, brace: float = 0.0) -> None:
+    def hold(self, dur_s: float, ex: int, prot: bool = False, brace: float | tuple[float, float] = 0.0) -> None:
+        """Stay in the current posture; ``brace`` may be a (from, to) ramp."""
         k = max(0, int(round(dur_s * self.fs)))
-        self._add(np.repeat(self.cur[None], k, axis=0), ex, prot, brace)
+        b = np.linspace(brace[0], brace[1], k) if isinstance(brace, tuple) else brace
+        self._add(np.repeat(self.cur[None], k, axis=0), ex, prot, b)
 
     def raw(self, a: np.ndarray, ex: int, prot: bool = False, brace: float = 0.0) -> None:
         self._add(a, ex, prot, brace)
 
 
+@dataclass(frozen=True)
+class Behaviour:
+    """Protective behaviour in one repetition (strength 0: none)."""
+
+    strength: float = 0.0
+    hesitate: bool = False
+    reverse: bool = False
+    brace: bool = False
+    jerk: bool = False
+
+    @property
+    def on(self) -> bool:
+        return self.strength > 0
+
+    @property
+    def brace_level(self) -> float:
+        return CAL.brace * self.strength if self.brace else 0.0
+
+
+def draw_behaviour(rng: np.random.Generator, strength: float) -> Behaviour:
+    """Which protective behaviours a repetition of ``strength`` shows (at least one)."""
+    if strength <= 0:
+        return Behaviour()
+    hes, brace, jerk = (rng.random() < CAL.pause_prob, rng.random() < CAL.brace_prob, rng.random() < CAL.jerk_prob)
+    return Behaviour(strength, hes, hes and rng.random() < CAL.reversal_prob, brace, jerk)
+
+
+def _sequencing(ex: int, subj: Subject, b: Behaviour) -> np.ndarray:
+    """The joint lags of a movement: the subject's usual sequencing, lost in guarding."""
+    return LAGS.get(ex, np.zeros(N_ANGLES)) * subj.sequencing * (1 - CAL.enbloc * b.strength)
+
+
 def _rep(ses: _Session, rng: np.random.Generator, base: np.ndarray, d: np.ndarray, ex: int, tempo: float,
-         strength: float, hold_s: float, go_s: float) -> None:
-    """One go-hold-return repetition, modified by protective behaviour of ``strength`` (0 = none)."""
-    prot = strength > 0
+         b: Behaviour, subj: Subject, hold_s: float, go_s: float) -> None:
+    """One (prepare-)go-hold-return repetition, shaped by protective behaviour ``b``."""
+    prot, s = b.on, b.strength
     d = d.copy()
     if prot:
         trunk = np.zeros(N_ANGLES, bool)
         trunk[TRUNK] = True
-        d[trunk] *= 1 - CAL.guard_range * strength  # guarding: the trunk moves less ...
-        d[~trunk] *= 1 - 0.5 * CAL.guard_range * strength
+        d[trunk] *= 1 - CAL.guard_range * s  # guarding: the trunk moves a little less ...
+        d[~trunk] *= 1 - 0.5 * CAL.guard_range * s
         if ex == BEND:
-            d[KNEE] -= 0.35 * strength  # ... and the knees do more of the work
-        tempo /= 1 + CAL.guard_slow * strength  # slower
-    brace = CAL.brace * strength
+            d[KNEE] -= 0.2 * s  # ... and the knees do more of the work
+        tempo /= 1 + CAL.guard_slow * s
+    brace = b.brace_level
+    lags = _sequencing(ex, subj, b)
+    # Everyone pauses briefly before a repetition; bracing builds up during it.
+    lead = rng.uniform(*CAL.brace_lead_s) if brace else rng.uniform(0.3, 0.9)
+    ses.hold(lead, ex, prot and brace > 0, (0.0, brace) if brace else 0.0)
     go = go_s / tempo
     target = base + d
-    if prot and rng.random() < CAL.pause_prob:  # hesitation: stop part-way
+    catch = (rng.uniform(0.3, 0.8), CAL.jerk_amp * (0.5 + s), rng.uniform(0.25, 0.5)) if b.jerk else None
+    if b.hesitate:  # stop-start part-way
         f = rng.uniform(0.3, 0.7)
-        ses.move(base + f * d, go * f, ex, prot, brace)
-        ses.hold(rng.uniform(0.4, 1.2) * (0.5 + strength), ex, prot, brace)
-        ses.move(target, go * (1 - f), ex, prot, brace)
+        ses.move(base + f * d, go * f, ex, prot, brace, lags)
+        if b.reverse:
+            ses.move(base + (f - 0.12) * d, 0.25, ex, prot, brace)
+        ses.hold(rng.uniform(0.3, 1.0) * (0.5 + s), ex, prot, brace)
+        ses.move(target, go * (1 - f), ex, prot, brace, lags, catch)
     else:
-        ses.move(target, go, ex, prot, brace)
+        ses.move(target, go, ex, prot, brace, lags, catch)
     ses.hold(hold_s / tempo, ex, prot, brace)
-    ses.move(base, go * rng.uniform(0.9, 1.2), ex, prot, brace)
+    ses.move(base, go * rng.uniform(0.9, 1.2), ex, prot, brace, lags)
 
 
 def _walk(ses: _Session, rng: np.random.Generator, base: np.ndarray, dur_s: float, subj: Subject, tempo: float,
@@ -216,7 +302,7 @@ def _walk(ses: _Session, rng: np.random.Generator, base: np.ndarray, dur_s: floa
         a[:, SHOULDER[side]] += ramp * amp * 0.25 * np.sin(ph + off + np.pi)
         a[:, ELBOW[side]] -= ramp * amp * (0.2 + 0.1 * np.sin(ph + off + np.pi))
         a[:, LATERAL[side]] += ramp * amp * 0.04 * np.sin(2 * ph + off)
-    brace = CAL.brace * strength
+    brace = CAL.brace * strength if strength > 0 and rng.random() < CAL.brace_prob else 0.0
     # Blend from the current posture into the gait.
     blend = min(k, int(0.5 * ses.fs))
     if blend:
@@ -240,6 +326,9 @@ def _instance(ses: _Session, rng: np.random.Generator, ex: int, subj: Subject, s
             return 0.0
         return float(np.clip(rng.beta(CAL.strength_a, CAL.strength_b) * subj.guard, 0.08, 1.0))
 
+    def behaviour(rep: int) -> Behaviour:
+        return draw_behaviour(rng, strength(rep))
+
     if ex in (SIT_STILL, STAND_STILL):
         ses.move(sit if ex == SIT_STILL else stand, 0.6, ex)
         ses.hold(rng.uniform(5, 10), ex)
@@ -250,7 +339,7 @@ def _instance(ses: _Session, rng: np.random.Generator, ex: int, subj: Subject, s
         d[TRUNK] *= subj.trunk
         ses.move(stand, 0.5, ex)
         for r in range(n_reps):
-            _rep(ses, rng, stand, d, ex, tempo, strength(r), rng.uniform(0.5, 1.5), rng.uniform(1.2, 1.8))
+            _rep(ses, rng, stand, d, ex, tempo, behaviour(r), subj, rng.uniform(0.5, 1.5), rng.uniform(1.2, 1.8))
             ses.hold(rng.uniform(0.4, 1.0), ex)
     elif ex == ONE_LEG:
         ses.move(stand, 0.5, ex)
@@ -258,20 +347,25 @@ def _instance(ses: _Session, rng: np.random.Generator, ex: int, subj: Subject, s
             d = ONE_LEG_D * amp
             if r % 2:  # the other leg: swap left/right columns
                 d = d[[1, 0, 3, 2, 5, 4, 7, 6, 9, 8, 11, 10, 12]]
-            _rep(ses, rng, stand, d, ex, tempo, strength(r), rng.uniform(2, 4), rng.uniform(0.8, 1.2))
+            _rep(ses, rng, stand, d, ex, tempo, behaviour(r), subj, rng.uniform(2, 4), rng.uniform(0.8, 1.2))
             ses.hold(rng.uniform(0.5, 1.0), ex)
     else:  # sit-to-stand / stand-to-sit: posture change through a forward lean
         src, dst = (sit, stand) if ex == SIT_TO_STAND else (stand, sit)
-        s = strength(0)
+        b = behaviour(0)
+        s = b.strength
         slow = tempo / (1 + CAL.guard_slow * s)
-        brace = CAL.brace * s
+        brace = b.brace_level
+        lags = _sequencing(ex, subj, b)
         lean = LEAN_D * amp * (1 - CAL.guard_range * s)
-        ses.move(src, 0.4, ex, s > 0, brace)
-        ses.move(src + lean, rng.uniform(0.6, 1.0) / slow, ex, s > 0, brace)
-        if s > 0 and rng.random() < CAL.pause_prob:
-            ses.hold(rng.uniform(0.4, 1.2) * (0.5 + s), ex, True, brace)
-        ses.move((src + dst) / 2 + lean * 0.8, rng.uniform(0.5, 0.8) / slow, ex, s > 0, brace)
-        ses.move(dst, rng.uniform(0.6, 1.0) / slow, ex, s > 0, brace)
+        ses.move(src, 0.4, ex)
+        ses.hold(rng.uniform(*CAL.brace_lead_s) if brace else rng.uniform(0.2, 0.6), ex, b.on and brace > 0,
+                 (0.0, brace) if brace else 0.0)
+        ses.move(src + lean, rng.uniform(0.6, 1.0) / slow, ex, b.on, brace, lags)
+        if b.hesitate:
+            ses.hold(rng.uniform(0.3, 1.0) * (0.5 + s), ex, True, brace)
+        catch = (rng.uniform(0.2, 0.8), CAL.jerk_amp * (0.5 + s), rng.uniform(0.25, 0.5)) if b.jerk else None
+        ses.move((src + dst) / 2 + lean * 0.8, rng.uniform(0.5, 0.8) / slow, ex, b.on, brace, lags, catch)
+        ses.move(dst, rng.uniform(0.6, 1.0) / slow, ex, b.on, brace, lags)
         ses.hold(rng.uniform(0.3, 0.8), ex)
 
 

@@ -1,8 +1,10 @@
 """Model registry: ALANet, ALANet per body part, BANet, Stacked-LSTM, classic baselines.
 
-``build_model`` returns the full inference classifier (window [B, T, C], already
-normalised → softmax [B, n_classes]). Its weight list does not depend on ``unroll``,
-``masking`` or ``batch_size``, so an inference copy takes the trained weights::
+``build_model`` returns the full classifier (window [B, T, C], already normalised,
+and with ``masking=True`` its padding mask [B, T] → softmax [B, n_classes]). Its
+weight list does not depend on ``unroll``, ``masking`` or ``batch_size``, so an
+inference copy (one input: a streamed window is always full) takes the trained
+weights::
 
     infer = build_model(name, ..., unroll=True, masking=False, batch_size=1)
     infer.set_weights(trained.get_weights())
@@ -17,6 +19,7 @@ import warnings
 from typing import Any
 
 from alanet.train.models import classic as _classic
+from alanet.train.models import defaults as _neural
 
 NEURAL_MODELS = frozenset({"alanet", "alanet-parts", "banet", "stacked-lstm"})
 CLASSIC_MODELS = frozenset({"knn", "svm", "rf"})
@@ -24,19 +27,8 @@ ALL_MODELS = tuple(sorted(NEURAL_MODELS)) + tuple(sorted(CLASSIC_MODELS))
 
 
 def _defaults() -> dict[str, dict[str, Any]]:
-    # Literal copies so importing the registry does not import Keras.
-    alanet = {"units": 32, "ae_epochs": 20, "ae_lr": 0.001, "ae_batch": 40, "epochs": 50, "lr": 0.003,
-              "batch": 40, "patience": 8, "finetune": False, "finetune_epochs": 10, "finetune_lr": 1e-4,
-              "augment_copies": 1}
-    return {
-        "alanet": alanet,
-        "alanet-parts": {**alanet, "units": 8},
-        "banet": {"units": 8, "layers": 3, "dropout": 0.5, "fold_parts": False, "epochs": 50, "lr": 0.003, "batch": 40,
-                  "patience": 8, "augment_copies": 1},
-        "stacked-lstm": {"units": 32, "layers": 3, "dropout": 0.5, "epochs": 50, "lr": 0.001, "batch": 20,
-                         "patience": 8, "augment_copies": 1},
-        **{k: {**v, "augment_copies": 1} for k, v in _classic.DEFAULTS.items()},
-    }
+    return {**{k: dict(v) for k, v in _neural.NEURAL.items()},
+            **{k: {**v, "augment_copies": 1} for k, v in _classic.DEFAULTS.items()}}
 
 
 DEFAULT_HPARAMS: dict[str, dict[str, Any]] = _defaults()
@@ -51,18 +43,34 @@ def hparams_for(name: str, overrides: dict[str, Any] | None = None) -> dict[str,
     if unknown:
         raise ValueError(f"unknown hyperparameter(s) for {name}: {', '.join(unknown)}")
     hp.update(overrides or {})
+    for key, allowed in (("encoder", _neural.ENCODER_MODES), ("head", _neural.BANET_HEADS),
+                         ("class_weight", _neural.CLASS_WEIGHTS)):
+        if key in hp and hp[key] not in allowed:
+            raise ValueError(f"hyperparameter {key}={hp[key]!r} for {name}: choose from {', '.join(allowed)}")
     return hp
+
+
+def model_inputs(model, x, mask=None):
+    """What ``model`` takes: ``[x, mask]`` for a training model (window + padding mask; an
+    absent mask means every frame is real), ``x`` for an inference copy."""
+    import numpy as np
+
+    if len(model.inputs) == 1:
+        return x
+    if mask is None:
+        mask = np.ones(np.shape(x)[:2], bool)
+    return [x, np.asarray(mask, bool)]
 
 
 def build_model(name: str, *, timesteps: int, channels: int, n_classes: int, groups: list[list[int]],
                 hparams: dict[str, Any], unroll: bool = False, masking: bool = True,
                 batch_size: int | None = None):
-    """The full Keras classifier ``name``: [B, timesteps, channels] → softmax [B, n_classes]."""
+    """The full Keras classifier ``name``: [B, timesteps, channels] (+ mask) → softmax [B, n_classes]."""
     if name in CLASSIC_MODELS:
         raise ValueError(f"{name} is a scikit-learn model, not a Keras model")
     with warnings.catch_warnings():
-        # Conv1D / Dense after Masking drop the time mask by design (padded frames only
-        # occur in training on short segments; at inference every window is full).
+        # Layers after an LSTM called with a mask drop the time mask by design (attention
+        # takes the padding mask explicitly; at inference every window is full).
         warnings.filterwarnings("ignore", message=r".*does not support masking.*")
         return _build(name, timesteps, channels, n_classes, groups, hparams, unroll, masking, batch_size)
 
@@ -91,4 +99,4 @@ def custom_objects() -> dict[str, Any]:
     from alanet.train.models import layers
 
     return {c.__name__: c for c in (layers.DropMask, layers.SelectChannels, layers.WeightedSum, layers.PartWeighting, layers.StackParts,
-                                        layers.FoldParts, layers.TakePart)}
+                                        layers.FoldParts, layers.FoldMask, layers.TakePart, layers.FrameMask)}

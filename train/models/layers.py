@@ -91,15 +91,22 @@ class PartWeighting(layers.Layer):
     """Bodily attention applied to a feature vector made of ``n_parts`` equal blocks.
 
     ``features`` [B, P*D] and ``weights`` [B, P] → every block scaled by its weight.
-    With ``n_parts == F`` (D = 1) this is a plain element-wise product.
+    With ``n_parts == F`` (D = 1) this is a plain element-wise product. ``scale``
+    multiplies the (softmax, summing to 1) weights by P, so uniform attention leaves
+    the features as they are; without it the classifier starts on features shrunk
+    P-fold (32× for ALANet's units) and learns slowly (BasicMotions test accuracy
+    0.65 → 1.0 with the same budget).
     """
 
-    def __init__(self, n_parts: int, **kwargs: Any) -> None:
+    def __init__(self, n_parts: int, scale: bool = False, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.n_parts = int(n_parts)
+        self.scale = bool(scale)
 
     def call(self, inputs):  # type: ignore[override]
         features, weights = inputs
+        if self.scale:
+            weights = weights * float(self.n_parts)
         f = features.shape[-1]
         d = f // self.n_parts
         if d == 1:
@@ -111,7 +118,7 @@ class PartWeighting(layers.Layer):
         return input_shape[0]
 
     def get_config(self) -> dict[str, Any]:
-        return {**super().get_config(), "n_parts": self.n_parts}
+        return {**super().get_config(), "n_parts": self.n_parts, "scale": self.scale}
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
@@ -159,6 +166,28 @@ class FoldParts(layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
+class FoldMask(layers.Layer):
+    """The padding mask [B, T] of windows → [B*P, T] for their folded parts (see FoldParts)."""
+
+    def __init__(self, n_parts: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.n_parts = int(n_parts)
+
+    def call(self, inputs):  # type: ignore[override]
+        return ops.repeat(ops.cast(inputs, "bool"), self.n_parts, axis=0)
+
+    def compute_output_shape(self, input_shape):  # type: ignore[override]
+        b = None if input_shape[0] is None else input_shape[0] * self.n_parts
+        return (b, *input_shape[1:])
+
+    def compute_mask(self, inputs, mask=None):  # type: ignore[override]
+        return None
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "n_parts": self.n_parts}
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
 class TakePart(layers.Layer):
     """Part ``index`` of folded rows: [B*P, T, D] → [B, T, D]."""
 
@@ -181,12 +210,40 @@ class TakePart(layers.Layer):
         return {**super().get_config(), "n_parts": self.n_parts, "index": self.index}
 
 
-def temporal_attention(seq, name: str):
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class FrameMask(layers.Layer):
+    """The padding mask [B, T] (bool, True = real frame) as [B, T, 1], for attention."""
+
+    def call(self, inputs):  # type: ignore[override]
+        return ops.expand_dims(ops.cast(inputs, "bool"), -1)
+
+    def compute_output_shape(self, input_shape):  # type: ignore[override]
+        return (*input_shape, 1)
+
+    def compute_mask(self, inputs, mask=None):  # type: ignore[override]
+        return None
+
+
+def padding_mask_input(timesteps: int, batch_size: int | None):
+    """The second model input of a training model: True for real frames, False for padding.
+
+    Masks come from the padding (where a short segment ended), never from the values,
+    so frames that augmentation zeroes are still seen, and the mask is always
+    right-padded (what the cuDNN LSTM kernel requires).
+    """
+    return keras.Input((timesteps,), batch_size=batch_size, dtype="bool", name="mask")
+
+
+def temporal_attention(seq, name: str, mask=None):
     """Temporal attention (ALANet / BANet): 1×1 Conv1D score per frame, softmax over
-    time, attention-weighted sum of the frames' features. [B,T,F] → [B,F]."""
+    time (padded frames get weight 0), attention-weighted sum of the frames' features.
+    [B,T,F] (+ mask [B,T]) → [B,F]."""
     seq = DropMask(name=f"{name}_input")(seq)
     score = layers.Conv1D(1, 1, name=f"{name}_score")(seq)
-    weights = layers.Softmax(axis=1, name=name)(score)
+    if mask is None:
+        weights = layers.Softmax(axis=1, name=name)(score)
+    else:
+        weights = layers.Softmax(axis=1, name=name)(score, mask=FrameMask(name=f"{name}_mask")(mask))
     return WeightedSum(name=f"{name}_pool")([seq, weights])
 
 
@@ -196,4 +253,4 @@ def body_attention(context, n_parts: int, name: str = "body_attention"):
     f = context.shape[-1]
     hidden = layers.Dense(f, activation="tanh", name=f"{name}_hidden")(context)
     weights = layers.Dense(n_parts, activation="softmax", name=name)(hidden)
-    return PartWeighting(n_parts, name=f"{name}_apply")([context, weights])
+    return PartWeighting(n_parts, scale=True, name=f"{name}_apply")([context, weights])

@@ -1,0 +1,73 @@
+"""The stream scorer (episodes hit by a raise inside them, false alarms, active time)
+and the calibrated window decisions shared by trainer, converter, gateway and demo."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from alanet.device.decisions import decide_offline, window_labels
+from alanet.device.scoring import (Alert, Span, StreamScore, alerts_from_events, episodes_from_labels, macro_f1,
+                                   score_stream)
+
+EPISODES = [Span(10.0, 16.0), Span(40.0, 44.0), Span(70.0, 80.0)]
+
+
+def test_an_episode_is_hit_only_by_a_raise_inside_it():
+    alerts = [Alert(12.0, Span(11.0, 17.0)), Alert(45.0, Span(43.0, 46.0)), Alert(60.0, Span(59.0, 61.0))]
+    s = score_stream(EPISODES, alerts, 100.0, tolerance_s=1.5)
+    assert (s.hits, s.misses, s.false_alarms) == (2, 1, 1)  # 45.0 is within 44 + 1.5; 60.0 is outside everything
+    assert s.detection_delays_s == [2.0, 5.0]
+    assert s.false_alarms_per_10min == pytest.approx(6.0)
+    assert s.active_s == pytest.approx(6.0 + 3.0 + 2.0) and s.truth_s == pytest.approx(20.0)
+    assert s.overlap_s == pytest.approx(5.0 + 1.0)
+    assert s.active_precision == pytest.approx(6 / 11) and s.active_recall == pytest.approx(0.3)
+
+
+def test_an_alert_held_for_minutes_hits_at_most_one_episode():
+    """The old overlap rule let one long alert "hit" every episode it covered."""
+    always = [Alert(9.0, Span(8.0, 100.0))]
+    s = score_stream(EPISODES, always, 100.0)
+    assert s.hits == 1 and s.misses == 2
+    assert s.active_precision == pytest.approx(20.0 / 92.0)
+
+
+def test_always_protective_scores_badly():
+    fs = 10.0
+    labels = np.zeros(1000, int)
+    for a, b in ((100, 160), (400, 440), (700, 800)):
+        labels[a:b] = 1
+    eps = episodes_from_labels(labels, fs)
+    assert eps == [Span(10.0, 16.0), Span(40.0, 44.0), Span(70.0, 80.0)]
+    probs = np.tile([0.0, 1.0], (40, 1))  # every window says protective
+    st = np.arange(40) * 2.5
+    events = decide_offline("protective", {"raise_threshold": 0.6, "clear_threshold": 0.4}, ["n", "p"], probs,
+                            st, st + 3.0)
+    s = score_stream(eps, alerts_from_events(events, 1.5, 100.0), 100.0)
+    assert s.hits <= 1 and s.active_precision < 0.25
+
+
+def test_perfect_detector_scores_well_and_sessions_combine():
+    alerts = [Alert(e.start + 1.0, Span(e.start, e.end)) for e in EPISODES]
+    s = score_stream(EPISODES, alerts, 100.0)
+    assert (s.hits, s.false_alarms) == (3, 0)
+    assert s.active_precision == pytest.approx(1.0) and s.active_recall == pytest.approx(1.0)
+    both = StreamScore.combine([s, score_stream(EPISODES, [], 100.0)])
+    assert (both.episodes, both.hits, both.session_s) == (6, 3, 200.0)
+    assert both.active_precision == pytest.approx(1.0) and both.active_recall == pytest.approx(0.5)
+
+
+def test_alerts_from_payloads_use_window_centres():
+    payloads = [{"state": "raised", "t_start": 9.0, "t_end": 12.75}, {"state": "cleared", "t_start": 9.0, "t_end": 20.0},
+                {"state": "raised", "t_start": 50.0, "t_end": 53.0}]
+    a = alerts_from_events(payloads, 1.5, 60.0)
+    assert a == [Alert(12.75, Span(10.5, 18.5)), Alert(53.0, Span(51.5, 60.0))]
+
+
+def test_window_labels_apply_the_calibrated_rule():
+    p = np.array([[0.7, 0.3], [0.45, 0.55], [0.9, 0.1]])
+    assert window_labels(p, None).tolist() == [0, 1, 0]
+    assert window_labels(p, {"class_index": 1, "window_threshold": 0.25}).tolist() == [1, 1, 0]
+    three = np.array([[0.5, 0.3, 0.2], [0.4, 0.35, 0.25]])
+    assert window_labels(three, {"class_weights": [0.5, 1.0, 1.0]}).tolist() == [1, 1]
+    assert macro_f1(np.array([1, 1]), window_labels(three, {"class_weights": [0.5, 1.0, 1.0]})) == 1.0

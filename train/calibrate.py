@@ -1,0 +1,158 @@
+"""Decision calibration on the inner-validation participants (never the test ones).
+
+A model trained with balanced class weights (or oversampling) behaves as if every
+class were equally common; in the field the positive class is rare, and argmax over
+its probabilities over-predicts it. So after training, the decision rule is chosen on
+the validation windows:
+
+- **two classes**: a threshold on the positive class's probability, the one that
+  maximises validation macro F1 (the middle of the best plateau, which is stable on a
+  small validation set);
+- **more classes**: prior correction, p_c · w_c with w = (training prevalence) ÷
+  (prevalence the loss saw), kept only when it raises validation macro F1.
+
+The result is a ``decision`` mapping (``window_threshold`` + ``class_index``, or
+``class_weights``) that the run saves, the bundle manifest carries and
+:func:`alanet.device.decisions.window_labels` applies everywhere: evaluation, parity,
+the gateway and the demo.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+
+from alanet.device.decisions import window_labels
+from alanet.device.scoring import macro_f1
+
+THRESHOLDS = np.round(np.arange(0.02, 0.985, 0.01), 2)
+
+
+def positive_class(n_classes: int) -> int:
+    """The class a two-class threshold is on: the last one (protective, or the generic task's)."""
+    return n_classes - 1
+
+
+def calibrate(p_val: np.ndarray, y_val: np.ndarray, n_classes: int, train_counts: np.ndarray,
+              class_weights: np.ndarray, where: str = "validation") -> dict[str, Any]:
+    """The decision rule chosen on validation probabilities ``p_val`` [N, K] and labels ``y_val``.
+
+    ``train_counts`` are the fitting windows per class, ``class_weights`` the loss weights
+    they were trained with. Returns ``{}`` (argmax) when there is nothing to calibrate on.
+    """
+    p = np.asarray(p_val, np.float64)
+    y = np.asarray(y_val, np.int64)
+    if len(y) == 0 or len(np.unique(y)) < 2:
+        return {}
+    base = macro_f1(y, p.argmax(axis=1))
+    if n_classes == 2:
+        c = positive_class(n_classes)
+        scores = np.array([macro_f1(y, window_labels(p, {"class_index": c, "window_threshold": float(t)}))
+                           for t in THRESHOLDS])
+        best = scores.max()
+        t = float(_plateau_middle(THRESHOLDS, scores >= best - 1e-12))
+        return {"class_index": c, "window_threshold": t,
+                "calibration": f"threshold on {where} macro F1 {best:.3f} (argmax {base:.3f}, {len(y)} windows)"}
+    natural = np.asarray(train_counts, np.float64)
+    seen = natural * np.asarray(class_weights, np.float64)
+    if natural.sum() <= 0 or seen.sum() <= 0 or np.any(natural <= 0):
+        return {}
+    w = (natural / natural.sum()) / (seen / seen.sum())
+    w = w / w.mean()
+    corrected = macro_f1(y, window_labels(p, {"class_weights": w.tolist()}))
+    if corrected > base + 1e-12:
+        return {"class_weights": [round(float(v), 6) for v in w],
+                "calibration": f"prior correction on {where} macro F1 {corrected:.3f} (argmax {base:.3f}, "
+                               f"{len(y)} windows)"}
+    return {"calibration": f"argmax kept: prior correction on {where} macro F1 {corrected:.3f} "
+                           f"<= argmax {base:.3f} ({len(y)} windows)"}
+
+
+def _plateau_middle(values: np.ndarray, good: np.ndarray) -> float:
+    """The middle value of the longest run of ``good`` (the first run on a tie)."""
+    best_len, best_mid, start = 0, float(values[int(np.argmax(good))]), None
+    for i, g in enumerate(list(good) + [False]):
+        if g and start is None:
+            start = i
+        elif not g and start is not None:
+            if i - start > best_len:
+                best_len, best_mid = i - start, float(values[(start + i - 1) // 2])
+            start = None
+    return best_mid
+
+
+@dataclass(frozen=True)
+class Stream:
+    """A validation recording as the gateway sees it: windows at every stride over the whole
+    recording (no exercise boundaries), their probabilities, and the per-frame truth."""
+
+    proba: np.ndarray  # [W, K]
+    starts: np.ndarray  # [W] first frame of each window
+    labels: np.ndarray  # [T] per-frame class (IGNORE = -1 allowed)
+    window: int
+    sample_rate_hz: float
+
+
+# Hysteresis candidates around the calibrated window threshold.
+SMOOTHING = (1.0, 0.7, 0.5)
+RAISE_FACTORS = (0.8, 1.0, 1.2)
+CLEAR_FACTORS = (0.5, 0.75)
+MIN_WINDOWS = (1, 2, 3)
+
+
+def calibrate_stream(streams: Sequence[Stream], decision: dict[str, Any], task: str,
+                     labels: Sequence[str]) -> dict[str, Any]:
+    """The alert rule (smoothing, raise/clear thresholds, minimum durations) that scores best
+    on the validation streams with the toolkit's stream scorer: the mean of the event F1
+    (episodes hit by a raise inside them vs raises that hit none) and the active-time F1.
+
+    Returns ``decision`` updated with the chosen rule and a note, or unchanged when the
+    streams hold no protective episode."""
+    from alanet.device.decisions import decide_offline
+    from alanet.device.scoring import StreamScore, alerts_from_events, episodes_from_labels, score_stream
+
+    c = int(decision.get("class_index", positive_class(2)))
+    t = float(decision.get("window_threshold", 0.5))
+    truths = [episodes_from_labels(s.labels, s.sample_rate_hz, positive=c) for s in streams]
+    if not any(truths):
+        return decision
+    best: tuple[float, dict[str, Any], StreamScore] | None = None
+    for alpha in SMOOTHING:
+        for rf in RAISE_FACTORS:
+            raise_t = float(np.clip(rf * t, 0.02, 0.98))
+            for cf in CLEAR_FACTORS:
+                for n_raise in MIN_WINDOWS:
+                    for n_clear in MIN_WINDOWS:
+                        rule = {**decision, "smoothing_alpha": alpha, "raise_threshold": round(raise_t, 4),
+                                "clear_threshold": round(cf * raise_t, 4), "min_raise_windows": n_raise,
+                                "min_clear_windows": n_clear}
+                        scores = []
+                        for s, eps in zip(streams, truths):
+                            fs, half = s.sample_rate_hz, s.window / s.sample_rate_hz / 2
+                            events = decide_offline(task, rule, labels, s.proba, s.starts / fs,
+                                                    (s.starts + s.window) / fs)
+                            scores.append(score_stream(eps, alerts_from_events(events, half, len(s.labels) / fs),
+                                                       len(s.labels) / fs))
+                        total = StreamScore.combine(scores)
+                        value = stream_objective(total)
+                        if best is None or value > best[0] + 1e-12:
+                            best = (value, rule, total)
+    assert best is not None
+    value, rule, total = best
+    note = (f"; alert rule on {len(streams)} validation stream(s): {total.hits}/{total.episodes} episodes hit, "
+            f"{total.false_alarms_per_10min:.1f} false alarms per 10 min, active-time precision "
+            f"{total.active_precision:.2f} / recall {total.active_recall:.2f}")
+    return {**rule, "calibration": str(decision.get("calibration", "")) + note}
+
+
+def stream_objective(s) -> float:
+    """Mean of the event F1 and the active-time F1 of a stream score."""
+    raised_ok = s.alerts - s.false_alarms
+    precision = raised_ok / s.alerts if s.alerts else 0.0
+    recall = s.hit_rate
+    event_f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    ap, ar = s.active_precision, s.active_recall
+    time_f1 = 2 * ap * ar / (ap + ar) if ap + ar else 0.0
+    return 0.5 * (event_f1 + time_f1)
