@@ -320,6 +320,20 @@ def train_fold(job: FoldJob):
         streams = [Stream(predict_proba(result, w, np.ones(w.shape[:2], bool)), st, lab, job.cfg.window,
                           job.sample_rate_hz) for w, st, lab in job.val_streams]
         decision = calibrate_stream(streams, decision, job.cfg.task, [str(i) for i in range(job.n_classes)])
+    if has_val and wants_refit(job.cfg.model, job.hp, len(fit_idx)):
+        # Few windows: the validation share is a large part of the data. Train again on
+        # fitting + validation windows for the budget selection chose (the decision rule
+        # stays the one calibrated on validation).
+        both = np.sort(np.concatenate([fit_idx, val_idx]))
+        xb, mb, yb = augment(job.x[both], job.mask[both], job.y[both], job.groups, job.n_classes,
+                             int(job.hp.get("augment_copies", 0)), np.random.default_rng(seed), balance=False)
+        first = result
+        result = fit_model(job.cfg.model, refit_hparams(job.hp, first.selection, len(ya), len(yb)), x=xb, mask=mb,
+                           y=yb, x_val=None, y_val=None, groups=job.groups, n_classes=job.n_classes, seed=seed,
+                           strategy=job.cfg.distribute, progress=job.cfg.progress)
+        result.selection = {**first.selection, "refit": {"windows": int(len(both)), **result.selection}}
+        result.train_seconds += first.train_seconds
+        fit_idx = both
     if len(test_idx):
         proba = predict_proba(result, job.x[test_idx], job.mask[test_idx])
         y_pred = window_labels(proba, decision)
@@ -334,6 +348,31 @@ def train_fold(job: FoldJob):
                       tuple(sorted(set(job.participant[val_idx].tolist()))), by_windows,
                       np.asarray(proba, np.float32), job.participant[test_idx], decision, result.selection)
     return fold, result
+
+
+REFIT_MAX_WINDOWS = 2000  # refit on fitting + validation windows below this many fitting windows
+
+
+def wants_refit(model: str, hp: dict[str, Any], n_fit: int) -> bool:
+    """``refit``: ``auto`` (neural models with fewer than REFIT_MAX_WINDOWS fitting windows), ``always``, ``never``."""
+    mode = hp.get("refit", "never")
+    if model in CLASSIC_MODELS or mode == "never":
+        return False
+    return mode == "always" or n_fit < REFIT_MAX_WINDOWS
+
+
+def refit_hparams(hp: dict[str, Any], selection: dict[str, Any], n_before: int, n_after: int) -> dict[str, Any]:
+    """The budget of a refit: each stage's selected number of optimizer steps, as epochs of the larger set."""
+    out = {**hp, "min_steps": 0, "ae_min_steps": 0, "refit": "never"}
+    for stage, key in (("autoencoder", "ae_epochs"), ("classifier", "epochs"), ("head", "epochs")):
+        sel = selection.get(stage)
+        if not sel or key not in out:
+            continue
+        steps = int(sel["best_epoch"]) * math.ceil(n_before / int(sel["batch"]))
+        out[key] = max(1, round(steps / math.ceil(n_after / int(sel["batch"]))))
+    if "finetune" in selection and not selection["finetune"].get("kept", True):
+        out["finetune"] = False
+    return out
 
 
 def _train_fold_remote(job: FoldJob) -> FoldResult:

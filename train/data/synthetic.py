@@ -101,10 +101,11 @@ class Calibration:
     episode_prob: float = 0.25  # patient: chance a movement instance holds a protective episode
     control_episode_prob: float = 0.01
     difficult_factor: float = 1.35  # more episodes in the difficult session
-    strength_a: float = 1.6  # episode strength ~ Beta(a, b) * subject.guard
+    strength_a: float = 1.6  # episode strength ~ min + (1 - min) * Beta(a, b) * subject.guard
     strength_b: float = 2.2
-    guard_range: float = 0.2  # trunk range lost at strength 1
-    guard_slow: float = 0.35  # extra duration at strength 1
+    strength_min: float = 0.25
+    guard_range: float = 0.15  # trunk range lost at strength 1
+    guard_slow: float = 0.25  # extra duration at strength 1
     enbloc: float = 0.9  # guarding: share of the usual joint sequencing lost at strength 1
     pause_prob: float = 0.5  # hesitation (stop-start) in a protective repetition
     reversal_prob: float = 0.4  # ... preceded by a small reversal
@@ -324,7 +325,8 @@ def _instance(ses: _Session, rng: np.random.Generator, ex: int, subj: Subject, s
     def strength(rep: int) -> float:
         if rep < first:
             return 0.0
-        return float(np.clip(rng.beta(CAL.strength_a, CAL.strength_b) * subj.guard, 0.08, 1.0))
+        # Raters label behaviour they can see: strength spreads over [strength_min, 1].
+        return float(CAL.strength_min + (1 - CAL.strength_min) * rng.beta(CAL.strength_a, CAL.strength_b) * subj.guard)
 
     def behaviour(rep: int) -> Behaviour:
         return draw_behaviour(rng, strength(rep))

@@ -44,7 +44,7 @@ def hparams_for(name: str, overrides: dict[str, Any] | None = None) -> dict[str,
         raise ValueError(f"unknown hyperparameter(s) for {name}: {', '.join(unknown)}")
     hp.update(overrides or {})
     for key, allowed in (("encoder", _neural.ENCODER_MODES), ("head", _neural.BANET_HEADS),
-                         ("class_weight", _neural.CLASS_WEIGHTS)):
+                         ("class_weight", _neural.CLASS_WEIGHTS), ("refit", _neural.REFIT_MODES)):
         if key in hp and hp[key] not in allowed:
             raise ValueError(f"hyperparameter {key}={hp[key]!r} for {name}: choose from {', '.join(allowed)}")
     return hp

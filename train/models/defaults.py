@@ -23,21 +23,22 @@ ALANET: dict[str, Any] = {
     "ae_epochs": 10, "ae_lr": 0.001, "ae_batch": 40, "ae_min_steps": 300,  # autoencoder: masked MSE, Adam
     "epochs": 60, "lr": 0.003, "batch": 40, "patience": 10, "min_steps": 600,  # classifier
     "finetune": False, "finetune_epochs": 10, "finetune_lr": 1e-4,  # frozen only: fine-tune at the end
-    "clipnorm": 1.0, "dropout": 0.3, "ema": 0.99, "class_weight": "balanced", "augment_copies": 1,
+    "clipnorm": 1.0, "dropout": 0.3, "ema": 0.99, "class_weight": "balanced", "augment_copies": 1, "refit": "never",
 }
 ALANET_PARTS: dict[str, Any] = {**ALANET, "units": 8}
 BANET: dict[str, Any] = {
     "units": 8, "layers": 3, "dropout": 0.5, "fold_parts": False, "head": "published",
     "epochs": 80, "lr": 0.003, "batch": 40, "patience": 10, "min_steps": 600,
-    "class_weight": "balanced", "augment_copies": 1,
+    "class_weight": "balanced", "augment_copies": 1, "refit": "never",
 }
 STACKED_LSTM: dict[str, Any] = {
     "units": 32, "layers": 3, "dropout": 0.5,
     "epochs": 50, "lr": 0.001, "batch": 20, "patience": 10, "min_steps": 600,
-    "class_weight": "balanced", "augment_copies": 1,
+    "class_weight": "balanced", "augment_copies": 1, "refit": "never",
 }
 NEURAL: dict[str, dict[str, Any]] = {"alanet": ALANET, "alanet-parts": ALANET_PARTS, "banet": BANET,
                                      "stacked-lstm": STACKED_LSTM}
 ENCODER_MODES = ("finetune", "frozen")
 BANET_HEADS = ("published", "pooled")
 CLASS_WEIGHTS = ("balanced", "none")
+REFIT_MODES = ("auto", "always", "never")
