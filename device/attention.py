@@ -19,6 +19,7 @@ No I/O, no TensorFlow.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -96,20 +97,25 @@ class Attention:
         return d
 
 
+@lru_cache(maxsize=32)
+def _bin_starts(n: int, bins: int) -> np.ndarray:
+    return np.linspace(0, n, num=min(bins, n) + 1).round().astype(np.intp)[:-1]
+
+
 def summarise(temporal: np.ndarray, body: np.ndarray, spec: AttentionSpec, sample_rate_hz: float,
               top: int = TOP_PARTS, bins: int = PROFILE_BINS) -> Attention | None:
     """Peak, profile and top body parts of one window's raw weights (``None`` if they are not finite)."""
-    t = np.asarray(temporal, dtype=np.float64).reshape(-1)
-    b = np.asarray(body, dtype=np.float64).reshape(-1)
-    if t.size == 0 or not (np.all(np.isfinite(t)) and np.all(np.isfinite(b))):
+    t = np.asarray(temporal).reshape(-1)
+    b = np.asarray(body).reshape(-1)
+    if t.size == 0 or not np.isfinite(float(t.sum()) + float(b.sum())):
         return None
-    peak = int(np.argmax(t))
-    edges = np.linspace(0, t.size, num=min(bins, t.size) + 1).round().astype(int)
-    profile = tuple(float(t[a:z].sum()) for a, z in zip(edges[:-1], edges[1:]))
+    peak = int(t.argmax())
+    profile = tuple(np.add.reduceat(t.astype(np.float64), _bin_starts(t.size, bins)).tolist())
     tops: tuple[tuple[str, float], ...] = ()
     if spec.axis == "parts" and b.size == len(spec.names):
-        order = np.argsort(-b, kind="stable")[:top]
-        tops = tuple((spec.names[i], float(b[i])) for i in order)
+        order = np.argsort(-b, kind="stable")[:top].tolist()
+        weights = b.tolist()
+        tops = tuple((spec.names[i], weights[i]) for i in order)
     return Attention(peak, (peak + 0.5) / sample_rate_hz, t.size / sample_rate_hz, profile, spec.axis, tops)
 
 

@@ -153,25 +153,22 @@ def _timeline_gaps(data: SessionData) -> list[tuple[float, float]]:
 
 
 def episodes(data: SessionData) -> list[dict[str, Any]]:
-    """Protective episodes from the alerts: raised → cleared (or a gateway restart, whose decisions
-    start afresh, or the session's end), with the exercise at the raise and what drove it."""
+    """Protective episodes: runs of windows during which the gateway's decision was active (so their
+    lengths add up to the protective time), with the exercise at their start and what drove the raise."""
     out: list[dict[str, Any]] = []
-    open_: dict[str, Any] | None = None
-    marks = sorted([(a["t"], 0, a) for a in data.alerts if a.get("type") != "pain"] +
-                   [(t, 1, None) for t in data.resumes], key=lambda m: (m[0], m[1]))
-    for t, is_resume, a in marks:
-        if open_ is not None and (is_resume or a.get("state") == "cleared"):
-            open_["to"] = t - data.t0
-            out.append(open_)
-            open_ = None
-        elif a is not None and a.get("state") == "raised" and open_ is None:
-            lead = float(a["t_end"]) - float(a["t_start"]) if isinstance(a.get("t_end"), (int, float)) and \
-                isinstance(a.get("t_start"), (int, float)) else 0.0
-            open_ = {"from": max(0.0, t - data.t0 - max(0.0, lead)), "to": None, "exercise": a.get("ex"), "probability": a.get("probability"),
-                     "attention": a.get("attention")}
-    if open_ is not None:
-        open_["to"] = data.t_end - data.t0
-        out.append(open_)
+    raises = [a for a in data.alerts if a.get("state") == "raised" and a.get("type") != "pain"]
+    run: list[dict[str, Any]] = []
+    for w in data.windows + [{"t": float("inf"), "st": None}]:
+        if _protective(w):
+            run.append(w)
+            continue
+        if run:
+            t0, t1 = run[0]["t"], run[-1]["t"]
+            cause = next((a for a in raises if t0 - data.stride_s <= a["t"] <= t1), None)
+            out.append({"from": max(0.0, t0 - data.t0 - data.stride_s), "to": t1 - data.t0, "windows": len(run),
+                        "exercise": run[0].get("ex"), "probability": cause.get("probability") if cause else None,
+                        "attention": (cause or {}).get("attention") or run[0].get("att")})
+            run = []
     return out
 
 
@@ -360,7 +357,7 @@ def timeline_svg(data: SessionData, width: int = 960, height: int = 260) -> str:
         x = sx(t - data.t0)
         parts.append(f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{pad_t}" y2="{yb + band - 6}" stroke="#8a6d00" '
                      f'stroke-dasharray="2 3"/><text x="{x + 3:.1f}" y="{pad_t + 10}" fill="#8a6d00">restart</text>')
-    step = next(s for s in (30, 60, 120, 300, 600, 900, 1800, 3600, 1e9) if span / s <= 10)
+    step = next(s for s in (5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 1e9) if span / s <= 10)
     k = 0.0
     while k <= span + 1e-9:
         x = sx(k)

@@ -157,7 +157,7 @@ class LiveServer:
         self.data_dir = Path(data_dir or default_data_dir())
         self.subscriber = Subscriber(broker, topics_for(gateway), self._message, self.store.set_link)
         self.loop = asyncio.new_event_loop()
-        self.hub = EventHub(self.store, self.loop, max_clients, {"control": not read_only})
+        self.hub = EventHub(self.store, self.loop, max_clients, {"control": not read_only, "exercises": exercise_vocab()})
         self._thread: threading.Thread | None = None
         self._runner: Any = None
         self._waiters: dict[tuple[str, str, str], list[asyncio.Future]] = {}
@@ -448,6 +448,14 @@ class LiveServer:
             self._thread = None
         if not self.loop.is_running():
             self.loop.close()
+
+
+def exercise_vocab() -> list[list[str]]:
+    """``[id, label, colour]`` of each exercise, for the page (the report uses the same colours)."""
+    from alanet.device.report import EXERCISE_COLOURS
+    from alanet.device.sessions import EXERCISE_LABELS
+
+    return [[k, v, EXERCISE_COLOURS[k]] for k, v in EXERCISE_LABELS.items()]
 
 
 def _clean_settings(d: dict[str, Any]) -> dict[str, Any]:
