@@ -155,7 +155,14 @@ def with_attention(model, model_name: str, n_groups: int):
         if not per_part:
             return model, None
         ts = [model.get_layer(n).output for n in per_part]
-        temporal = ts[0] if len(ts) == 1 else keras.layers.Average(name="temporal_attention_mean")(ts)
+        if len(ts) > 1:  # the mean of the parts' temporal attentions, added as [B, T] (Average or Add on
+            # the [B, T, 1] softmax outputs trips the TFLite converter: "tf.Transpose ... rank")
+            flat = [keras.layers.Reshape((int(t.shape[1]),), name=f"temporal_attention_flat_{i}")(t)
+                    for i, t in enumerate(ts)]
+            temporal = keras.layers.Rescaling(1.0 / len(ts), name="temporal_attention_mean")(
+                keras.layers.Add(name="temporal_attention_sum")(flat))
+        else:
+            temporal = ts[0]
         probs, body = model.output, model.get_layer("body_attention").output
     else:
         return model, None
