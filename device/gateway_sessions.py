@@ -91,15 +91,18 @@ class GatewaySessions:
         """``packets`` split at the wearable's EXERCISE packets, which are applied in between."""
         name = self.names[i]
         m = self.manager
-        run: list[Any] = []
         raw = m.raw_frames and m.active(name) is not None
+        if not raw and not any(type(p) is Exercise for p in packets):  # the usual case: nothing to split
+            yield list(packets)
+            return
+        run: list[Any] = []
         for p in packets:
             if type(p) is Exercise:
                 if run:
                     yield run
                     run = []
-                if m.device_exercise(name, p.code, p.name):
-                    self.publish_state(name)
+                if self.gw.wearables[i].pipeline.refusal is None and m.device_exercise(name, p.code, p.name):
+                    self.publish_state(name)  # (a refused wearable's exercise is ignored like its frames)
             else:
                 if raw and type(p) is Frame:
                     m.on_frame(name, p.seq, p.t_ms, p.angles, p.emg)
