@@ -26,6 +26,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=lazy("alanet.device.runtime:cmd_run"))
 
     p = sub.add_parser(
+        "report", help="make a rehab session's report (self-contained HTML + CSV) from its log",
+        description="Read a session log written by the gateway (<state_dir>/sessions/<wearer>/<session>.jsonl) and "
+        "write its report: a self-contained HTML page (timeline with episodes and exercises, protective time and "
+        "episodes per exercise, pain-level distribution, model and data-quality notes; no network needed to open "
+        "it) and a CSV with one row per window. The gateway writes the same files when a session stops.")
+    p.add_argument("session", metavar="SESSION", help="session log (.jsonl) or session id (looked up in --state-dir)")
+    p.add_argument("--state-dir", dest="state_dir", help="gateway state directory to find a session id in "
+                   "(default ~/.local/state/alanet, /var/lib/alanet as root)")
+    p.add_argument("--out", metavar="FILE.html", help="report to write (default: next to the log); the CSV goes "
+                   "beside it")
+    p.add_argument("--no-csv", dest="no_csv", action="store_true", help="write the HTML report only")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.set_defaults(func=lazy("alanet.device.report:cmd_report"))
+
+    p = sub.add_parser(
         "alerts", help="print a gateway's alerts and live state from the broker",
         description="Subscribe to alanet/<gateway>/... and print alerts (de-duplicated by id), live state and "
         "gateway status in readable form.")
