@@ -91,11 +91,16 @@ class AlertWatcher:
 
     ``on_alert(payload)`` only for the first copy of each id; ``on_state``, ``on_status``
     for every message. Runs paho's network thread; call :meth:`close` at the end.
+    ``persistent`` (needs ``client_id``): a persistent session (clean_session false,
+    alerts subscribed at QoS 1), so the broker keeps the alerts published while this
+    watcher is disconnected (a restart of either, or of a bridge in between) and
+    delivers them when it is back.
     """
 
     def __init__(self, broker_url: str, gateway: str = "+", *, ca_file: str | None = None,
                  on_alert: Callable[[dict], None] | None = None, on_state: Callable[[dict], None] | None = None,
-                 on_status: Callable[[dict], None] | None = None, client_id: str = "") -> None:
+                 on_status: Callable[[dict], None] | None = None, client_id: str = "",
+                 persistent: bool = False) -> None:
         import paho.mqtt.client as mqtt
 
         from alanet.device.mqtt_link import make_client
@@ -113,7 +118,9 @@ class AlertWatcher:
         self.dedup = Dedup()
         self.duplicates = 0
         self.connected = threading.Event()
-        self.client = make_client(cfg, client_id)
+        if persistent and not (client_id or cfg.client_id):
+            raise InputError("--session: a persistent session needs a client id")
+        self.client = make_client(cfg, client_id, clean_session=not persistent)
         self.client.on_connect = self._on_connect
         self.client.on_message = self._on_message
         self._mqtt = mqtt
@@ -192,8 +199,10 @@ def cmd_alerts(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
     def on_status(s: dict) -> None:
         emit(json.dumps(s) if args.json else format_status(s))
 
+    session = getattr(args, "session", None)
     w = AlertWatcher(args.broker, args.gateway, ca_file=args.ca_file, on_alert=on_alert,
-                     on_state=on_state if args.state else None, on_status=on_status).start()
+                     on_state=on_state if args.state else None, on_status=on_status,
+                     client_id=session or "", persistent=bool(session)).start()
     if not args.json:
         print(f"watching {args.broker} (gateway {'any' if args.gateway == '+' else args.gateway}); Ctrl-C to stop",
               file=sys.stderr)
