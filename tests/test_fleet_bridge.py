@@ -40,9 +40,11 @@ class Recorder:
         self.alerts: list[dict] = []
         self.status: list[dict] = []
         self.states = 0
+        self.bridge: list[bool] = []
         self.lock = threading.Lock()
         self.w = AlertWatcher(url, GW, ca_file=ca_file, on_alert=self._alert, on_state=self._state,
-                              on_status=self._status, client_id=client_id, persistent=persistent)
+                              on_status=self._status, client_id=client_id, persistent=persistent,
+                              on_bridge=lambda gw, up: self.bridge.append(up))
         self.w.client.reconnect_delay_set(0.2, 1)
         self.w.start()
 
@@ -135,6 +137,7 @@ def test_gateway_behind_a_bridge_survives_a_central_outage_and_takes_a_flash(tmp
         assert central.n() == len(before)
         fleet.central.start()
         assert wait(lambda: central.n() >= len(before) + len(during), 60), central.alerts
+        assert central.bridge[-1] is True  # the bridge's link notification (retained "1") came back
 
         r = cli("flash", str(v2), "--broker", fleet.central_url("deploy"), "--ca-file", fleet.ca_file, "--all",
                 "--timeout", "60", "--no-progress", timeout=120)

@@ -110,3 +110,17 @@ def test_persistent_alert_watcher_needs_a_client_id():
 
     with pytest.raises(InputError, match="--session"):
         AlertWatcher("mqtt://127.0.0.1:1", persistent=True)
+
+
+def test_live_view_marks_a_gateway_whose_bridge_is_down_offline():
+    from alanet.device.live.store import LiveStore
+
+    st = LiveStore(clock=lambda: 100.0)
+    st.ingest("alanet/gw1/status", b'{"schema": "alanet.status/1", "gateway": "gw1", "state": "online"}')
+    st.ingest("alanet/gw1/bridge", b"1")
+    assert st.gateways["gw1"].online is True and st.gateways["gw1"].bridge is True
+    ev = st.ingest("alanet/gw1/bridge", b"0")  # the bridge's will: the link dropped, the status still says online
+    assert ev["gateway"]["online"] is False and ev["gateway"]["bridge"] is False
+    st.ingest("alanet/gw1/bridge", b"1")
+    st.ingest("alanet/gw1/status", b'{"schema": "alanet.status/1", "gateway": "gw1", "state": "online"}')
+    assert st.gateways["gw1"].online is True
