@@ -148,6 +148,10 @@ def test_gateway_behind_a_bridge_survives_a_central_outage_and_takes_a_flash(tmp
 
         wear.frames(sess, cut2, sess.n)
         assert wait(lambda: central.n() >= len(expected), 30), central.alerts
+        r = cli("live", "--broker", fleet.central_url("dashboard"), "--ca-file", fleet.ca_file, "--terminal", "--once",
+                "--refresh", "1.5", timeout=60)  # the live view of the fleet, through the central broker
+        assert r.returncode == 0, r.stderr
+        assert any(GW in ln and "online" in ln and "fleet-v2" in ln for ln in r.stdout.splitlines()), r.stdout
         time.sleep(0.5)
     finally:
         if gw.poll() is None:
@@ -211,6 +215,45 @@ def test_flash_all_leaves_out_a_gateway_whose_bridge_is_down(tmp_path):
         sub.loop_stop()
         sub.disconnect()
         fleet.stop()
+
+
+def test_gateway_broker_killed_while_holding_alerts_for_the_central_loses_none(tmp_path):
+    """The gateway's broker saves after every change: a SIGKILL (a power cut) with alerts queued for the
+    central broker loses none of them."""
+    from alanet.device.decisions import Event
+    from alanet.device.runtime import alert_payload
+
+    fleet = Fleet(tmp_path / "fleet", tls=False)
+    local = fleet.add_gateway(GW)
+    fleet.start()
+    central = Recorder(fleet.central_url("dashboard"), client_id="central-dashboard", persistent=True)
+    try:
+        assert wait(lambda: central.w.connected.is_set(), 10)
+        time.sleep(0.3)
+        fleet.central.stop()
+        pub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"alanet-{GW}")
+        pub.connect("127.0.0.1", local.port)
+        pub.loop_start()
+        ids = []
+        for i in range(5):
+            a = alert_payload(GW, "w1", Event("protective", "raised" if i % 2 == 0 else "cleared", 0.8, i, i + 3.0, i),
+                              "fleet-v1")
+            ids.append(a["id"])
+            pub.publish(f"alanet/{GW}/w1/alert", json.dumps(a), qos=1).wait_for_publish(5)  # the local PUBACK
+        pub.disconnect()
+        pub.loop_stop()
+        time.sleep(0.3)
+        local.proc.send_signal(signal.SIGKILL)
+        local.proc.wait(5)
+        local.proc = None
+        local.start()
+        fleet.central.start()
+        assert wait(lambda: central.n() >= len(ids), 30), central.alerts
+        time.sleep(0.3)
+    finally:
+        central.close()
+        fleet.stop()
+    assert sorted(a["id"] for a in central.alerts) == sorted(ids)
 
 
 @pytest.fixture(autouse=True)

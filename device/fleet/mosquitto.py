@@ -320,12 +320,12 @@ def _read_password(path: str | None) -> str | None:
 
 
 def _write(path: Path, text: str, mode: int) -> None:
-    import os
-
     from alanet.atomic import write_text
 
-    write_text(path, text)
-    os.chmod(path, mode)
+    try:
+        write_text(path, text, mode)
+    except OSError as exc:
+        raise InputError(f"{path}: cannot write: {exc.strerror}") from None
 
 
 def cmd_fleet_config(args) -> int:
