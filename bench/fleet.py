@@ -460,6 +460,43 @@ def plot(results: list[dict], path: Path, note: str) -> None:
     fig.savefig(path, dpi=110)
 
 
+def figures(results: list[dict], workers: int, tls: bool, realistic_s: float, ramp_s: float) -> list[Figure]:
+    """The runner's figures from the per-N results."""
+    how_real = (f"{{n}} simulated gateways (MqttLink + SQLite queue on tmpfs, {WEARERS} wearers each: state every "
+                f"{STATE_PERIOD_S} s QoS 0, an alert every {REALISTIC_ALERT_PERIOD_S:g} s QoS 1) → central Mosquitto "
+                f"(fleet config{', TLS' if tls else ''}, ACL) → AlertWatcher; {realistic_s:g} s; "
+                "publish_alert → subscriber callback")
+    how_ramp = (f"alert rate doubled from {RAMP[0]}/s ({ramp_s:g} s per step, state underneath) until published < 95 % "
+                f"of offered, p99 > {P99_LIMIT_MS:g} ms or an alert missing; last sustained step's delivered rate; "
+                f"{workers} load-generator processes, broker and subscriber share the machine")
+    how_cpu = ("{n} gateways, realistic phase: {what}, from the process's utime+stime (an extrapolation to a core of "
+               "its own; an alert is a QoS 1 publish in and out with both PUBACKs)")
+    figs = []
+    for r in results:
+        n, real = r["gateways"], r["realistic"]
+        figs += [
+            Figure(f"fleet.n{n}.alert_p50_ms", f"Fleet, {n} gateways: alert latency p50 (realistic load)",
+                   real["latency_ms"]["p50"], "ms", how_real.format(n=n)),
+            Figure(f"fleet.n{n}.alert_p99_ms", f"Fleet, {n} gateways: alert latency p99 (realistic load)",
+                   real["latency_ms"]["p99"], "ms", how_real.format(n=n) + f"; n={real['latency_ms']['n']}"),
+            Figure(f"fleet.n{n}.sustained_alerts_per_s", f"Fleet, {n} gateways: sustained alerts/s",
+                   r["sustained_alerts_per_s"], "alerts/s", how_ramp + f"; stopped: {r['saturation']}", "higher"),
+            Figure(f"fleet.n{n}.lost", f"Fleet, {n} gateways: alerts missing (all phases)",
+                   real["missing"] + sum(p["missing"] for p in r["ramp"]), "alerts", "sent − received after drain", ""),
+        ]
+        if n < 100:  # CPU times tick at 10 ms: too few messages here to say much
+            continue
+        for who, key in (("broker", "broker"), ("one subscriber (AlertWatcher, with state)", "subscriber")):
+            figs.append(Figure(f"fleet.n{n}.{key}_us_per_message", f"Fleet, {n} gateways: {who} CPU per message",
+                               real[f"{key}_cpu_us_per_message"], "µs",
+                               how_cpu.format(n=n, what="CPU seconds ÷ (alerts + states)")))
+            figs.append(Figure(f"fleet.n{n}.{key}_gateways_per_core",
+                               f"Fleet, {n} gateways: gateways per core of the {who}, realistic load",
+                               real["gateways_per_core"][key], "gateways",
+                               how_cpu.format(n=n, what="N × seconds ÷ CPU seconds"), "higher"))
+    return figs
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--gateways", default="10,100,500", help="comma-separated gateway counts (default %(default)s)")
@@ -482,36 +519,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="alanet-fleet-") as tmp:
         for n in counts:
             results.append(measure(n, args.workers, args.tls, realistic_s, ramp_s, Path(tmp)))
-    how_real = (f"{{n}} simulated gateways (MqttLink + SQLite queue on tmpfs, {WEARERS} wearers each: state every "
-                f"{STATE_PERIOD_S} s QoS 0, an alert every {REALISTIC_ALERT_PERIOD_S:g} s QoS 1) → central Mosquitto "
-                f"(fleet config{', TLS' if args.tls else ''}, ACL) → AlertWatcher; {realistic_s:g} s; "
-                "publish_alert → subscriber callback")
-    how_ramp = (f"alert rate doubled from {RAMP[0]}/s ({ramp_s:g} s per step, state underneath) until published < 95 % "
-                f"of offered, p99 > {P99_LIMIT_MS:g} ms or an alert missing; last sustained step's delivered rate; "
-                f"{args.workers} load-generator processes, broker and subscriber share the machine")
-    figs = []
-    for r in results:
-        n, real = r["gateways"], r["realistic"]
-        figs += [
-            Figure(f"fleet.n{n}.alert_p50_ms", f"Fleet, {n} gateways: alert latency p50 (realistic load)",
-                   real["latency_ms"]["p50"], "ms", how_real.format(n=n)),
-            Figure(f"fleet.n{n}.alert_p99_ms", f"Fleet, {n} gateways: alert latency p99 (realistic load)",
-                   real["latency_ms"]["p99"], "ms", how_real.format(n=n) + f"; n={real['latency_ms']['n']}"),
-            Figure(f"fleet.n{n}.sustained_alerts_per_s", f"Fleet, {n} gateways: sustained alerts/s",
-                   r["sustained_alerts_per_s"], "alerts/s", how_ramp + f"; stopped: {r['saturation']}", "higher"),
-            Figure(f"fleet.n{n}.lost", f"Fleet, {n} gateways: alerts missing (all phases)",
-                   real["missing"] + sum(p["missing"] for p in r["ramp"]), "alerts", "sent − received after drain", ""),
-        ]
-    big = max(results, key=lambda r: r["gateways"])  # CPU times tick at 10 ms: only the largest N says much
-    real = big["realistic"]
-    how_cpu = (f"{big['gateways']} gateways, realistic phase: N × seconds ÷ CPU seconds of the process "
-               "(utime+stime); an extrapolation to a core of its own")
-    for who, key in (("broker", "broker"), ("one subscriber (AlertWatcher, with state)", "subscriber")):
-        figs.append(Figure(f"fleet.{key}_gateways_per_core", f"Fleet: gateways per core of the {who}, realistic load",
-                           real["gateways_per_core"][key], "gateways", how_cpu, "higher"))
-        figs.append(Figure(f"fleet.{key}_us_per_message", f"Fleet: {who} CPU per message",
-                           real[f"{key}_cpu_us_per_message"], "µs", how_cpu.split(":")[0] + ": CPU seconds ÷ (alerts + "
-                           "states); an alert is a QoS 1 publish in and out, with both PUBACKs"))
+    figs = figures(results, args.workers, args.tls, realistic_s, ramp_s)
     doc = {"workers": args.workers, "tls": args.tls, "quick": args.quick, "p99_limit_ms": P99_LIMIT_MS,
            "ramp": list(RAMP), "results": results}
     path = write_result("fleet", doc, figs, args.out)
