@@ -148,6 +148,7 @@ def test_gateway_behind_a_bridge_survives_a_central_outage_and_takes_a_flash(tmp
 
         wear.frames(sess, cut2, sess.n)
         assert wait(lambda: central.n() >= len(expected), 30), central.alerts
+        assert wait(lambda: central.status[-1].get("model") == "fleet-v2", 15), central.status[-1]  # heartbeat
         r = cli("live", "--broker", fleet.central_url("dashboard"), "--ca-file", fleet.ca_file, "--terminal", "--once",
                 "--refresh", "1.5", timeout=60)  # the live view of the fleet, through the central broker
         assert r.returncode == 0, r.stderr
