@@ -11,6 +11,7 @@ result comes back.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import subprocess
@@ -31,6 +32,7 @@ from alanet.device.alerts import AlertWatcher
 SCHEMAS = Path(__file__).resolve().parents[1] / "device" / "schemas"
 GW = "ward-gw1"
 OUTAGE_S = 30.0
+CUT1, CUT2 = int(32 * rs.FS), int(80 * rs.FS)  # the central broker is down for frames [CUT1, CUT2); flash at CUT2
 
 
 class Recorder:
@@ -100,72 +102,76 @@ def ev_tuples(events) -> list:
     return sorted((e.type, e.state, round(e.t_end, 1)) for e in events)
 
 
+def run_fleet_session(fleet, central, tablet, wear, gw, sess, cli, v2, before, during, expected) -> None:
+    """Frames before, during (central broker down 30 s) and after the outage; a flash from the central side."""
+    assert wait(lambda: any(s.get("state") == "online" for s in central.status), 30), "no online status centrally"
+    assert wear.wait_opened_by(gw.pid)
+    wear.hello()
+    wear.frames(sess, 0, CUT1)
+    assert wait(lambda: central.n() >= len(before), 30), central.alerts
+
+    fleet.central.stop()
+    down_at = time.monotonic()
+    wear.frames(sess, CUT1, CUT2)  # decided while the central broker is away
+    assert wait(lambda: tablet.n() >= len(before) + len(during), 20), "the gateway's own broker must keep working"
+    time.sleep(max(0.0, down_at + OUTAGE_S - time.monotonic()))
+    assert central.n() == len(before)
+    fleet.central.start()
+    assert wait(lambda: central.n() >= len(before) + len(during), 60), central.alerts
+    assert central.bridge[-1] is True  # the bridge's link notification (retained "1") came back
+
+    r = cli("flash", str(v2), "--broker", fleet.central_url("deploy"), "--ca-file", fleet.ca_file, "--all",
+            "--timeout", "60", "--no-progress", timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert f"found 1 gateway(s) online: {GW}" in r.stderr
+    assert "1 of 1 gateway(s) took the bundle" in r.stdout
+    assert [ln.split()[:4] for ln in r.stdout.splitlines() if ln.startswith(GW)] == [[GW, "took", "it", "fleet-v2"]]
+
+    wear.frames(sess, CUT2, sess.n)
+    assert wait(lambda: central.n() >= len(expected), 30), central.alerts
+    assert wait(lambda: central.status[-1].get("model") == "fleet-v2", 15), central.status[-1]  # heartbeat
+    r = cli("live", "--broker", fleet.central_url("dashboard"), "--ca-file", fleet.ca_file, "--terminal", "--once",
+            "--refresh", "1.5", timeout=60)  # the live view of the fleet, through the central broker
+    assert r.returncode == 0, r.stderr
+    assert any(GW in ln and "online" in ln and "fleet-v2" in ln for ln in r.stdout.splitlines()), r.stdout
+    time.sleep(0.5)
+
+
 def test_gateway_behind_a_bridge_survives_a_central_outage_and_takes_a_flash(tmp_path, cli):
     sess, bundle = rs.cached_bundle(3, 120.0)
     expected = rs.expected_events(bundle, sess)
-    cut1, cut2 = int(32 * rs.FS), int(80 * rs.FS)  # outage for frames [cut1, cut2); flash at cut2
-    before = [e for e in expected if e.t_end * rs.FS <= cut1]
-    during = [e for e in expected if cut1 < e.t_end * rs.FS <= cut2]
+    before = [e for e in expected if e.t_end * rs.FS <= CUT1]
+    during = [e for e in expected if CUT1 < e.t_end * rs.FS <= CUT2]
     assert before and len(during) >= 2 and len(before) + len(during) < len(expected)
     v1, v2, pub = signed_bundles(tmp_path, bundle)
 
     fleet = Fleet(tmp_path / "fleet")
     local = fleet.add_gateway(GW)
-    fleet.start()
-    conf = tmp_path / "gateway.toml"
-    wear = rs.PtyWearable()
-    conf.write_text(f'gateway = "{GW}"\nstate_dir = "{tmp_path / "state"}"\n'
-                    f'[model]\nbundle = "{v1}"\ntrusted_keys = ["{pub}"]\nallow_unsigned = false\n'
-                    f'[mqtt]\nbroker = "{local.url}"\nheartbeat_s = 2\n'
-                    f'[[wearable]]\nwearer = "w1"\nport = "{wear.path}"\n')
-    central = Recorder(fleet.central_url("dashboard"), fleet.ca_file, client_id="central-dashboard", persistent=True)
-    tablet = Recorder(local.url)  # a ward tablet on the gateway's own broker
-    gw = subprocess.Popen([sys.executable, "-m", "alanet", "run", "--config", str(conf)],
-                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        assert wait(lambda: any(s.get("state") == "online" for s in central.status), 30), "no online status centrally"
-        assert wear.wait_opened_by(gw.pid)
-        wear.hello()
-        wear.frames(sess, 0, cut1)
-        assert wait(lambda: central.n() >= len(before), 30), central.alerts
-
-        fleet.central.stop()
-        down_at = time.monotonic()
-        wear.frames(sess, cut1, cut2)  # decided while the central broker is away
-        assert wait(lambda: tablet.n() >= len(before) + len(during), 20), "the gateway's own broker must keep working"
-        time.sleep(max(0.0, down_at + OUTAGE_S - time.monotonic()))
-        assert central.n() == len(before)
-        fleet.central.start()
-        assert wait(lambda: central.n() >= len(before) + len(during), 60), central.alerts
-        assert central.bridge[-1] is True  # the bridge's link notification (retained "1") came back
-
-        r = cli("flash", str(v2), "--broker", fleet.central_url("deploy"), "--ca-file", fleet.ca_file, "--all",
-                "--timeout", "60", "--no-progress", timeout=120)
-        assert r.returncode == 0, r.stdout + r.stderr
-        assert f"found 1 gateway(s) online: {GW}" in r.stderr
-        assert "1 of 1 gateway(s) took the bundle" in r.stdout
-        assert [ln.split()[:4] for ln in r.stdout.splitlines() if ln.startswith(GW)] == [[GW, "took", "it", "fleet-v2"]]
-
-        wear.frames(sess, cut2, sess.n)
-        assert wait(lambda: central.n() >= len(expected), 30), central.alerts
-        assert wait(lambda: central.status[-1].get("model") == "fleet-v2", 15), central.status[-1]  # heartbeat
-        r = cli("live", "--broker", fleet.central_url("dashboard"), "--ca-file", fleet.ca_file, "--terminal", "--once",
-                "--refresh", "1.5", timeout=60)  # the live view of the fleet, through the central broker
-        assert r.returncode == 0, r.stderr
-        assert any(GW in ln and "online" in ln and "fleet-v2" in ln for ln in r.stdout.splitlines()), r.stdout
-        time.sleep(0.5)
-    finally:
-        if gw.poll() is None:
-            gw.send_signal(signal.SIGTERM)
-        out, _ = gw.communicate(timeout=30)
-        wear.close()
-    assert gw.returncode == 0, out
-    try:
+    with contextlib.ExitStack() as stack:  # brokers, subscribers and the pty go, whatever happens
+        stack.callback(fleet.stop)
+        fleet.start()
+        wear = rs.PtyWearable()
+        stack.callback(wear.close)
+        conf = tmp_path / "gateway.toml"
+        conf.write_text(f'gateway = "{GW}"\nstate_dir = "{tmp_path / "state"}"\n'
+                        f'[model]\nbundle = "{v1}"\ntrusted_keys = ["{pub}"]\nallow_unsigned = false\n'
+                        f'[mqtt]\nbroker = "{local.url}"\nheartbeat_s = 2\n'
+                        f'[[wearable]]\nwearer = "w1"\nport = "{wear.path}"\n')
+        central = Recorder(fleet.central_url("dashboard"), fleet.ca_file, client_id="central-dashboard",
+                           persistent=True)
+        stack.callback(central.close)
+        tablet = Recorder(local.url)  # a ward tablet on the gateway's own broker
+        stack.callback(tablet.close)
+        gw = subprocess.Popen([sys.executable, "-m", "alanet", "run", "--config", str(conf)],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        try:
+            run_fleet_session(fleet, central, tablet, wear, gw, sess, cli, v2, before, during, expected)
+        finally:
+            if gw.poll() is None:
+                gw.send_signal(signal.SIGTERM)
+            out, _ = gw.communicate(timeout=30)
+        assert gw.returncode == 0, out
         assert wait(lambda: central.status and central.status[-1].get("state") == "offline", 15), central.status[-3:]
-    finally:
-        central.close()
-        tablet.close()
-        fleet.stop()
 
     # Every alert exactly once after de-duplication, the same ones the tablet saw and the bundle decides offline.
     alerts = central.alerts
@@ -188,13 +194,13 @@ def test_flash_all_leaves_out_a_gateway_whose_bridge_is_down(tmp_path):
 
     fleet = Fleet(tmp_path / "fleet", tls=False)
     brokers = {g: fleet.add_gateway(g) for g in ("gw-a", "gw-b")}
-    fleet.start()
     seen: dict[str, bytes] = {}
     sub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="watch-bridges")
     sub.username_pw_set("dashboard", fleet.passwords["dashboard"])
     sub.on_connect = lambda c, u, f, rc, p: c.subscribe("alanet/+/bridge", qos=1)
     sub.on_message = lambda c, u, m: seen.__setitem__(m.topic.split("/")[1], bytes(m.payload))
     try:
+        fleet.start()
         for g, b in brokers.items():
             pub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"alanet-{g}")
             pub.connect("127.0.0.1", b.port)
@@ -226,9 +232,10 @@ def test_gateway_broker_killed_while_holding_alerts_for_the_central_loses_none(t
 
     fleet = Fleet(tmp_path / "fleet", tls=False)
     local = fleet.add_gateway(GW)
-    fleet.start()
-    central = Recorder(fleet.central_url("dashboard"), client_id="central-dashboard", persistent=True)
+    central = None
     try:
+        fleet.start()
+        central = Recorder(fleet.central_url("dashboard"), client_id="central-dashboard", persistent=True)
         assert wait(lambda: central.w.connected.is_set(), 10)
         time.sleep(0.3)
         fleet.central.stop()
@@ -252,7 +259,8 @@ def test_gateway_broker_killed_while_holding_alerts_for_the_central_loses_none(t
         assert wait(lambda: central.n() >= len(ids), 30), central.alerts
         time.sleep(0.3)
     finally:
-        central.close()
+        if central is not None:
+            central.close()
         fleet.stop()
     assert sorted(a["id"] for a in central.alerts) == sorted(ids)
 
