@@ -266,6 +266,18 @@ class Run:
 
         self.n = n
         self.fleet = Fleet(root, tls=tls)
+        self.sub: Any = None
+        self.sub_conn: Any = None
+        self.workers: list[tuple[Any, Any]] = []
+        self.qdir = Path(tempfile.mkdtemp(prefix="alanet-fleet-q-",
+                                          dir="/dev/shm" if os.path.isdir("/dev/shm") else None))
+        try:
+            self._start(n, workers)
+        except BaseException:
+            self.close()
+            raise
+
+    def _start(self, n: int, workers: int) -> None:
         gws = [f"gw-{i:04d}" for i in range(n)]
         for g in gws:
             self.fleet.passwords[g] = uuid.uuid4().hex[:12]
@@ -275,22 +287,21 @@ class Run:
         self.sub_conn, c = ctx.Pipe()
         self.sub = ctx.Process(target=_subscriber, args=(c, self.fleet.central_url("dashboard"), ca), daemon=True)
         self.sub.start()
-        assert self.sub_conn.recv()[1], "subscriber did not connect"
-        qdir = Path(tempfile.mkdtemp(prefix="alanet-fleet-q-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None))
-        self.qdir = qdir
-        self.workers = []
+        if not recv(self.sub_conn, 60, "the subscriber")[1]:
+            raise RuntimeError("the subscriber did not connect")
         k = max(1, min(workers, n))
         for w in range(k):
             mine = [(g, self.fleet.passwords[g]) for g in gws[w::k]]
             pc, cc = ctx.Pipe()
-            p = ctx.Process(target=_worker, args=(cc, self.fleet.central.port, mine, ca, str(qdir)), daemon=True)
+            p = ctx.Process(target=_worker, args=(cc, self.fleet.central.port, mine, ca, str(self.qdir)), daemon=True)
             p.start()
             self.workers.append((p, pc))
-        connected = sum(pc.recv()[1] for _, pc in self.workers)
-        assert connected == n, f"only {connected}/{n} gateways connected"
+        connected = sum(recv(pc, 120, "a load-generator process")[1] for _, pc in self.workers)
+        if connected != n:
+            raise RuntimeError(f"only {connected}/{n} gateways connected")
         time.sleep(0.5)
         self.sub_conn.send(("collect",))
-        self.sub_conn.recv()  # drop what arrived while connecting
+        recv(self.sub_conn, 60, "the subscriber")  # drop what arrived while connecting
 
     def phase(self, alert_rate: float, seconds: float) -> dict:
         """Offer ``alert_rate`` alerts/s in all (state underneath) for ``seconds``; wait for the drain; measure."""
@@ -300,14 +311,14 @@ class Run:
         gen0 = sum(cpu_of(p.pid) for p, _ in self.workers)
         for _, pc in self.workers:
             pc.send(("phase", alert_rate / k, True, seconds))
-        reps = [pc.recv() for _, pc in self.workers]
+        reps = [recv(pc, seconds + 120, "a load-generator process") for _, pc in self.workers]
         sent = dict(a for r in reps for a in r["sent"])
         got: dict[str, int] = {}
         deadline = time.monotonic() + 30
         states = dups = 0
         while True:
             self.sub_conn.send(("collect",))
-            d = self.sub_conn.recv()
+            d = recv(self.sub_conn, 60, "the subscriber")
             states += d["states"]
             dups += d["duplicates"]
             for aid, t in d["alerts"]:
@@ -347,15 +358,23 @@ class Run:
             p.join(30)
             if p.is_alive():
                 p.kill()
-        try:
-            self.sub_conn.send(("stop",))
-        except OSError:
-            pass
-        self.sub.join(10)
-        if self.sub.is_alive():
-            self.sub.kill()
+        if self.sub is not None:
+            try:
+                self.sub_conn.send(("stop",))
+            except OSError:
+                pass
+            self.sub.join(10)
+            if self.sub.is_alive():
+                self.sub.kill()
         self.fleet.stop()
         shutil.rmtree(self.qdir, ignore_errors=True)
+
+
+def recv(conn: Any, timeout: float, who: str) -> Any:
+    """The next message from a child process, or RuntimeError when it does not come."""
+    if not conn.poll(timeout):
+        raise RuntimeError(f"no answer from {who} in {timeout:g} s")
+    return conn.recv()
 
 
 def saturated(ph: dict) -> str | None:
