@@ -47,6 +47,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--broker", default="mqtt://127.0.0.1:1883", help="broker URL (default %(default)s)")
     p.add_argument("--gateway", default="+", help="gateway id (default: all gateways)")
     p.add_argument("--ca-file", dest="ca_file", help="CA certificate for mqtts://")
+    p.add_argument("--session", metavar="CLIENT_ID",
+                   help="persistent session under this client id: the broker keeps the alerts published while "
+                   "this command (or the link to it) is down and delivers them when it is back")
     p.add_argument("--no-state", dest="state", action="store_false", help="alerts and status only")
     p.add_argument("--json", action="store_true", help="print the raw JSON payloads, one per line")
     p.add_argument("--count", type=int, default=0, help="exit after this many alerts (0: run until Ctrl-C)")

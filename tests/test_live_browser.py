@@ -287,6 +287,8 @@ def test_page_follows_the_real_gateway_runtime(mosquitto, browser, tmp_path):
         wear.frames(sess, raise_frames, clear_frames, pace_hz=FS * 16)
         _wait(lambda: browser.execute_script(f"return document.querySelector('{card} .alert-banner').hidden"),
               15, "the alert to clear")
+        # the windows after the clearing one: their states travel behind the alert (each its own packet)
+        _wait(lambda: int(_text(browser, f"{card} .samples")) >= (clear_frames - L) // S + 1, 10, "every window's state")
         assert int(_text(browser, f"{card} .samples")) == (clear_frames - L) // S + 1
         assert _text(browser, f"{card} .n-recent") == "2"
     finally:

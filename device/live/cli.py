@@ -19,6 +19,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--terminal, as a refreshing text table.",
     )
     p.add_argument("--broker", required=True, metavar="URL", help="mqtt://[user[:pass]@]host[:port] or mqtts://…")
+    p.add_argument("--ca-file", dest="ca_file", metavar="PATH", help="CA certificate for mqtts:// (default: the system's)")
     p.add_argument("--http-port", type=int, default=8080, metavar="N", help="port of the web page (default 8080)")
     p.add_argument("--host", default="127.0.0.1",
                    help="address to serve on (default 127.0.0.1; 0.0.0.0 to reach it from a tablet)")

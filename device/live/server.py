@@ -490,7 +490,14 @@ def wait_for_stop(poll: Callable[[], None] | None = None, interval: float = 1.0)
 
 
 def broker_from_args(args: argparse.Namespace) -> BrokerConfig:
-    return parse_broker_url(args.broker, "--broker", "URL")
+    b = parse_broker_url(args.broker, "--broker", "URL")
+    if getattr(args, "ca_file", None):  # a private CA, e.g. a fleet's central broker (docs/fleet.md)
+        if not b.tls:
+            raise InputError("--ca-file: needs an mqtts:// broker URL")
+        from dataclasses import replace
+
+        b = replace(b, ca_file=args.ca_file)
+    return b
 
 
 def cmd_live(args: argparse.Namespace) -> int:

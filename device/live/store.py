@@ -120,9 +120,10 @@ class GatewayView:
     model_id: str | None = None
     threshold: float = DEFAULT_THRESHOLD
     clear_threshold: float | None = None
+    bridge: bool | None = None  # behind a Mosquitto bridge (docs/fleet.md): is its link up?
 
     def to_dict(self) -> dict[str, Any]:
-        return {"gateway": self.gateway, "online": self.online, "status": self.status,
+        return {"gateway": self.gateway, "online": self.online, "status": self.status, "bridge": self.bridge,
                 "last_status": self.last_status, "model": self.model, "model_id": self.model_id,
                 "threshold": self.threshold, "clear_threshold": self.clear_threshold}
 
@@ -231,6 +232,12 @@ class LiveStore:
                     return self._status(parts[1], payload)
                 if len(parts) == 3 and parts[2] == "model":
                     return self._model(parts[1], payload)
+                if len(parts) == 3 and parts[2] == "bridge":  # "1" / "0": the bridge's link (its will says 0)
+                    g = self._gw(parts[1])
+                    g.bridge = payload.strip() == b"1"
+                    if not g.bridge:  # the retained status stays "online"; the bridge re-sends it when back
+                        g.online = False
+                    return self._emit({"type": "gateway", "gateway": g.to_dict()})
                 if len(parts) == 4 and parts[1] != "cmd" and parts[2] != "cmd":
                     if parts[3] == "state":
                         return self._state(parts[1], parts[2], payload)
