@@ -167,6 +167,8 @@ BENCHES: list[Bench] = [
           what="60 Hz wearables per core with p99 < 100 ms and no frame dropped"),
     Bench("mqtt_throughput", "mqtt_throughput.py", (), ("--quick",), "mqtt_throughput.json", None, 120,
           what="alerts/s through the durable queue, QoS 1"),
+    Bench("fleet", "fleet.py", (), ("--quick", "--gateways", "10,100"), "fleet.json", None, 480,
+          what="N gateways → one central broker → one subscriber: alerts/s, latency, saturation"),
     Bench("faults", "faults.py", (), ("--quick",), "faults.json", None, 360,
           what="fault matrix: alerts lost / duplicated, time to recover"),
     Bench("synth_calibration", "synth_calibration.py", (), (), "synth_calibration.json", None, 300, default=False,

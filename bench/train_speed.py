@@ -1,8 +1,8 @@
 """Training speed: ALANet vs BANet (and Stacked-LSTM) on the same windows, one run.
 
-The paper's claim: ALANet trains more than 20× faster than BANet, because its
-classifier stage trains only the attention head on encoder features computed once,
-while BANet runs a shared 3-layer LSTM once per body part on every step.
+The paper's claim: ALANet trains more than 20× faster than BANet. ALANet runs one
+LSTM encoder over the window (its autoencoder pretraining adds a decoder); BANet runs a
+shared 3-layer LSTM once per body part on every step.
 
 Every model gets the same training / validation / test windows (protective task,
 EmoPain-format synthetic data, 180-frame windows, stride 45, training-only
@@ -49,10 +49,9 @@ def main(argv: list[str] | None = None) -> int:
     from alanet.device.windowing import WindowSpec
     from alanet.train.augment import augment
     from alanet.train.data.loading import load_dataset
-    from alanet.train.experiment import inner_split, model_groups
+    from alanet.train.experiment import ExperimentConfig, inner_split, model_groups
     from alanet.train.fit import configure_tensorflow, fit_model, predict_proba
     from alanet.train.metrics import classification_metrics
-    from alanet.train.models import hparams_for
     from alanet.train.windows import fit_normalizer, make_windows, normalise
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -81,15 +80,13 @@ def main(argv: list[str] | None = None) -> int:
         # "banet-folded": BANet with the parts folded into the batch (same network).
         name = "banet" if label == "banet-folded" else label
         groups = model_groups(name, ds)
-        hp = hparams_for(name, {"epochs": args.epochs})
-        if label == "banet-folded":
-            hp["fold_parts"] = True
-        if "ae_epochs" in hp:
-            hp["ae_epochs"] = args.ae_epochs
+        # The same exact budget for every stage of every model (--epochs turns the step floors off).
+        hp = ExperimentConfig(model=name, task=args.task, epochs=args.epochs, ae_epochs=args.ae_epochs,
+                              hparams={"fold_parts": True} if label == "banet-folded" else {}).resolved_hparams()
         xa, ma, ya = augment(x["fit"], tw.mask[sel["fit"]], y["fit"], groups, tw.n_classes,
-                             int(hp["augment_copies"]), np.random.default_rng(args.seed))
-        res = fit_model(name, hp, x=xa, mask=ma, y=ya, x_val=x["val"], y_val=y["val"], groups=groups,
-                        n_classes=tw.n_classes, seed=args.seed, progress=True)
+                             int(hp["augment_copies"]), np.random.default_rng(args.seed), balance=False)
+        res = fit_model(name, hp, x=xa, mask=ma, y=ya, x_val=x["val"], y_val=y["val"], mask_val=tw.mask[sel["val"]],
+                        groups=groups, n_classes=tw.n_classes, seed=args.seed, progress=True)
         pred = predict_proba(res, x["test"], tw.mask[sel["test"]]).argmax(axis=1)
         m = classification_metrics(y["test"], pred, tw.n_classes)
         epochs = len(res.history.get("loss", [])) + len(res.history.get("ae_loss", []))

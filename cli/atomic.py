@@ -19,13 +19,17 @@ def _read_umask() -> int:
 _UMASK = _read_umask()  # read once at import: os.umask() is process-wide and not thread-safe
 
 
-def write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temp file in the same folder and an atomic rename."""
+def write_bytes(path: str | os.PathLike[str], data: bytes, mode: int | None = None) -> None:
+    """Write ``data`` to ``path`` via a temp file in the same folder and an atomic rename.
+
+    ``mode``: the file's permissions (default: the usual, by the umask); set before any
+    byte is written, so a secret is never readable by others, not even for a moment.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the usual file mode
+        os.fchmod(fd, 0o666 & ~_UMASK if mode is None else mode)  # mkstemp makes 0600; give the usual file mode
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -37,8 +41,8 @@ def write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
         raise
 
 
-def write_text(path: str | os.PathLike[str], text: str) -> None:
-    write_bytes(path, text.encode("utf-8"))
+def write_text(path: str | os.PathLike[str], text: str, mode: int | None = None) -> None:
+    write_bytes(path, text.encode("utf-8"), mode)
 
 
 @contextlib.contextmanager

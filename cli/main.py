@@ -24,6 +24,7 @@ AREAS = (
     "alanet.device.cli",
     "alanet.device.live.cli",
     "alanet.device.flash.cli",
+    "alanet.device.fleet.cli",
 )
 
 

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from alanet.convert.parity import DEFAULT_MIN_AGREEMENT, Parity, compare
+from alanet.convert.parity import DEFAULT_MIN_AGREEMENT, MAX_ATTENTION_TV, Parity, compare, compare_attention
 from alanet.convert.rundir import Run, load_parity_windows, load_run
 from alanet.device.decisions import window_labels
 from alanet.device.bundle import (MANIFEST_SCHEMA, QUANTIZATIONS, BundleError, default_decision, encode_window,
@@ -54,6 +54,7 @@ class ConvertResult:
     route: str
     ops: list[str]
     seconds: float
+    attention: Any = None  # AttentionParity for models with attention outputs
 
 
 def _worker(run_dir: Path, quantization: str, route: str, work: Path, timeout_s: float, quiet: bool) -> dict[str, Any]:
@@ -181,6 +182,32 @@ def calibrated_decision(task: str, labels: list[str], calibrated: dict[str, Any]
     return dec
 
 
+def attention_block(run: Run, att: dict[str, Any]) -> dict[str, Any]:
+    """The manifest's ``attention`` block from the worker's description of the attention outputs."""
+    from alanet.device.attention import group_names
+
+    if att["axis"] == "parts":
+        groups = run.config.get("groups") or list(run.schema.groups.values())
+        body: dict[str, Any] = {"axis": "parts", "names": group_names(groups, run.schema.names,
+                                                                        [c.group for c in run.schema.channels])}
+    else:
+        body = {"axis": "units", "count": int(att["body_n"])}
+    return {"outputs": dict(att["outputs"]), "temporal": {"length": int(att["temporal_len"])}, "body": body}
+
+
+def _lite_run(runner: ModelRunner, x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """Probabilities [N, K] and, for a model with attention outputs, temporal [N, L] and bodily [N, P] weights."""
+    if not runner.has_attention:
+        return runner.predict_many(x), None, None
+    probs, temporal, body = [], [], []
+    for w in x:
+        probs.append(runner.predict(np.asarray(w, np.float32)))
+        t, b = runner.attention()  # type: ignore[misc]
+        temporal.append(t)
+        body.append(b)
+    return np.stack(probs), np.stack(temporal), np.stack(body)
+
+
 def _decision(run: Run, overrides: dict[str, Any]) -> dict[str, Any]:
     """The run's calibrated decision rule with ``overrides``, checked before any work."""
     import jsonschema
@@ -233,16 +260,30 @@ def convert_run(run_dir: str | Path, quantization: str, out: str | Path, *, rout
         bad = [o for o in ops if o.startswith("Flex") or o == "CUSTOM"]
         if bad:
             raise ConversionError(f"converted model needs non-builtin ops {bad}; nothing written")
-        runner = ModelRunner(work / "model.tflite", num_threads=1)
-        lite_probs = runner.predict_many(pw.test_x)
+        att = info.get("attention")
+        runner = ModelRunner(work / "model.tflite", num_threads=1, outputs=att["outputs"] if att else None)
+        lite_probs, lite_t, lite_b = _lite_run(runner, pw.test_x)
         parity = compare(keras_probs, lite_probs, pw.test_y, threshold, dec)
         if not parity.passed:
             raise ConversionError(
                 f"parity check failed: {quantization} model agrees with Keras on {parity.agreement:.1%} of "
                 f"{parity.n_windows} held-out windows, below {threshold:.1%}; nothing written")
+        att_parity = None
+        if att is not None:
+            att_parity = compare_attention(np.load(work / "keras_temporal.npy"), lite_t, np.load(work / "keras_body.npy"),
+                                           lite_b, MAX_ATTENTION_TV[quantization])
+            if not att_parity.passed:
+                raise ConversionError(
+                    f"attention parity check failed: {quantization} model's attention differs from Keras by "
+                    f"{max(att_parity.temporal_tv, att_parity.body_tv):.3f} (mean total variation) on "
+                    f"{att_parity.n_windows} held-out windows, above {att_parity.max_tv:g}; nothing written")
         pred = window_labels(lite_probs, dec)
-        st = [{"input_b64": encode_window(pw.test_x[i]), "output": [float(v) for v in lite_probs[i]]}
-              for i in _self_test_indices(pred, N_SELF_TEST)]
+        st = []
+        for i in _self_test_indices(pred, N_SELF_TEST):
+            vec: dict[str, Any] = {"input_b64": encode_window(pw.test_x[i]), "output": [float(v) for v in lite_probs[i]]}
+            if att is not None:
+                vec["attention"] = {"temporal": [float(v) for v in lite_t[i]], "body": [float(v) for v in lite_b[i]]}
+            st.append(vec)
         atol = self_test_atol(quantization, runner.output_quant)
         import hashlib
 
@@ -254,6 +295,9 @@ def convert_run(run_dir: str | Path, quantization: str, out: str | Path, *, rout
         manifest["decision"] = dec
         manifest["parity"]["skipped_padded_windows"] = pw.skipped_padded
         manifest["parity"]["windows"] = str(run.config.get("parity_windows", "held-out participants"))
+        if att is not None and att_parity is not None:
+            manifest["attention"] = attention_block(run, att)
+            manifest["parity"]["attention"] = att_parity.to_dict()
         write_bundle(out, manifest, tflite, signing_key=sign, force=force)
     try:
         load_bundle(out)
@@ -262,7 +306,7 @@ def convert_run(run_dir: str | Path, quantization: str, out: str | Path, *, rout
 
         shutil.rmtree(out, ignore_errors=True)
         raise
-    return ConvertResult(out, len(tflite), parity, route, ops, time.monotonic() - t0)
+    return ConvertResult(out, len(tflite), parity, route, ops, time.monotonic() - t0, att_parity)
 
 
 def parse_decision(items: list[str]) -> dict[str, Any]:
@@ -277,6 +321,10 @@ def cmd_convert(args: argparse.Namespace) -> int:
     f1 = "" if p.macro_f1_keras is None else f", macro F1 Keras {p.macro_f1_keras:.3f} / TFLite {p.macro_f1_tflite:.3f}"
     print(f"wrote {res.bundle} ({args.quantize}, {res.route}, {res.model_bytes / 1024:.1f} KiB): "
           f"agreement {p.agreement:.1%} on {p.n_windows} windows, max |Δp| {p.max_abs_diff:.2g}{f1}")
+    if res.attention is not None:
+        a = res.attention
+        print(f"attention outputs: temporal/bodily total variation {a.temporal_tv:.2g}/{a.body_tv:.2g} "
+              f"(limit {a.max_tv:g}), peak within a frame {a.peak_agreement:.1%}, same top part {a.top_agreement:.1%}")
     if args.archive:
         from alanet.device.bundle import pack
 

@@ -14,6 +14,10 @@ trained model, with the trained weights:
 
 The copy comes from ``alanet.train.models.build_model`` when it knows the model,
 else from the trained model's own serialized config, rewritten as above.
+
+Models with attention (ALANet, ALANet per part, BANet) are exported with two extra
+outputs, the temporal and the bodily attention weights (:func:`with_attention`), so
+the gateway can say what drove a decision; baselines keep their single output.
 """
 
 from __future__ import annotations
@@ -130,6 +134,55 @@ def inference_copy(run: Run, trained, route: str, check_x: np.ndarray, atol: flo
             return model, how
         reasons.append(f"{how}: outputs differ from the trained model (max |Δ| {diff:.3g})")
     raise InputError(f"{run.model_path}: cannot build a batch-1 inference copy: " + "; ".join(reasons))
+
+
+def with_attention(model, model_name: str, n_groups: int):
+    """``(model with outputs [probabilities, temporal, body], info)`` or ``(model, None)`` without attention.
+
+    ALANet's head (a nested model ``head``) holds the layers ``temporal_attention``
+    (softmax over frames) and ``body_attention`` (softmax over encoder units, or over
+    body parts for ``alanet-parts``); BANet has one ``temporal_attention_<p>`` per part
+    (averaged here into one weight per frame) and ``body_attention`` across parts. The
+    returned model shares the layers and weights of ``model``. ``info``: ``temporal_len``,
+    ``body_n`` and ``axis`` ("parts" when the bodily weights are per body part, else "units").
+    """
+    import keras
+
+    names = {layer.name for layer in model.layers}
+    if "head" in names and "encoder_features" in names:
+        head = model.get_layer("head")
+        try:
+            parts = keras.Model(head.inputs, [head.output, head.get_layer("temporal_attention").output,
+                                              head.get_layer("body_attention").output])
+        except ValueError:
+            return model, None
+        probs, temporal, body = parts(model.get_layer("encoder_features").output)
+    elif "body_attention" in names:
+        per_part = sorted((n for n in names if n.startswith("temporal_attention_") and n.split("_")[-1].isdigit()),
+                          key=lambda n: int(n.split("_")[-1]))
+        if not per_part:
+            return model, None
+        ts = [model.get_layer(n).output for n in per_part]
+        if len(ts) > 1:  # the mean of the parts' temporal attentions, added as [B, T] (Average or Add on
+            # the [B, T, 1] softmax outputs trips the TFLite converter: "tf.Transpose ... rank")
+            flat = [keras.layers.Reshape((int(t.shape[1]),), name=f"temporal_attention_flat_{i}")(t)
+                    for i, t in enumerate(ts)]
+            temporal = keras.layers.Rescaling(1.0 / len(ts), name="temporal_attention_mean")(
+                keras.layers.Add(name="temporal_attention_sum")(flat))
+        else:
+            temporal = ts[0]
+        probs, body = model.output, model.get_layer("body_attention").output
+        if len(body.shape) == 3 and int(body.shape[-1]) > 1:
+            # BANet's published head weighs the parts once per LSTM unit ([B, units, parts]):
+            # one weight per part is their mean over the units.
+            body = keras.layers.GlobalAveragePooling1D(name="body_attention_mean")(body)
+    else:
+        return model, None
+    out = keras.Model(model.inputs, [probs, temporal, body], name=f"{model.name}_with_attention")
+    body_n = int(body.shape[1])
+    axis = "parts" if model_name != "alanet" and body_n == n_groups else "units"
+    return out, {"temporal_len": int(temporal.shape[1]), "body_n": body_n, "axis": axis,
+                 "outputs": {"probabilities": "output_0", "temporal": "output_1", "body": "output_2"}}
 
 
 def to_tflite(model, quantization: str, calib_x: np.ndarray, *, n_calib: int = 256) -> bytes:

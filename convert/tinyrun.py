@@ -47,36 +47,85 @@ def make_tiny_run(out: str | Path, *, task: str = "protective", window: int = 24
     h = keras.layers.LSTM(units)(h)
     prob = keras.layers.Dense(n_classes, activation="softmax")(h)
     model = keras.Model(inp, prob, name="tiny_lstm")
-    model.compile(optimizer=keras.optimizers.Adam(0.02), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-    model.fit(x_train, y_train, epochs=epochs, batch_size=32, verbose=0)
-    model.save(out / "model.keras")
-
     labels = ["absent", "present"] if n_classes == 2 else [f"level{i}" for i in range(n_classes)]
     cfg = {"model": "tiny_lstm", "task": task, "label_names": labels, "schema": schema.to_dict(), "window": window,
-           "stride": max(1, window // 4), "hparams": {"units": units}, "seed": seed, "eval": "holdout",
-           "test_participants": ["synthetic"]}
+           "stride": max(1, window // 4), "hparams": {"units": units}, "seed": seed}
+    return _fit_and_write(out, model, cfg, norm, (x_train, y_train), (x_test, y_test), epochs=epochs, batch=32, n_calib=128)
+
+
+def _fit_and_write(out: Path, model, cfg: dict, norm: Normalizer, train: tuple[np.ndarray, np.ndarray],
+                   test: tuple[np.ndarray, np.ndarray], *, epochs: int, batch: int, n_calib: int) -> Path:
+    """Train ``model`` and write the run directory (config, normalisation, model, parity windows, metrics)."""
+    import keras
+
+    (x_train, y_train), (x_test, y_test) = train, test
+    model.compile(optimizer=keras.optimizers.Adam(0.02), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    model.fit(x_train, y_train, epochs=epochs, batch_size=batch, verbose=0)
+    model.save(out / "model.keras")
+    cfg = {**cfg, "eval": "holdout", "test_participants": ["synthetic"]}
     (out / "config.json").write_text(json.dumps(cfg, indent=2))
     (out / "normalization.json").write_text(json.dumps(norm.to_dict()))
-    np.savez(out / "parity_windows.npz", calib_x=x_train[:128], test_x=x_test, test_y=y_test)
+    np.savez(out / "parity_windows.npz", calib_x=x_train[:n_calib], test_x=x_test, test_y=y_test)
     acc = float(np.mean(model.predict(x_test, verbose=0).argmax(1) == y_test))
     (out / "metrics.json").write_text(json.dumps({"test": {"accuracy": acc}}))
     return out
 
 
-def cached_tiny_run(base: str | Path) -> Path:
-    """``make_tiny_run`` into ``base/tiny-run`` once, in a child process (keeps TensorFlow out of
-    the caller); later calls reuse it, so tests share one run."""
+def make_session_run(out: str | Path, *, model: str = "alanet-parts", units: int = 2, seconds: float = 120.0,
+                     seed: int = 11, epochs: int = 2, window: int = 180, stride: int = 45) -> Path:
+    """A small zoo model (default ALANet per body part, so it has temporal and bodily attention)
+    trained on the windows of a synthetic rehab session in the EmoPain layout (30 channels at
+    60 Hz), labelled protective by majority vote: a bundle made from it runs on a gateway fed
+    the same kind of session and raises alerts there."""
+    import keras
+
+    from alanet.device.features import emopain_frame_features
+    from alanet.device.schema import EMOPAIN
+    from alanet.device.windowing import majority_label, window_starts
+    from alanet.train.data.synthetic import synth_session
+    from alanet.train.models import build_model
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    keras.utils.set_random_seed(seed)
+    fs = EMOPAIN.sample_rate_hz
+
+    def windows(sess_seed: int) -> tuple[np.ndarray, np.ndarray]:
+        bd = synth_session(seed=sess_seed, duration_s=seconds)
+        feats = emopain_frame_features(bd[:, :13], bd[:, 26:30], fs)
+        st = window_starts(len(feats), window, stride)
+        return np.stack([feats[s:s + window] for s in st]), np.array([majority_label(bd[s:s + window, 32]) for s in st])
+
+    raw_train, y_train = windows(seed)
+    raw_test, y_test = windows(seed + 1)
+    norm = Normalizer.fit(raw_train.reshape(-1, EMOPAIN.n_channels))
+    x_train, x_test = norm.apply(raw_train).astype(np.float32), norm.apply(raw_test).astype(np.float32)
+    groups = [list(g) for g in EMOPAIN.groups.values()]
+    hp = {"units": units}
+    # Every window here is full: the model needs no padding-mask input.
+    net = build_model(model, timesteps=window, channels=EMOPAIN.n_channels, n_classes=2, groups=groups, hparams=hp,
+                      masking=False)
+    cfg = {"model": model, "task": "protective", "label_names": ["normal", "protective"], "schema": EMOPAIN.to_dict(),
+           "window": window, "stride": stride, "hparams": hp, "groups": groups, "seed": seed}
+    return _fit_and_write(out, net, cfg, norm, (x_train, y_train), (x_test, y_test), epochs=epochs, batch=16, n_calib=64)
+
+
+def cached_tiny_run(base: str | Path, kind: str = "tiny-run") -> Path:
+    """``make_tiny_run`` (``kind`` "tiny-run") or ``make_session_run`` ("session-run") into
+    ``base/<kind>`` once, in a child process (keeps TensorFlow out of the caller); later calls
+    reuse it, so tests share one run."""
     import subprocess
     import sys
 
-    out = Path(base) / "tiny-run"
+    out = Path(base) / kind
     if not (out / "metrics.json").is_file():
-        subprocess.run([sys.executable, "-m", "alanet.convert.tinyrun", str(out)], check=True, capture_output=True,
-                       timeout=300)
+        subprocess.run([sys.executable, "-m", "alanet.convert.tinyrun", str(out), kind], check=True,
+                       capture_output=True, timeout=600)
     return out
 
 
-if __name__ == "__main__":  # python -m alanet.convert.tinyrun OUT
+if __name__ == "__main__":  # python -m alanet.convert.tinyrun OUT [tiny-run|session-run]
     import sys
 
-    print(make_tiny_run(sys.argv[1]))
+    make = make_session_run if sys.argv[2:] == ["session-run"] else make_tiny_run
+    print(make(sys.argv[1]))

@@ -7,7 +7,9 @@ into a clear error. It writes into ``OUT_DIR``:
 
 - ``stage``: the step in progress (what the parent reports if the child dies),
 - ``model.tflite``, ``keras_probs.npy`` (the trained model's probabilities on
-  ``test_x``) and ``info.json`` (how the inference copy was built),
+  ``test_x``), for models with attention ``keras_temporal.npy`` / ``keras_body.npy``
+  (its attention weights on ``test_x``) and ``info.json`` (how the inference copy was
+  built, the attention outputs),
 - ``error``: one-line message for bad input (exit 2).
 """
 
@@ -39,12 +41,21 @@ def run(run_dir: str, quantization: str, route: str, out_dir: str) -> None:
     _stage(out, "running the Keras model on the held-out windows")
     probs = trained.predict(export.full_window_inputs(trained, pw.test_x), verbose=0, batch_size=64)
     np.save(out / "keras_probs.npy", np.asarray(probs, dtype=np.float32))
+    n_groups = len(r.config.get("groups") or r.schema.groups)
+    ref, att = export.with_attention(trained, r.model_name, n_groups)
+    if att is not None:
+        _stage(out, "reading the Keras model's attention on the held-out windows")
+        _, temporal, body = ref.predict(export.full_window_inputs(ref, pw.test_x), verbose=0, batch_size=64)
+        np.save(out / "keras_temporal.npy", np.asarray(temporal, np.float32).reshape(len(pw.test_x), -1))
+        np.save(out / "keras_body.npy", np.asarray(body, np.float32).reshape(len(pw.test_x), -1))
     _stage(out, f"building the {route} inference copy")
     model, how = export.inference_copy(r, trained, route, pw.test_x[:4])
+    if att is not None:
+        model, _ = export.with_attention(model, r.model_name, n_groups)
     _stage(out, f"converting to TFLite ({quantization}, {route})")
     tfl = export.to_tflite(model, quantization, pw.calib_x)
     (out / "model.tflite").write_bytes(tfl)
-    info = {"copy_built_from": how, "route": route}
+    info = {"copy_built_from": how, "route": route, "attention": att}
     if quantization == "int8":
         info["float_ops"] = list(export.INT8_FLOAT_OPS)
     (out / "info.json").write_text(json.dumps(info))

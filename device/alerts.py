@@ -90,12 +90,18 @@ class AlertWatcher:
     """Subscribes to ``alanet/<gateway>/...`` and calls back with parsed payloads.
 
     ``on_alert(payload)`` only for the first copy of each id; ``on_state``, ``on_status``
-    for every message. Runs paho's network thread; call :meth:`close` at the end.
+    for every message; ``on_bridge(gateway, up)`` for the link notifications of
+    gateways behind a Mosquitto bridge (``alanet/<gw>/bridge``, docs/fleet.md). Runs paho's network thread; call :meth:`close` at the end.
+    ``persistent`` (needs ``client_id``): a persistent session (clean_session false,
+    alerts subscribed at QoS 1), so the broker keeps the alerts published while this
+    watcher is disconnected (a restart of either, or of a bridge in between) and
+    delivers them when it is back.
     """
 
     def __init__(self, broker_url: str, gateway: str = "+", *, ca_file: str | None = None,
                  on_alert: Callable[[dict], None] | None = None, on_state: Callable[[dict], None] | None = None,
-                 on_status: Callable[[dict], None] | None = None, client_id: str = "") -> None:
+                 on_status: Callable[[dict], None] | None = None, client_id: str = "",
+                 persistent: bool = False, on_bridge: Callable[[str, bool], None] | None = None) -> None:
         import paho.mqtt.client as mqtt
 
         from alanet.device.mqtt_link import make_client
@@ -109,11 +115,13 @@ class AlertWatcher:
             raise InputError(f"--gateway: {gateway!r} is not a gateway id")
         self.cfg = cfg
         self.gateway = gateway
-        self.on_alert, self.on_state, self.on_status = on_alert, on_state, on_status
+        self.on_alert, self.on_state, self.on_status, self.on_bridge = on_alert, on_state, on_status, on_bridge
         self.dedup = Dedup()
         self.duplicates = 0
         self.connected = threading.Event()
-        self.client = make_client(cfg, client_id)
+        if persistent and not (client_id or cfg.client_id):
+            raise InputError("--session: a persistent session needs a client id")
+        self.client = make_client(cfg, client_id, clean_session=not persistent)
         self.client.on_connect = self._on_connect
         self.client.on_message = self._on_message
         self._mqtt = mqtt
@@ -124,10 +132,15 @@ class AlertWatcher:
             return
         g = self.gateway
         client.subscribe([(f"alanet/{g}/+/alert", 1), (f"alanet/{g}/status", 1)]
-                         + ([(f"alanet/{g}/+/state", 0)] if self.on_state else []))
+                         + ([(f"alanet/{g}/+/state", 0)] if self.on_state else [])
+                         + ([(f"alanet/{g}/bridge", 1)] if self.on_bridge else []))
         self.connected.set()
 
     def _on_message(self, client: Any, userdata: Any, msg: Any) -> None:
+        if msg.topic.endswith("/bridge"):  # "1" / "0", not JSON
+            if self.on_bridge:
+                self.on_bridge(msg.topic.split("/")[1], bytes(msg.payload).strip() == b"1")
+            return
         try:
             d = json.loads(msg.payload)
         except (ValueError, UnicodeDecodeError):
@@ -192,8 +205,14 @@ def cmd_alerts(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
     def on_status(s: dict) -> None:
         emit(json.dumps(s) if args.json else format_status(s))
 
+    def on_bridge(gateway: str, up: bool) -> None:
+        emit(json.dumps({"gateway": gateway, "bridge": "up" if up else "down"}) if args.json else
+             f"{_clock()}  {gateway:<16} link to this broker {'up' if up else 'DOWN (its bridge lost the connection)'}")
+
+    session = getattr(args, "session", None)
     w = AlertWatcher(args.broker, args.gateway, ca_file=args.ca_file, on_alert=on_alert,
-                     on_state=on_state if args.state else None, on_status=on_status).start()
+                     on_state=on_state if args.state else None, on_status=on_status,
+                     client_id=session or "", persistent=bool(session), on_bridge=on_bridge).start()
     if not args.json:
         print(f"watching {args.broker} (gateway {'any' if args.gateway == '+' else args.gateway}); Ctrl-C to stop",
               file=sys.stderr)

@@ -161,6 +161,17 @@ def validate_manifest(manifest: Mapping[str, Any], where: str = MANIFEST_FILE) -
     for i, st in enumerate(manifest["self_test"]):
         if len(st["output"]) != k:
             raise BundleError(f"{where}: field self_test/{i}/output: {len(st['output'])} values for {k} labels")
+    att = manifest.get("attention")
+    if att:
+        if att["temporal"]["length"] != manifest["window"]:
+            raise BundleError(f"{where}: field attention/temporal/length: {att['temporal']['length']} is not the "
+                              f"window {manifest['window']}")
+        n_body = len(att["body"]["names"]) if att["body"]["axis"] == "parts" else att["body"]["count"]
+        for i, st in enumerate(manifest["self_test"]):
+            a = st.get("attention")
+            if a is not None and (len(a["temporal"]) != manifest["window"] or len(a["body"]) != n_body):
+                raise BundleError(f"{where}: field self_test/{i}/attention: {len(a['temporal'])} temporal / "
+                                  f"{len(a['body'])} bodily weights, expected {manifest['window']} / {n_body}")
 
 
 def manifest_to_bytes(manifest: Mapping[str, Any]) -> bytes:
@@ -421,4 +432,13 @@ def self_test(bundle: Bundle) -> float:
         if not d <= atol:
             raise BundleError(f"self-test {i}: max |Δ| {d:.3g} > {atol:g}")
         worst = max(worst, d)
+        if "attention" in st and runner.has_attention:
+            t, b = runner.attention()  # type: ignore[misc]
+            for what, have, want in (("temporal", t, st["attention"]["temporal"]), ("body", b, st["attention"]["body"])):
+                want = np.asarray(want, dtype=np.float32)
+                if have.shape != want.shape:
+                    raise BundleError(f"self-test {i}: {what} attention has {have.size} weights, manifest {want.size}")
+                d = float(np.max(np.abs(have - want)))
+                if not d <= atol:
+                    raise BundleError(f"self-test {i}: {what} attention max |Δ| {d:.3g} > {atol:g}")
     return worst

@@ -26,12 +26,30 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=lazy("alanet.device.runtime:cmd_run"))
 
     p = sub.add_parser(
+        "report", help="make a rehab session's report (self-contained HTML + CSV) from its log",
+        description="Read a session log written by the gateway (<state_dir>/sessions/<wearer>/<session>.jsonl) and "
+        "write its report: a self-contained HTML page (timeline with episodes and exercises, protective time and "
+        "episodes per exercise, pain-level distribution, model and data-quality notes; no network needed to open "
+        "it) and a CSV with one row per window. The gateway writes the same files when a session stops.")
+    p.add_argument("session", metavar="SESSION", help="session log (.jsonl) or session id (looked up in --state-dir)")
+    p.add_argument("--state-dir", dest="state_dir", help="gateway state directory to find a session id in "
+                   "(default ~/.local/state/alanet, /var/lib/alanet as root)")
+    p.add_argument("--out", metavar="FILE.html", help="report to write (default: next to the log); the CSV goes "
+                   "beside it")
+    p.add_argument("--no-csv", dest="no_csv", action="store_true", help="write the HTML report only")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.set_defaults(func=lazy("alanet.device.report:cmd_report"))
+
+    p = sub.add_parser(
         "alerts", help="print a gateway's alerts and live state from the broker",
         description="Subscribe to alanet/<gateway>/... and print alerts (de-duplicated by id), live state and "
         "gateway status in readable form.")
     p.add_argument("--broker", default="mqtt://127.0.0.1:1883", help="broker URL (default %(default)s)")
     p.add_argument("--gateway", default="+", help="gateway id (default: all gateways)")
     p.add_argument("--ca-file", dest="ca_file", help="CA certificate for mqtts://")
+    p.add_argument("--session", metavar="CLIENT_ID",
+                   help="persistent session under this client id: the broker keeps the alerts published while "
+                   "this command (or the link to it) is down and delivers them when it is back")
     p.add_argument("--no-state", dest="state", action="store_false", help="alerts and status only")
     p.add_argument("--json", action="store_true", help="print the raw JSON payloads, one per line")
     p.add_argument("--count", type=int, default=0, help="exit after this many alerts (0: run until Ctrl-C)")

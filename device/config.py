@@ -14,7 +14,7 @@ try:
     import tomllib
 except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib  # type: ignore[no-redef]
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping
 from urllib.parse import unquote, urlsplit
@@ -53,6 +53,16 @@ class WearableConfig:
 
 
 @dataclass(frozen=True)
+class SessionsConfig:
+    """``[sessions]``: rehab sessions started from the live page or MQTT (see docs/rehab.md)."""
+
+    enabled: bool = True  # accept alanet/<gateway>/cmd/{session,exercise}
+    dir: str | None = None  # default <state_dir>/sessions
+    raw_frames: bool = False  # also log raw angles and sEMG of session frames (off: no raw biosignals)
+    history: int = 50  # finished sessions kept in each wearer's retained history
+
+
+@dataclass(frozen=True)
 class GatewayConfig:
     gateway: str
     bundle: str
@@ -68,11 +78,17 @@ class GatewayConfig:
     max_gap_frames: int = 3
     homeassistant_discovery: bool = False
     homeassistant_prefix: str = "homeassistant"
+    sessions: SessionsConfig = field(default_factory=SessionsConfig)
     source: str = "<flags>"  # where the config came from, for messages
 
     @property
     def queue_path(self) -> Path:
         return Path(self.state_dir) / "alerts.sqlite"
+
+    @property
+    def sessions_dir(self) -> Path:
+        return Path(self.sessions.dir) if self.sessions.dir else Path(self.state_dir) / "sessions"
+
 
 
 def _where(src: str, key: str) -> str:
@@ -137,7 +153,7 @@ def parse_broker_url(url: str, src: str = "<flags>", key: str = "mqtt.broker") -
 
 
 SECTIONS: dict[str, set[str]] = {
-    "": {"gateway", "state_dir", "model", "mqtt", "wearable", "runtime", "homeassistant", "flash"},
+    "": {"gateway", "state_dir", "model", "mqtt", "wearable", "runtime", "homeassistant", "flash", "sessions"},
     "model": {"bundle", "trusted_keys", "allow_unsigned"},
     "mqtt": {"broker", "username", "password", "password_file", "ca_file", "cert_file", "key_file", "client_id",
              "keepalive", "heartbeat_s", "publish_state"},
@@ -145,6 +161,7 @@ SECTIONS: dict[str, set[str]] = {
     "runtime": {"max_gap_frames"},
     "homeassistant": {"discovery", "prefix"},
     "flash": {"enabled", "allow_unsigned"},
+    "sessions": {"enabled", "dir", "raw_frames", "history"},
 }
 
 
@@ -200,7 +217,9 @@ def load_config(path: str | os.PathLike[str] | None = None, overrides: Mapping[s
     runtime = _table(src, "runtime", raw.get("runtime", {}))
     flash = _table(src, "flash", raw.get("flash", {}))
     ha = _table(src, "homeassistant", raw.get("homeassistant", {}))
-    for name, d in (("model", model), ("mqtt", mqtt), ("runtime", runtime), ("homeassistant", ha), ("flash", flash)):
+    sessions = _table(src, "sessions", raw.get("sessions", {}))
+    for name, d in (("model", model), ("mqtt", mqtt), ("runtime", runtime), ("homeassistant", ha), ("flash", flash),
+                    ("sessions", sessions)):
         _check_keys(src, name, d, SECTIONS[name])
 
     gateway = _ident("--gateway" if "gateway" in ov else src, "gateway", ov.get("gateway", raw.get("gateway", default_gateway_id())))
@@ -257,12 +276,17 @@ def load_config(path: str | os.PathLike[str] | None = None, overrides: Mapping[s
     if not ha_prefix or any(c in ha_prefix for c in "+#"):
         raise InputError(f"{_where(src, 'homeassistant.prefix')}: must be a non-empty topic prefix without + or #")
 
+    sess = SessionsConfig(enabled=_bool(src, "sessions.enabled", sessions.get("enabled", True)),
+                          dir=_str(src, "sessions.dir", sessions["dir"]) if "dir" in sessions else None,
+                          raw_frames=_bool(src, "sessions.raw_frames", sessions.get("raw_frames", False)),
+                          history=_int(src, "sessions.history", sessions.get("history", 50), 1, 1000))
     wearables = _wearables(src, raw.get("wearable", []), ov)
     return GatewayConfig(gateway=gateway, bundle=bundle, state_dir=state_dir, broker=broker,
                          wearables=wearables, trusted_keys=trusted, allow_unsigned=allow_unsigned,
                          flash_enabled=flash_enabled, flash_allow_unsigned=flash_allow_unsigned,
                          heartbeat_s=heartbeat, publish_state=publish_state, max_gap_frames=max_gap,
-                         homeassistant_discovery=ha_discovery, homeassistant_prefix=ha_prefix, source=src)
+                         homeassistant_discovery=ha_discovery, homeassistant_prefix=ha_prefix, sessions=sess,
+                         source=src)
 
 
 def _wearables(src: str, items: Any, ov: Mapping[str, Any]) -> tuple[WearableConfig, ...]:

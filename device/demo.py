@@ -159,7 +159,7 @@ def run_demo(duration: float = 480.0, speed: float = 6.0, bundle: str | None = N
             broker_kind = "external"
         print(f"broker: {broker_kind} at {broker_url}", file=err)
         print(f"simulator: synthetic rehab session, {duration:.0f} s at x{speed:g} (seed {seed})", file=err)
-        sim = Simulator(None, duration=duration, speed=speed, seed=seed)
+        sim = Simulator(None, duration=duration, speed=speed, seed=seed, send_exercise=True)
         truth = sim.truth()
         (work / "truth.json").write_text(json.dumps(truth, indent=1))
         episodes = truth["protective_episodes"]

@@ -6,6 +6,11 @@ path: the input buffer is preallocated, a call is quantise (int8 only) →
 LSTM op keep state between invocations; for them (``stateful=True``) every call
 resets the interpreter's variables first, so each window is classified alone.
 
+A model converted with attention outputs (see :mod:`alanet.device.attention`) has
+three outputs, named in its signature; ``outputs`` maps the roles ``probabilities``,
+``temporal`` and ``body`` to those names, and :meth:`ModelRunner.attention` reads the
+last window's weights after :meth:`ModelRunner.predict`.
+
 LiteRT (``ai-edge-litert``) is used; ``tflite-runtime`` is a fallback for
 platforms without a LiteRT wheel. No TensorFlow.
 """
@@ -14,7 +19,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
 
@@ -65,11 +70,49 @@ def model_ops(model: str | os.PathLike[str] | bytes) -> list[str]:
     return sorted({d["op_name"] for d in it._get_ops_details()})
 
 
+ROLES = ("probabilities", "temporal", "body")
+
+
+def _tensor_quant(detail: Mapping[str, Any]) -> Quant | None:
+    if np.dtype(detail["dtype"]).kind == "f":
+        return None
+    scale, zp = detail["quantization"]
+    return float(scale), int(zp)
+
+
+def _outputs_by_role(it: Any, where: Path, outputs: Mapping[str, str] | None) -> dict[str, dict[str, Any]]:
+    """Output tensor details by role; a single-output model without ``outputs`` is all probabilities."""
+    details = it.get_output_details()
+    if not outputs:
+        if len(details) != 1:
+            raise InputError(f"{where}: expected 1 output tensor, got {len(details)} (a model with attention "
+                             "outputs needs the manifest's attention block)")
+        return {"probabilities": details[0]}
+    missing = [r for r in ROLES if r not in outputs]
+    if missing:
+        raise InputError(f"{where}: attention/outputs: role(s) {', '.join(missing)} missing")
+    sigs = it.get_signature_list()
+    if len(sigs) != 1:
+        raise InputError(f"{where}: expected one signature to name the outputs, found {len(sigs)}")
+    named = it.get_signature_runner(next(iter(sigs))).get_output_details()
+    index = {int(d["index"]): d for d in details}
+    out = {}
+    for role in ROLES:
+        name = outputs[role]
+        if name not in named:
+            raise InputError(f"{where}: attention/outputs/{role}: no output named {name!r} "
+                             f"(the model has {', '.join(sorted(named))})")
+        out[role] = index[int(named[name]["index"])]
+    return out
+
+
 class ModelRunner:
     """One LiteRT interpreter for a single-window classifier.
 
     ``input_quant`` / ``output_quant``: ``(scale, zero_point)`` of int8 tensors;
     when ``None`` they are read from the model's tensors (float tensors need none).
+    ``outputs``: for a multi-output model, role → signature output name (roles
+    ``probabilities``, ``temporal``, ``body``); a model without it must have one output.
     """
 
     def __init__(
@@ -80,17 +123,20 @@ class ModelRunner:
         stateful: bool = False,
         input_quant: Quant | None = None,
         output_quant: Quant | None = None,
+        outputs: Mapping[str, str] | None = None,
     ) -> None:
         self.model_path = Path(model_path)
         self.stateful = bool(stateful)
         self._it = _make_interpreter(self.model_path, num_threads)
         self._it.allocate_tensors()
         inp = self._it.get_input_details()
-        out = self._it.get_output_details()
-        if len(inp) != 1 or len(out) != 1:
-            raise InputError(f"{self.model_path}: expected 1 input and 1 output tensor, got {len(inp)} and {len(out)}")
+        by_role = _outputs_by_role(self._it, self.model_path, outputs)
+        out = [by_role["probabilities"]]
+        if len(inp) != 1:
+            raise InputError(f"{self.model_path}: expected 1 input tensor, got {len(inp)}")
         self._in_index = int(inp[0]["index"])
         self._out_index = int(out[0]["index"])
+        self._att = {role: (int(d["index"]), _tensor_quant(d)) for role, d in by_role.items() if role != "probabilities"}
         self.input_shape: tuple[int, ...] = tuple(int(s) for s in inp[0]["shape"])
         self.input_dtype = np.dtype(inp[0]["dtype"])
         self.output_dtype = np.dtype(out[0]["dtype"])
@@ -126,8 +172,9 @@ class ModelRunner:
         def q(d: dict[str, Any]) -> Quant | None:
             return (float(d["scale"]), int(d["zero_point"])) if d.get("dtype") not in (None, "float32") else None
 
+        att = m.get("attention")
         return cls(bundle.model_path, num_threads=num_threads, stateful=bool(m.get("stateful", False)),
-                   input_quant=q(m["input"]), output_quant=q(m["output"]))
+                   input_quant=q(m["input"]), output_quant=q(m["output"]), outputs=att["outputs"] if att else None)
 
     def predict(self, window: np.ndarray) -> np.ndarray:
         """Class probabilities [K] (float32) for one normalised window [L, C]."""
@@ -151,6 +198,22 @@ class ModelRunner:
             scale, zp = self.output_quant
             return ((out.astype(np.float32) - zp) * scale).astype(np.float32)
         return out.astype(np.float32, copy=True)
+
+    @property
+    def has_attention(self) -> bool:
+        return bool(self._att)
+
+    def attention(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """``(temporal [L], body [P])`` weights of the window last passed to :meth:`predict` (float32),
+        or ``None`` for a model without attention outputs."""
+        if not self._att:
+            return None
+        out = []
+        for role in ("temporal", "body"):
+            index, q = self._att[role]
+            v = self._it.get_tensor(index).reshape(-1)
+            out.append(((v.astype(np.float32) - q[1]) * q[0]).astype(np.float32) if q else v.astype(np.float32, copy=True))
+        return out[0], out[1]
 
     def predict_many(self, windows: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:
         """[N, K] probabilities for N windows, one invoke each."""

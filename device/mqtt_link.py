@@ -9,6 +9,8 @@ needs on top:
   in the queue by an earlier process (crash, SIGKILL) are published on connect.
 - Retained topics (status, model) are re-sent on every (re)connect; the status topic
   carries a retained last will ``{"state": "offline"}``.
+- Subscriptions (:meth:`MqttLink.subscribe`, the session and exercise commands) are
+  renewed on every (re)connect; their messages are handled in :meth:`poll`.
 
 Threading: every publish happens on the caller's thread (the runtime's main loop);
 paho's callbacks only push events onto thread-safe queues that :meth:`poll` drains.
@@ -20,10 +22,11 @@ from __future__ import annotations
 
 import logging
 import queue
+import socket
 import ssl
 import threading
 import time
-from typing import Any
+from typing import Any, Callable
 
 import paho.mqtt.client as mqtt
 
@@ -32,6 +35,15 @@ from alanet.device.config import BrokerConfig
 from alanet.errors import InputError
 
 log = logging.getLogger(__name__)
+
+
+def no_delay(client: mqtt.Client, userdata: Any, sock: Any) -> None:
+    """paho ``on_socket_open``: TCP_NODELAY. With Nagle's algorithm a QoS 1 publish could wait
+    for the broker's delayed TCP ack (40 ms on Linux): p99 40 ms in ``bench/fleet.py``."""
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    except (OSError, AttributeError):  # not a TCP socket
+        pass
 
 
 def make_client(cfg: BrokerConfig, client_id: str = "", clean_session: bool = True) -> mqtt.Client:
@@ -48,6 +60,7 @@ def make_client(cfg: BrokerConfig, client_id: str = "", clean_session: bool = Tr
             key = "mqtt.cert_file" if cfg.cert_file else "mqtt.ca_file"
             raise InputError(f"{key}: cannot set up TLS: {exc}") from None
     c.reconnect_delay_set(min_delay=1, max_delay=8)
+    c.on_socket_open = no_delay
     c.max_inflight_messages_set(200)
     return c
 
@@ -67,6 +80,8 @@ class MqttLink:
         self.client.on_disconnect = self._on_disconnect
         self.client.on_publish = self._on_publish
         self.client.on_connect_fail = self._on_connect_fail
+        self.client.on_message = self._on_message
+        self._subs: dict[str, Callable[[str, bytes], None]] = {}
         self._acks: queue.SimpleQueue[int] = queue.SimpleQueue()
         self._events: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
         self._inflight: dict[int, str] = {}  # mid -> alert id (caller's thread only)
@@ -106,6 +121,9 @@ class MqttLink:
     def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int, reason: Any, properties: Any) -> None:
         self._acks.put(mid)
 
+    def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        self._events.put(("message", (msg.topic, bytes(msg.payload))))
+
     # ---- caller's thread ----
     @property
     def connected(self) -> bool:
@@ -131,6 +149,13 @@ class MqttLink:
         self._retained[topic] = payload
         if self.connected:
             self.client.publish(topic, payload, qos=1, retain=True)
+
+    def subscribe(self, topic_filter: str, handler: Callable[[str, bytes], None]) -> None:
+        """Receive ``topic_filter`` (QoS 1, renewed after every reconnect); ``handler(topic, payload)``
+        runs on the caller's thread, inside :meth:`poll`."""
+        self._subs[topic_filter] = handler
+        if self.connected:
+            self.client.subscribe(topic_filter, qos=1)
 
     def publish(self, topic: str, payload: bytes, qos: int = 0) -> None:
         """Fire-and-forget (live state): dropped while disconnected."""
@@ -161,6 +186,8 @@ class MqttLink:
                 log.info("connected to %s (connection %d)", self.cfg.url, self.connects)
                 for topic, payload in self._retained.items():
                     self.client.publish(topic, payload, qos=1, retain=True)
+                for topic_filter in self._subs:
+                    self.client.subscribe(topic_filter, qos=1)
                 self._drain_queue(stale_only=False)
             elif kind == "refused":
                 if detail != self.last_error:
@@ -172,6 +199,8 @@ class MqttLink:
                     self._unreachable_logged = True
             elif kind == "disconnected":
                 log.warning("lost the broker %s (%s); alerts stay queued, reconnecting", self.cfg.url, detail)
+            elif kind == "message":
+                self._dispatch(*detail)
         while True:
             try:
                 mid = self._acks.get_nowait()
@@ -186,6 +215,15 @@ class MqttLink:
             oldest = min(self._handed.values())
             if time.monotonic() - oldest > self.RESEND_AFTER_S:
                 self._drain_queue(stale_only=True)
+
+    def _dispatch(self, topic: str, payload: bytes) -> None:
+        for topic_filter, handler in self._subs.items():
+            if mqtt.topic_matches_sub(topic_filter, topic):
+                try:
+                    handler(topic, payload)
+                except Exception:  # noqa: BLE001 - a bad message must not stop the gateway
+                    log.exception("cannot handle a message on %s", topic)
+                return
 
     def _drain_queue(self, stale_only: bool) -> None:
         """Hand queued alerts to paho: those it does not hold yet (or holds for too long)."""

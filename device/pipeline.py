@@ -20,6 +20,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from alanet.device.attention import Attention, AttentionSpec, summarise
 from alanet.device.decisions import PAIN, PROTECTIVE, Event, PainDecider, ProtectiveDecider, make_decider
 from alanet.device.features import EnvelopeFilter, Normalizer, StreamingFeatures
 from alanet.device.windowing import RingWindow
@@ -42,14 +43,19 @@ class ModelSpec:
     labels: tuple[str, ...]
     decision: dict[str, Any]
     model_id: str
+    # Models with attention outputs: the last window's raw (temporal, body) weights, and what they mean.
+    attention: Callable[[], tuple[np.ndarray, np.ndarray] | None] | None = None
+    attention_spec: AttentionSpec | None = None
 
     @classmethod
     def from_bundle(cls, bundle: Any, runner: Any) -> "ModelSpec":
         """Build from a loaded ``alanet.device.bundle.Bundle`` and its ``ModelRunner``."""
+        att = AttentionSpec.from_manifest(bundle.manifest) if getattr(runner, "has_attention", False) else None
         return cls(predict=runner.predict, normalizer=bundle.normalizer, length=int(bundle.window),
                    stride=int(bundle.stride), sample_rate_hz=float(bundle.schema.sample_rate_hz),
                    n_channels=int(bundle.schema.n_channels), task=str(bundle.task), labels=tuple(bundle.labels),
-                   decision=dict(bundle.manifest.get("decision") or {}), model_id=str(bundle.model_id))
+                   decision=dict(bundle.manifest.get("decision") or {}), model_id=str(bundle.model_id),
+                   attention=runner.attention if att else None, attention_spec=att)
 
 
 @dataclass(frozen=True)
@@ -66,6 +72,7 @@ class WindowResult:
     state: str | None  # protective: "active"/"none"; pain: current level label or None
     event: Event | None
     inference_ms: float
+    attention: Attention | None = None  # what the model attended to (models with attention outputs)
 
 
 @dataclass
@@ -202,6 +209,13 @@ class WearerPipeline:
         return (self._t_base + t_ms) / 1000.0
 
     # ---- per window ----
+    def _attention(self) -> Attention | None:
+        spec = self.spec
+        if spec.attention is None or spec.attention_spec is None:
+            return None
+        raw = spec.attention()
+        return None if raw is None else summarise(raw[0], raw[1], spec.attention_spec, self.fs)
+
     def _classify(self, window: np.ndarray, seq: int, t_ms: float) -> WindowResult:
         np.subtract(window, self._mean, out=self._norm)
         self._norm *= self._inv_std
@@ -224,7 +238,8 @@ class WearerPipeline:
             sm = d.smoothed if d.smoothed is not None else probs
             smoothed = float(np.max(sm))
             state = self.spec.labels[d.level] if d.level is not None and d.level < len(self.spec.labels) else None
-        r = WindowResult(self.wearer, c.windows, seq, t_start, t_end, probs, smoothed, state, ev, dt * 1000.0)
+        r = WindowResult(self.wearer, c.windows, seq, t_start, t_end, probs, smoothed, state, ev, dt * 1000.0,
+                         self._attention())
         c.windows += 1
         return r
 

@@ -158,6 +158,16 @@ class Gateway:
                           for w in cfg.wearables]
         self._state_topics = [topic(gw, w.cfg.wearer, "state") for w in self.wearables]
         self._alert_topics = [topic(gw, w.cfg.wearer, "alert") for w in self.wearables]
+        self.sessions: Any = None  # GatewaySessions: exercise context and session logs ([sessions] enabled)
+        if cfg.sessions.enabled:
+            from alanet.device.gateway_sessions import GatewaySessions
+
+            try:
+                self.sessions = GatewaySessions(self)
+            except OSError as exc:
+                self.queue.close()
+                self._lock.release()
+                raise InputError(f"sessions.dir: {cfg.sessions_dir}: {exc.strerror or exc}") from None
 
     # ---- payloads ----
     def _offline_payload(self, clean: bool) -> bytes:
@@ -251,13 +261,20 @@ class Gateway:
         packets = w.decoder.feed(data)
         if not packets:
             return
-        for r in w.pipeline.handle(packets):
-            self._on_window(i, r)
+        for run in self.sessions.runs(i, packets) if self.sessions is not None else (packets,):
+            for r in w.pipeline.handle(run):
+                self._on_window(i, r)
 
     def _on_window(self, i: int, r: WindowResult) -> None:
         gw = self.cfg.gateway
+        extra = self.sessions.on_window(i, r) if self.sessions is not None else {}
+        if r.attention is not None:
+            extra = {**extra, "attention": r.attention.to_payload()}
         if r.event is not None:
             a = alert_payload(gw, r.wearer, r.event, self.spec.model_id, r.seq)
+            a.update(extra)
+            if self.sessions is not None:
+                self.sessions.on_alert(i, a)
             self.alerts += 1
             log.info("ALERT %s %s %s p=%.2f t=%.1f-%.1f s", r.wearer, r.event.type, r.event.state, r.event.probability,
                      r.event.t_start, r.event.t_end)
@@ -268,7 +285,7 @@ class Gateway:
                   "t_end": round(r.t_end, 3), "seq": r.seq, "window": r.window,
                   "probabilities": {labels[k] if k < len(labels) else str(k): round(float(p), 4) for k, p in enumerate(r.probs)},
                   "smoothed": round(min(max(r.smoothed, 0.0), 1.0), 4), "state": r.state,
-                  "inference_ms": round(r.inference_ms, 3), "model": self.spec.model_id}
+                  "inference_ms": round(r.inference_ms, 3), "model": self.spec.model_id, **extra}
             self.link.publish(self._state_topics[i], _dumps(st))
         if self.on_result is not None:
             self.on_result(r)
@@ -299,6 +316,8 @@ class Gateway:
 
                 self.flash = GatewayFlash(self).start()
             self._announce_homeassistant()
+            if self.sessions is not None:
+                self.sessions.start()
             self._open_serial()
             # announce "online" once the ports are open (a missing port keeps being retried)
             deadline = time.monotonic() + 2.0
@@ -348,6 +367,8 @@ class Gateway:
                 break
             if item is not None:
                 self.process(*item)
+        if self.sessions is not None:
+            self.sessions.close()
         off = self._offline_payload(clean=True)
         self.link._retained.pop(self.status_topic, None)
         self.link.stop(self.status_topic, off)

@@ -31,6 +31,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--baud", type=int, default=115200, help="line rate to pace to (default 115200)")
     p.add_argument("--raw-emg-rate", type=float, default=0.0, metavar="HZ",
                    help="also send RAW_EMG blocks of raw sEMG at HZ (e.g. 1000; needs a fast link, see PROTOCOL.md)")
+    p.add_argument("--send-exercise", dest="send_exercise", action="store_true",
+                   help="also send EXERCISE packets from the session's exercise column (binary mode)")
     p.add_argument("--device-id", default="alanet-sim", help="device id sent in HELLO")
     p.add_argument("--no-wait", action="store_true", help="do not wait for a reader before streaming on an own pty")
     p.set_defaults(func=lazy("alanet.firmware_bridge.simulator:cmd_simulate"))

@@ -20,6 +20,9 @@ from alanet.firmware_bridge.protocol import (
     CRC_SIZE,
     DATA_HEAD,
     DEFAULT_LAYOUT,
+    EXERCISE_NONE,
+    EXERCISE_PAYLOAD,
+    EXERCISES,
     HEADER,
     HEADER_SIZE,
     HELLO_FIXED,
@@ -33,7 +36,9 @@ from alanet.firmware_bridge.protocol import (
     T_MS_MOD,
     TYPE_DATA,
     TYPE_HELLO,
+    TYPE_EXERCISE,
     TYPE_RAW_EMG,
+    Exercise,
     Frame,
     Hello,
     Packet,
@@ -56,7 +61,7 @@ class DecoderStats:
     """Counters of one decoder (or CSV decoder). All start at 0 and only grow.
 
     - ``bytes``: bytes fed; ``packets``: packets accepted (any type).
-    - ``frames`` / ``hellos`` / ``raw_blocks``: accepted packets per type.
+    - ``frames`` / ``hellos`` / ``raw_blocks`` / ``exercises``: accepted packets per type.
     - ``framing_errors``: delimited chunks that were not valid COBS, were shorter than a
       header + CRC, or overflowed ``max_packet`` before a delimiter came.
     - ``crc_errors``: chunks whose CRC did not match.
@@ -76,6 +81,7 @@ class DecoderStats:
     frames: int = 0
     hellos: int = 0
     raw_blocks: int = 0
+    exercises: int = 0
     framing_errors: int = 0
     crc_errors: int = 0
     malformed: int = 0
@@ -133,7 +139,7 @@ def _finite(values: Iterable[float]) -> bool:
 
 
 class Decoder:
-    """Turns a byte stream into ``Frame`` / ``Hello`` / ``RawEmg`` objects.
+    """Turns a byte stream into ``Frame`` / ``Hello`` / ``RawEmg`` / ``Exercise`` objects.
 
     ``feed(data)`` returns the packets completed by ``data`` in stream order. Any byte
     sequence is accepted: damaged packets are dropped and counted in ``stats``.
@@ -212,11 +218,13 @@ class Decoder:
                 # HELLO keeps its layout in every protocol version, so a gateway can
                 # always tell who is talking and refuse a newer wearable by name.
                 return self._hello(version, seq, t_ms, payload)
-            if version != PROTOCOL_VERSION or ptype not in (TYPE_DATA, TYPE_RAW_EMG):
+            if version != PROTOCOL_VERSION or ptype not in (TYPE_DATA, TYPE_RAW_EMG, TYPE_EXERCISE):
                 self._drop("unsupported")
                 return None
             if ptype == TYPE_DATA:
                 return self._data(seq, t_ms, payload)
+            if ptype == TYPE_EXERCISE:
+                return self._exercise(seq, t_ms, payload)
             return self._raw(seq, t_ms, payload)
         except (struct.error, ValueError, IndexError):
             self._drop("malformed")
@@ -269,6 +277,17 @@ class Decoder:
         self.stats.raw_blocks += 1
         samples = tuple(values[i : i + n_ch] for i in range(0, len(values), n_ch))
         return RawEmg(seq, t_ms, rate, samples)
+
+
+    def _exercise(self, seq: int, t_ms: int, payload: bytes) -> Exercise:
+        if len(payload) != EXERCISE_PAYLOAD.size:
+            raise ValueError("exercise length")
+        (code,) = EXERCISE_PAYLOAD.unpack(payload)
+        if code >= len(EXERCISES) and code != EXERCISE_NONE:
+            raise ValueError("exercise code")
+        self.stats.packets += 1
+        self.stats.exercises += 1
+        return Exercise(seq, t_ms, code)
 
 
 # --------------------------------------------------------------------------- encoder
@@ -340,6 +359,13 @@ def encode_raw_emg(seq: int, t_ms: int, rate_hz: float, samples: Sequence[Sequen
     return _seal(TYPE_RAW_EMG, seq, t_ms, payload)
 
 
+def encode_exercise(seq: int, t_ms: int, code: int) -> bytes:
+    """A complete EXERCISE packet: ``code`` 0..8 (EmoPain exercise type) or ``EXERCISE_NONE``."""
+    if not (0 <= code < len(EXERCISES) or code == EXERCISE_NONE):
+        raise ValueError(f"exercise code {code}: expected 0..{len(EXERCISES) - 1} or {EXERCISE_NONE} (none)")
+    return _seal(TYPE_EXERCISE, seq, t_ms, EXERCISE_PAYLOAD.pack(code))
+
+
 def encode_packet(pkt: Packet) -> bytes:
     """Encode any decoded object back to its wire bytes."""
     if isinstance(pkt, Frame):
@@ -348,6 +374,8 @@ def encode_packet(pkt: Packet) -> bytes:
         return encode_hello_obj(pkt)
     if isinstance(pkt, RawEmg):
         return encode_raw_emg(pkt.seq, pkt.t_ms, pkt.rate_hz, pkt.samples)
+    if isinstance(pkt, Exercise):
+        return encode_exercise(pkt.seq, pkt.t_ms, pkt.code)
     raise TypeError(f"cannot encode {type(pkt).__name__}")
 
 
@@ -372,7 +400,7 @@ class Encoder:
         self.device_id, self.firmware, self.layout = device_id, firmware, layout
         self.sample_rate_hz, self.raw_emg_rate_hz = sample_rate_hz, raw_emg_rate_hz
         self.n_angles, self.n_emg = n_angles, n_emg
-        self.data_seq = self.hello_seq = self.raw_seq = 0
+        self.data_seq = self.hello_seq = self.raw_seq = self.exercise_seq = 0
 
     def hello(self, t_ms: int) -> bytes:
         b = encode_hello(
@@ -392,4 +420,10 @@ class Encoder:
     def raw_emg(self, t_ms: int, samples: Sequence[Sequence[float]]) -> bytes:
         b = encode_raw_emg(self.raw_seq, t_ms, self.raw_emg_rate_hz, samples)
         self.raw_seq = (self.raw_seq + 1) % SEQ_MOD
+        return b
+
+    def exercise(self, t_ms: int, code: int) -> bytes:
+        """Report the exercise the wearer is doing (EmoPain code 0..8, or ``EXERCISE_NONE``)."""
+        b = encode_exercise(self.exercise_seq, t_ms, code)
+        self.exercise_seq = (self.exercise_seq + 1) % SEQ_MOD
         return b

@@ -18,12 +18,12 @@ from typing import Any
 from alanet.firmware_bridge.codec import Decoder
 from alanet.firmware_bridge.csv_mode import CsvDecoder
 from alanet.firmware_bridge.port import SerialLink
-from alanet.firmware_bridge.protocol import Frame, Hello, RawEmg, hello_problem
+from alanet.firmware_bridge.protocol import Exercise, Frame, Hello, RawEmg, hello_problem
 
 
-def packet_json(p: Frame | Hello | RawEmg) -> str:
+def packet_json(p: Frame | Hello | RawEmg | Exercise) -> str:
     """One JSON line for a decoded packet: ``{"type": "DATA", ...fields}``."""
-    kind = {Frame: "DATA", Hello: "HELLO", RawEmg: "RAW_EMG"}[type(p)]
+    kind = {Frame: "DATA", Hello: "HELLO", RawEmg: "RAW_EMG", Exercise: "EXERCISE"}[type(p)]
     return json.dumps({"type": kind, **dataclasses.asdict(p)})
 
 
@@ -49,6 +49,8 @@ def cmd_serial_monitor(args: Any) -> int:
                     verdict = f"REFUSED: {problem}" if problem else "accepted"
                     print(f"HELLO {p.device_id} fw {p.firmware} v{p.protocol_version} {p.layout} "
                           f"{p.n_angles}+{p.n_emg} ch @ {p.sample_rate_hz:g} Hz -> {verdict}", file=err)  # fmt: skip
+                elif isinstance(p, Exercise):
+                    print(f"EXERCISE {p.name or 'none'} (code {p.code})", file=err)
             now = time.monotonic()
             if now - last_report >= 1.0:
                 s = dec.stats

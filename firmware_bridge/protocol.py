@@ -8,7 +8,7 @@ Packet (before COBS framing)::
 
     off  size  field
       0     1  version      (PROTOCOL_VERSION = 1)
-      1     1  type         (HELLO 0x01, DATA 0x02, RAW_EMG 0x03)
+      1     1  type         (HELLO 0x01, DATA 0x02, RAW_EMG 0x03, EXERCISE 0x04)
       2     4  seq          uint32, per packet type, wraps modulo 2**32
       6     4  t_ms         uint32 device milliseconds since boot, wraps modulo 2**32
      10     n  payload      (type specific)
@@ -27,7 +27,8 @@ PROTOCOL_VERSION = 1
 TYPE_HELLO = 0x01
 TYPE_DATA = 0x02
 TYPE_RAW_EMG = 0x03
-TYPE_NAMES = {TYPE_HELLO: "HELLO", TYPE_DATA: "DATA", TYPE_RAW_EMG: "RAW_EMG"}
+TYPE_EXERCISE = 0x04
+TYPE_NAMES = {TYPE_HELLO: "HELLO", TYPE_DATA: "DATA", TYPE_RAW_EMG: "RAW_EMG", TYPE_EXERCISE: "EXERCISE"}
 
 HEADER = struct.Struct("<BBII")  # version, type, seq, t_ms
 HEADER_SIZE = HEADER.size  # 10
@@ -42,6 +43,13 @@ HELLO_MAX_STR = 32  # bytes of UTF-8 per string field (device_id, firmware, layo
 DATA_HEAD = struct.Struct("<BB")
 # RAW_EMG payload head: rate_hz f32, n_channels u8, n_samples u8; then samples float32, sample-major.
 RAW_HEAD = struct.Struct("<fBB")
+
+# EXERCISE payload: code u8 (EmoPain exercise type 0..8, EXERCISE_NONE = no exercise).
+EXERCISE_PAYLOAD = struct.Struct("<B")
+#: The EmoPain exercise vocabulary, indexed by its code (column 31 of the EmoPain files).
+EXERCISES: tuple[str, ...] = ("other", "one_leg_stand", "reach_forward", "bend", "sit_to_stand", "stand_to_sit",
+                              "sitting_still", "standing_still", "walking")
+EXERCISE_NONE = 0xFF
 
 #: Largest packet (before COBS) a v1 decoder accepts by default and a v1 encoder produces.
 MAX_PACKET = 1024
@@ -101,7 +109,22 @@ class RawEmg:
     samples: tuple[tuple[float, ...], ...]
 
 
-Packet = Frame | Hello | RawEmg
+@dataclass(frozen=True, slots=True)
+class Exercise:
+    """The exercise the wearable reports (optional): ``code`` indexes :data:`EXERCISES`, or is
+    :data:`EXERCISE_NONE`. ``seq`` counts EXERCISE packets (its own counter)."""
+
+    seq: int
+    t_ms: int
+    code: int
+
+    @property
+    def name(self) -> str | None:
+        """The exercise id (``bend``, ``sit_to_stand``, ...), or ``None`` for no exercise."""
+        return EXERCISES[self.code] if self.code < len(EXERCISES) else None
+
+
+Packet = Frame | Hello | RawEmg | Exercise
 
 
 def hello_problem(hello: Hello, *, expect_layout: str | None = DEFAULT_LAYOUT) -> str | None:

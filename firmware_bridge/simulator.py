@@ -48,6 +48,7 @@ from alanet.firmware_bridge.protocol import (
     N_ANGLES,
     N_EMG,
     PROTOCOL_VERSION,
+    EXERCISES,
     Frame,
     Hello,
 )
@@ -57,6 +58,7 @@ log = logging.getLogger(__name__)
 
 ANGLE_COLS = slice(0, 13)
 EMG_COLS = slice(26, 30)
+EXERCISE_COL = 30  # EmoPain exercise type (0 other, 1 one-leg stand, ... 8 walking)
 PROTECTIVE_COL = 32
 
 
@@ -192,6 +194,7 @@ class Simulator:
         firmware: str = "sim-1.0",
         hello_every_s: float = 5.0,
         raw_emg_rate_hz: float = 0.0,
+        send_exercise: bool = False,
         wait_for_reader: bool | None = None,
         reader_timeout_s: float = 30.0,
         write_timeout_s: float = 5.0,
@@ -204,6 +207,8 @@ class Simulator:
             raise ValueError(f"raw_emg_rate_hz must be >= 0, got {raw_emg_rate_hz}")
         if raw_emg_rate_hz and mode == "csv":
             raise ValueError("RAW_EMG needs binary mode (CSV mode carries envelopes only)")
+        if send_exercise and mode == "csv":
+            raise ValueError("EXERCISE packets need binary mode")
         if duration is not None and not duration > 0:
             raise ValueError(f"duration must be > 0 seconds, got {duration}")
         self.fs = float(sample_rate_hz)
@@ -217,10 +222,13 @@ class Simulator:
         self.wait_for_reader = (port is None) if wait_for_reader is None else wait_for_reader
         self.reader_timeout_s = reader_timeout_s
         self.write_timeout_s = write_timeout_s
+        self.send_exercise = bool(send_exercise)  # EXERCISE packets from the session's exercise column
         self.raw_rate = float(raw_emg_rate_hz)
         self.raw_block = min(MAX_RAW_SAMPLES, max(1, int(self.raw_rate // 20)))  # ~50 ms blocks
         self.encoder = codec.Encoder(device_id, firmware=firmware, sample_rate_hz=self.fs, raw_emg_rate_hz=self.raw_rate)
         self.session = self._resolve_session(session, duration, seed)
+        if self.send_exercise and self.session.shape[1] <= EXERCISE_COL:
+            raise ValueError(f"send_exercise: the session has no exercise column (column {EXERCISE_COL + 1})")
         n = self.session.shape[0]
         if duration is not None:
             n = min(n, int(round(duration * self.fs)))
@@ -383,6 +391,7 @@ class Simulator:
                 batch_bytes += len(wire)
 
         seq = 0
+        exercise = -1  # the code last sent (-1: none yet, or re-send with the next HELLO)
         while seq < self.n_frames and not self._stop.is_set():
             t_s = seq / fs
             t_ms = int(round(seq * 1000.0 / fs))
@@ -414,6 +423,7 @@ class Simulator:
                 self.log.hellos_sent += 1
                 batch.append(hello[0])
                 batch_bytes += len(hello[0])
+                exercise = -1  # repeated with every HELLO (a late gateway learns it within 5 s)
             due = t0 + t_s / speed
             if batch_seqs and due > batch_due + 0.005:
                 flush()
@@ -424,6 +434,12 @@ class Simulator:
                 seq += 1
                 raw_upto(seq / fs, send=True)
                 continue
+            v = self.session[seq, EXERCISE_COL] if self.send_exercise else -1.0
+            code = int(v) if math.isfinite(v) else -1
+            if code != exercise and 0 <= code < len(EXERCISES):
+                exercise = code
+                batch.append(self.encoder.exercise(t_ms, code))
+                batch_bytes += len(batch[-1])
             frame = Frame(seq, t_ms, tuple(self.session[seq, ANGLE_COLS]), tuple(self.session[seq, EMG_COLS]))
             wire = csv_mode.format_frame(frame) if self.mode == "csv" else codec.encode_frame(frame)
             wire, prev_delim_ok, intact = self._damage(wire, delim, prev_delim_ok)
@@ -540,7 +556,8 @@ def cmd_simulate(args: Any) -> int:
         sim = Simulator(
             args.session, port=args.port, baud=args.baud, duration=args.duration, speed=args.speed,
             faults=args.faults, seed=args.seed, mode=args.mode, device_id=args.device_id,
-            raw_emg_rate_hz=args.raw_emg_rate, wait_for_reader=False if args.no_wait else None,
+            raw_emg_rate_hz=args.raw_emg_rate, send_exercise=args.send_exercise,
+            wait_for_reader=False if args.no_wait else None,
             reader_timeout_s=24 * 3600.0,
         )  # fmt: skip
     except (ValueError, FileNotFoundError) as exc:

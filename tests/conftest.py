@@ -37,8 +37,8 @@ class Mosquitto:
     def url(self) -> str:
         return f"mqtt://127.0.0.1:{self.port}"
 
-    def start(self) -> "Mosquitto":
-        exe = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+    def conf_text(self) -> str:
+        """The configuration file's text (subclasses write other configurations)."""
         lines = [
             f"listener {self.port} 127.0.0.1",
             "allow_anonymous true",
@@ -48,7 +48,11 @@ class Mosquitto:
             f"persistence {'true' if self.persistence else 'false'}",
             f"persistence_location {self.workdir}/",
         ]
-        self.conf.write_text("\n".join(lines) + "\n")
+        return "\n".join(lines) + "\n"
+
+    def start(self) -> "Mosquitto":
+        exe = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+        self.conf.write_text(self.conf_text())
         self.proc = subprocess.Popen([exe, "-c", str(self.conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from alanet.firmware_bridge import cobs
-from alanet.firmware_bridge.codec import Decoder, crc16, encode_frame, encode_hello, encode_raw_emg
+from alanet.firmware_bridge.codec import Decoder, crc16, encode_exercise, encode_frame, encode_hello, encode_raw_emg
 from alanet.firmware_bridge.protocol import Frame
 
 BRIDGE = Path(__file__).resolve().parents[1] / "firmware_bridge"
@@ -29,6 +29,8 @@ def python_wire(v: dict) -> bytes:
         )  # fmt: skip
     if v["kind"] == "raw_emg":
         return encode_raw_emg(i["seq"], i["t_ms"], i["rate_hz"], i["samples"])
+    if v["kind"] == "exercise":
+        return encode_exercise(i["seq"], i["t_ms"], i["code"])
     return cobs.encode(bytes.fromhex(i["data_hex"]))
 
 

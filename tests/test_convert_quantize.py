@@ -36,6 +36,7 @@ def test_every_quantisation_converts_and_passes_parity(tiny_run, tmp_path, quant
     assert m["input"]["dtype"] == ("int8" if quant == "int8" else "float32")
 
     runner = ModelRunner.from_bundle(b)
+    assert "attention" not in m and not runner.has_attention and runner.attention() is None  # a baseline: no attention
     ops = runner.ops()
     assert "FULLY_CONNECTED" in ops and not any(o.startswith("Flex") or o == "CUSTOM" for o in ops)
     assert "WHILE" not in ops  # the unrolled route

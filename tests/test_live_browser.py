@@ -221,13 +221,37 @@ def test_page_shows_trace_advancing_and_alert(mosquitto, browser):
         assert live.wait(10) == 0
 
 
-def test_page_follows_the_real_gateway_runtime(mosquitto, browser, tmp_path):
-    """The real ``alanet run`` pipeline (pty wearable → frames → LiteRT → decisions → MQTT) drives the page."""
-    sys.path.insert(0, str(REPO / "tests"))
-    from runtime_support import FS, L, S, PtyWearable, build_bundle, expected_events, make_session
+def _gateway_and_page(mosquitto, tmp_path, bundle, gateway: str, wearer: str):
+    """An in-process gateway (not yet running) on a pty wearable, and ``alanet live`` for it."""
+    from runtime_support import PtyWearable
 
     from alanet.device.config import load_config
     from alanet.device.runtime import Gateway
+
+    wear = PtyWearable()
+    cfg = load_config(None, {"port": wear.path, "bundle": str(bundle), "broker": mosquitto.url, "gateway": gateway,
+                             "wearer": wearer, "state_dir": str(tmp_path / "state")})
+    gw = Gateway(cfg)
+    gw_thread = threading.Thread(target=gw.run, kwargs={"install_signals": False}, daemon=True)
+    port = free_port()
+    live = subprocess.Popen([sys.executable, "-m", "alanet", "live", "--broker", mosquitto.url, "--http-port", str(port),
+                             "--gateway", gateway, "--data-dir", str(tmp_path / "live")], stderr=subprocess.PIPE,
+                            text=True)
+    return wear, gw, gw_thread, live, port
+
+
+def _stop_all(wear, gw, gw_thread, live) -> None:
+    gw.stop()
+    gw_thread.join(15)
+    wear.close()
+    live.terminate()
+    assert live.wait(10) == 0
+
+
+def test_page_follows_the_real_gateway_runtime(mosquitto, browser, tmp_path):
+    """The real ``alanet run`` pipeline (pty wearable → frames → LiteRT → decisions → MQTT) drives the page."""
+    sys.path.insert(0, str(REPO / "tests"))
+    from runtime_support import FS, L, S, build_bundle, expected_events, make_session
 
     sess = make_session(seed=3, duration_s=60)
     bundle = build_bundle(tmp_path / "b", sess, model_id="live-test")
@@ -236,14 +260,7 @@ def test_page_follows_the_real_gateway_runtime(mosquitto, browser, tmp_path):
     # frames up to the window that raises the alert + a few more, then (later) past the one that clears it
     raise_frames = events[0].window * S + L + 4 * S
     clear_frames = min(sess.n, events[1].window * S + L + 2 * S)
-    wear = PtyWearable()
-    cfg = load_config(None, {"port": wear.path, "bundle": str(bundle), "broker": mosquitto.url, "gateway": "gw-rt",
-                             "wearer": "w1", "state_dir": str(tmp_path / "state")})
-    gw = Gateway(cfg)
-    gw_thread = threading.Thread(target=gw.run, kwargs={"install_signals": False}, daemon=True)
-    port = free_port()
-    live = subprocess.Popen([sys.executable, "-m", "alanet", "live", "--broker", mosquitto.url, "--http-port", str(port),
-                             "--gateway", "gw-rt"], stderr=subprocess.PIPE, text=True)
+    wear, gw, gw_thread, live, port = _gateway_and_page(mosquitto, tmp_path, bundle, "gw-rt", "w1")
     try:
         assert "serving" in live.stderr.readline()
         browser.get(f"http://127.0.0.1:{port}/")
@@ -270,11 +287,84 @@ def test_page_follows_the_real_gateway_runtime(mosquitto, browser, tmp_path):
         wear.frames(sess, raise_frames, clear_frames, pace_hz=FS * 16)
         _wait(lambda: browser.execute_script(f"return document.querySelector('{card} .alert-banner').hidden"),
               15, "the alert to clear")
+        # the windows after the clearing one: their states travel behind the alert (each its own packet)
+        _wait(lambda: int(_text(browser, f"{card} .samples")) >= (clear_frames - L) // S + 1, 10, "every window's state")
         assert int(_text(browser, f"{card} .samples")) == (clear_frames - L) // S + 1
         assert _text(browser, f"{card} .n-recent") == "2"
     finally:
-        gw.stop()
-        gw_thread.join(15)
-        wear.close()
-        live.terminate()
-        assert live.wait(10) == 0
+        _stop_all(wear, gw, gw_thread, live)
+
+
+def test_a_whole_rehab_session_from_the_page(mosquitto, browser, tmp_path):
+    """Exercise, start, episodes on the timeline, what drove them, patient view, stop, history and the report,
+    all from the page, against the real gateway (ALANet bundle with attention outputs) and Mosquitto."""
+    sys.path.insert(0, str(REPO / "tests"))
+    import rehab_support as rh
+    from runtime_support import FS, L, S, make_session
+
+    sess = make_session(seed=3, duration_s=120)
+    bundle, _ = rh.attention_bundle(sess)
+    wear, gw, gw_thread, live, port = _gateway_and_page(mosquitto, tmp_path, bundle, "gw-rehab", "p017")
+    card = '#wearers .wearer[data-wearer="gw-rehab/p017"]'
+    js = "return S.wearers['gw-rehab/p017']"
+
+    def click(css: str) -> None:
+        browser.find_element("css selector", css).click()
+
+    def pressed(exercise: str) -> bool:
+        return browser.execute_script(
+            f"const b = document.querySelector('{card} button.ex[data-exercise=\"{exercise}\"]');"
+            "return !!b && b.getAttribute('aria-pressed') === 'true'")
+
+    try:
+        assert "serving" in live.stderr.readline()
+        gw_thread.start()
+        browser.set_window_size(1100, 1400)
+        browser.get(f"http://127.0.0.1:{port}/")
+        _wait(lambda: _text(browser, f"{card} .session-toggle") == "Start session", 15, "the wearer card")
+        click(f'{card} button.ex[data-exercise="bend"]')
+        _wait(lambda: pressed("bend"), 10, "the gateway to confirm the exercise")
+        click(f"{card} .session-toggle")
+        _wait(lambda: _text(browser, f"{card} .session-toggle") == "Stop session", 10, "the session to start")
+        wear.hello()
+        half = sess.n // 2
+        wear.frames(sess, 0, half, pace_hz=FS * 8)
+        click(f'{card} button.ex[data-exercise="sit_to_stand"]')
+        _wait(lambda: pressed("sit_to_stand"), 10, "the second exercise")
+        wear.frames(sess, half, sess.n, pace_hz=FS * 8)
+        n = (sess.n - L) // S + 1
+        _wait(lambda: browser.execute_script(js + ".timeline.length") >= n - 2, 20, "the timeline to fill")
+        assert browser.execute_script(js + ".timeline.some(p => p[2] === 1)"), "no episode on the timeline"
+        assert set(browser.execute_script(js + ".timeline.map(p => p[3])")) == {"bend", "sit_to_stand"}
+        _wait(lambda: "mostly" in (_text(browser, f"{card} .drove-text") or ""), 5, "what drove it")
+        painted = browser.execute_script(
+            "const c = document.querySelector(arguments[0]); const d = c.getContext('2d')"
+            ".getImageData(0, 0, c.width, c.height).data; let n = 0; for (let i = 3; i < d.length; i += 4) "
+            "if (d[i]) n++; return n;", f"{card} canvas.timeline")
+        assert painted > 1000
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        assert browser.save_screenshot(str(ARTIFACTS / "rehab-session.png"))
+        # the patient view: full screen, one calm cue
+        click(f"{card} .patient-open")
+        _wait(lambda: browser.execute_script("return !document.querySelector('#patient').hidden"), 5, "patient view")
+        assert _text(browser, "#patient .patient-cue") in ("You're doing well", "Take it easy — slow down and breathe")
+        assert _text(browser, "#patient .patient-exercise") == "sit-to-stand"
+        assert browser.save_screenshot(str(ARTIFACTS / "rehab-patient.png"))
+        click("#patient-close")
+        _wait(lambda: browser.execute_script("return document.querySelector('#patient').hidden"), 5, "patient closed")
+        # stop: the report link and the history appear
+        click(f"{card} .session-toggle")
+        _wait(lambda: _text(browser, f"{card} .report-link") == "Last report", 15, "the session to stop")
+        _wait(lambda: _text(browser, f"{card} .n-history") == "1", 10, "the history")
+        href = browser.execute_script(f"return document.querySelector('{card} .report-link').href")
+        sid = browser.execute_script(js + ".session.last.session")
+        browser.get(href)
+        _wait(lambda: "per-exercise" in browser.page_source, 20, "the report")
+        assert browser.title == f"Session {sid}"
+        assert browser.save_screenshot(str(ARTIFACTS / "rehab-report.png"))
+        log = tmp_path / "state" / "sessions" / "p017" / f"{sid}.jsonl"
+        figures = rh.figures_from_log(log)
+        assert set(figures) == {"bend", "sit_to_stand"} and sum(f["episodes"] for f in figures.values()) >= 1
+        assert rh.figures_from_report(browser.page_source) == figures
+    finally:
+        _stop_all(wear, gw, gw_thread, live)

@@ -64,8 +64,8 @@ STATE = {"schema": "alanet.state/1", "gateway": "gw1", "wearer": "w1", "task": "
          "probabilities": {"normal": 0.3, "protective": 0.7}, "smoothed": 0.66, "state": "none", "model": "m1"}
 
 
-def test_page_assets_and_events_within_a_second(mosquitto):
-    server = LiveServer(parse_broker_url(mosquitto.url), port=free_port())
+def test_page_assets_and_events_within_a_second(mosquitto, tmp_path):
+    server = LiveServer(parse_broker_url(mosquitto.url), port=free_port(), data_dir=tmp_path)
     server.start()
     pub = publisher(mosquitto.port)
     try:
@@ -76,7 +76,7 @@ def test_page_assets_and_events_within_a_second(mosquitto):
                 assert "http://" not in body and "https://" not in body  # every asset is local
         with pytest.raises(urllib.error.HTTPError):
             urllib.request.urlopen(server.url + "nope", timeout=5)
-        sse = Sse(server.httpd.server_address[1])
+        sse = Sse(server.port)
         snap = sse.next()
         assert snap["type"] == "snapshot"
         if snap["link"]["state"] != "connected":
@@ -96,13 +96,13 @@ def test_page_assets_and_events_within_a_second(mosquitto):
         server.stop()
 
 
-def test_unreachable_broker_is_retried_and_shown(mosquitto):
+def test_unreachable_broker_is_retried_and_shown(mosquitto, tmp_path):
     port = mosquitto.port
     mosquitto.stop()
-    server = LiveServer(parse_broker_url(f"mqtt://127.0.0.1:{port}"), port=free_port())
+    server = LiveServer(parse_broker_url(f"mqtt://127.0.0.1:{port}"), port=free_port(), data_dir=tmp_path)
     server.start()
     try:
-        sse = Sse(server.httpd.server_address[1])
+        sse = Sse(server.port)
         snap = sse.next()
         assert snap["link"]["state"] in ("connecting", "disconnected")
         sse.until(lambda e: e["type"] == "link" and e["link"]["state"] == "disconnected", timeout=5)

@@ -122,3 +122,41 @@ def test_terminal_render_shows_link_status_trace_and_alerts():
     assert sparkline([0.0, 0.5, 0.99]).strip() == "▁▅█"
     store.set_link("disconnected", "cannot reach 127.0.0.1:1883; retrying")
     assert "disconnected - cannot reach" in render(store.snapshot())
+
+
+def test_sessions_timeline_history_and_exercise_reach_the_views():
+    clock = Clock()
+    store = LiveStore(clock)
+    events = []
+    store.add_listener(events.append)
+    sess = {"schema": "alanet.session/1", "gateway": "gw1", "wearer": "w1", "state": "active", "session": "s1",
+            "exercise": "bend", "time": "2026-11-24T10:00:00.000Z"}
+    store.ingest("alanet/gw1/w1/session", json.dumps(sess).encode())
+    for i, p in enumerate([0.2, 0.9]):
+        clock.t += 0.75
+        d = json.loads(state(p, p, "active" if p > 0.5 else "none"))
+        d.update(session="s1", exercise="bend", attention={"peak_s": 1.2, "peak_frame": 71, "window_s": 3.0,
+                                                           "profile": [1.0], "body_axis": "parts"})
+        store.ingest("alanet/gw1/w1/state", json.dumps(d).encode())
+    w = store.snapshot()["wearers"][0]
+    assert w["exercise"] == "bend" and w["timeline_session"] == "s1" and w["attention"]["peak_s"] == 1.2
+    assert [p[1:] for p in w["timeline"]] == [[0.2, 0, "bend"], [0.9, 1, "bend"]]
+    assert events[-1]["timeline"] == {"session": "s1", "point": w["timeline"][-1]}
+    assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
+    store.ingest("alanet/gw1/w1/session", json.dumps({**sess, "state": "idle", "session": None}).encode())
+    assert len(store.snapshot()["wearers"][0]["timeline"]) == 2  # the stopped session's timeline stays on screen
+    store.ingest("alanet/gw1/w1/history", json.dumps({"schema": "alanet.history/1", "gateway": "gw1", "wearer": "w1",
+                                                      "sessions": [{"session": "s1", "protective_s": 0.75}]}).encode())
+    assert events[-1]["type"] == "history" and store.snapshot()["wearers"][0]["history"][0]["session"] == "s1"
+    store.ingest("alanet/gw1/w1/session", json.dumps({**sess, "session": "s2"}).encode())
+    assert store.snapshot()["wearers"][0]["timeline"] == []  # a new session starts a new timeline
+
+
+def test_non_finite_numbers_become_null():
+    store = LiveStore(Clock())
+    store.ingest("alanet/gw1/status", b'{"state": "online", "counters": {"frames": 1, "inference_ms": NaN}}')
+    store.ingest("alanet/gw1/w1/state", b'{"probabilities": {"normal": 0.5, "protective": Infinity}, "smoothed": 0.5}')
+    snap = store.snapshot()
+    assert snap["gateways"]["gw1"]["status"]["counters"]["inference_ms"] is None
+    assert snap["skipped"] == 1  # the state with an infinite probability is refused
+    json.dumps(snap, allow_nan=False)

@@ -137,10 +137,16 @@ class _Client:
 
 
 def discover_gateways(broker: Any, wait_s: float = 1.5, ca_file: str | None = None) -> list[str]:
-    """Gateways whose retained ``alanet/<gw>/status`` says ``online``."""
-    cl = _Client(broker, f"discover-{uuid.uuid4().hex[:8]}", "alanet/+/status", ca_file)
+    """Gateways whose retained ``alanet/<gw>/status`` says ``online``.
+
+    Behind a bridge (docs/fleet.md) a gateway's status stays ``online`` when the
+    bridge's link drops; its retained ``alanet/<gw>/bridge`` then says ``0`` and the
+    gateway is left out (and named in the log).
+    """
+    cl = _Client(broker, f"discover-{uuid.uuid4().hex[:8]}", "alanet/+/+", ca_file)
     cl.start(session_expiry_s=0)
     found: dict[str, bool] = {}
+    bridge_down: set[str] = set()
     try:
         if not cl.wait_ready(10):
             raise InputError(f"--broker: cannot reach {cl.broker.url}")
@@ -157,11 +163,15 @@ def discover_gateways(broker: Any, wait_s: float = 1.5, ca_file: str | None = No
                     online = json.loads(payload).get("state") == "online"
                 except (ValueError, AttributeError):
                     online = False
-                if len(parts) == 3:
+                if len(parts) == 3 and parts[2] == "status":
                     found[parts[1]] = online
+                elif len(parts) == 3 and parts[2] == "bridge" and payload.strip() == b"0":
+                    bridge_down.add(parts[1])
     finally:
         cl.close()
-    return sorted(g for g, on in found.items() if on)
+    for g in sorted(g for g, on in found.items() if on and g in bridge_down):
+        log.warning("--all: %s: its status says online but its bridge to this broker is down; left out", g)
+    return sorted(g for g, on in found.items() if on and g not in bridge_down)
 
 
 def send_to_fleet(archive: bytes | None, gateways: Sequence[str], broker: Any, *, name: str = "",

@@ -35,7 +35,7 @@ def _clock(t: float | None) -> str:
 
 
 def render(snap: dict[str, Any], color: bool = False) -> str:
-    """One screen of text from a :meth:`LiveStore.snapshot`."""
+    """One screen of text from a :meth:`LiveStore.snapshot` (``*`` after the exercise: a session is running)."""
     now = snap["now"]
     red, bold, dim, reset = ("\x1b[1;31m", "\x1b[1m", "\x1b[2m", "\x1b[0m") if color else ("", "", "", "")
     link = snap["link"]
@@ -58,7 +58,7 @@ def render(snap: dict[str, Any], color: bool = False) -> str:
         wearers = [w for w in snap["wearers"] if w["gateway"] == gid]
         if wearers:
             lines.append(f"  {'WEARER':<12} {'P(protective)':<14} {'TRACE (last ' + str(SPARK_LEN) + ')':<{SPARK_LEN}}  "
-                         f"{'PAIN':<10} {'WINDOWS':>7}  {'LINK':<9} ALERT")
+                         f"{'PAIN':<10} {'WINDOWS':>7}  {'LINK':<9} {'EXERCISE':<15} ALERT")
         for w in wearers:
             p = w.get("probability")
             ptxt = f"{p:.2f}" if p is not None else "-"
@@ -71,7 +71,8 @@ def render(snap: dict[str, Any], color: bool = False) -> str:
             ws = (st.get("wearers") or {}).get(w["wearer"]) or {}
             serial = "offline" if g.get("online") is False else str(ws.get("serial") or "-")
             stale = "" if w.get("last_state") and now - w["last_state"] < 5 else f" {dim}(no data {_ago(now, w.get('last_state'))}){reset}"
-            lines.append(f"  {w['wearer']:<12} {ptxt:<14} {trace}  {pain:<10} {w['samples']:>7}  {serial:<9} "
+            ex = (w.get("exercise") or "-") + (" *" if (w.get("session") or {}).get("state") == "active" else "")
+            lines.append(f"  {w['wearer']:<12} {ptxt:<14} {trace}  {pain:<10} {w['samples']:>7}  {serial:<9} {ex:<15} "
                          f"{'; '.join(alerts) if alerts else 'none'}{stale}")
     return "\n".join(lines) + "\n"
 

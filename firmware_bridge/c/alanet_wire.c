@@ -233,3 +233,15 @@ size_t alanet_encode_raw_emg(uint8_t *out, size_t cap, uint32_t seq, uint32_t t_
     }
     return w_finish(&w);
 }
+
+size_t alanet_encode_exercise(uint8_t *out, size_t cap, uint32_t seq, uint32_t t_ms, uint8_t code)
+{
+    writer_t w;
+    if (code > ALANET_EXERCISE_WALKING && code != ALANET_EXERCISE_NONE) {
+        return 0;
+    }
+    w_init(&w, out, cap);
+    w_header(&w, ALANET_TYPE_EXERCISE, seq, t_ms);
+    w_put(&w, code);
+    return w_finish(&w);
+}

@@ -118,6 +118,16 @@ int main(void)
         print_hex("raw_emg_1x4", buf, n);
     }
 
+    n = alanet_encode_exercise(buf, sizeof buf, 0u, 0u, ALANET_EXERCISE_BEND);
+    CHECK(n > 0 && n <= ALANET_EXERCISE_WIRE_MAX);
+    check_no_zero_but_last(buf, n);
+    print_hex("exercise_bend", buf, n);
+    n = alanet_encode_exercise(buf, sizeof buf, 5u, 300000u, ALANET_EXERCISE_NONE);
+    CHECK(n > 0 && n <= ALANET_EXERCISE_WIRE_MAX);
+    print_hex("exercise_none", buf, n);
+    CHECK(alanet_encode_exercise(buf, sizeof buf, 0u, 0u, 9u) == 0); /* not an EmoPain code: refused */
+    CHECK(alanet_encode_exercise(buf, n - 1, 5u, 300000u, ALANET_EXERCISE_NONE) == 0);
+
     for (i = 0; i < sizeof src; i++) {
         src[i] = (uint8_t)((i % 255u) + 1u);
     }
