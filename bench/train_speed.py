@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     x = {k: normalise(tw.x[i], tw.mask[i], norm) for k, i in sel.items()}
     y = {k: tw.y[i] for k, i in sel.items()}
     configure_tensorflow()
-    import tensorflow as tf
+    import keras
 
     results: dict[str, dict] = {}
     for label in args.models.split(","):
@@ -103,8 +103,7 @@ def main(argv: list[str] | None = None) -> int:
         "windows": {"fit": len(y["fit"]), "fit_augmented": None, "val": len(y["val"]), "test": len(y["test"])},
         "epochs": args.epochs, "ae_epochs": args.ae_epochs, "results": results,
         "platform": {"machine": platform.machine(), "python": platform.python_version(), "cpus": os.cpu_count(),
-                     "tensorflow": tf.__version__,
-                     "gpus": [g.name for g in tf.config.list_physical_devices("GPU")]},
+                     "keras_backend": keras.backend.backend(), "devices": _devices()},
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     out["windows"].pop("fit_augmented")
@@ -118,6 +117,20 @@ def main(argv: list[str] | None = None) -> int:
     path.write_text(json.dumps(out, indent=2) + "\n")
     print(f"wrote {path}")
     return 0
+
+
+def _devices() -> list[str]:
+    import keras
+
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        return [g.name for g in tf.config.list_physical_devices("GPU")] or ["cpu"]
+    if keras.backend.backend() == "jax":
+        import jax
+
+        return [str(d) for d in jax.devices()]
+    return [keras.backend.backend()]
 
 
 if __name__ == "__main__":

@@ -156,7 +156,9 @@ def with_attention(model, model_name: str, n_groups: int):
                                               head.get_layer("body_attention").output])
         except ValueError:
             return model, None
-        probs, temporal, body = parts(model.get_layer("encoder_features").output)
+        feats = model.get_layer("encoder_features").output
+        # A training model's head also takes the padding mask (the model's second input).
+        probs, temporal, body = parts([feats, model.inputs[1]] if len(head.inputs) == 2 else feats)
     elif "body_attention" in names:
         per_part = sorted((n for n in names if n.startswith("temporal_attention_") and n.split("_")[-1].isdigit()),
                           key=lambda n: int(n.split("_")[-1]))

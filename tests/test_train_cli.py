@@ -50,6 +50,7 @@ def train_args(data: Path, out: Path, *extra: str) -> list[str]:
 def test_alanet_holdout_run_directory_is_self_describing(emopain_dir, tmp_path):
     from alanet.train.commands import evaluate_run
     from alanet.train.data.loading import load_dataset
+    from alanet.train.models import model_inputs
     from alanet.train.rundir import load_run
     from alanet.train.windows import fit_normalizer
 
@@ -74,7 +75,8 @@ def test_alanet_holdout_run_directory_is_self_describing(emopain_dir, tmp_path):
     expect = fit_normalizer(ds, ["C02", "P02", "P03"])  # training participants only
     np.testing.assert_allclose(run.normalizer.mean, expect.mean, rtol=1e-6)
     metrics = json.loads((out / "metrics.json").read_text())
-    for key in ("accuracy", "macro_f1", "mcc", "per_class_f1", "confusion_matrix", "train_seconds", "n_params"):
+    for key in ("accuracy", "macro_f1", "mcc", "per_class_f1", "confusion_matrix", "train_seconds", "n_params",
+                "roc_auc", "pr_auc", "decision"):
         assert key in metrics
     par = run.parity_windows()
     assert par["calib_x"].shape[1:] == (40, 30) and par["calib_x"].dtype == np.float32
@@ -84,7 +86,9 @@ def test_alanet_holdout_run_directory_is_self_describing(emopain_dir, tmp_path):
     infer = run.build_inference_model(unroll=True, masking=False, batch_size=1)
     x = par["test_x"][:3]
     np.testing.assert_allclose(np.concatenate([infer(x[i:i + 1]).numpy() for i in range(3)]),
-                               trained.predict(x, verbose=0), atol=1e-5)
+                               trained.predict(model_inputs(trained, x), verbose=0), atol=1e-5)
+    # The calibrated decision rule is part of the run (chosen on validation participants only).
+    assert "decision" in cfg and cfg["decision"] == metrics["decision"]
     # Re-scoring on the same data agrees with the stored confusion matrix total.
     again = evaluate_run(out, ds.by_participant(["C01", "P01"]))
     assert again["confusion_matrix"] == metrics["confusion_matrix"]
@@ -137,8 +141,11 @@ def test_neural_model_on_csv_with_other_channel_count(tmp_path):
 
     run = load_run(out)  # the folded variant's layers load back
     x = run.parity_windows()["test_x"][:2]
-    np.testing.assert_allclose(run.build_inference_model(unroll=False, masking=True, batch_size=None).predict(x, verbose=0),
-                               run.load_model().predict(x, verbose=0), atol=1e-6)
+    from alanet.train.models import model_inputs
+
+    copy, trained = run.build_inference_model(unroll=False, masking=True, batch_size=None), run.load_model()
+    np.testing.assert_allclose(copy.predict(model_inputs(copy, x), verbose=0),
+                               trained.predict(model_inputs(trained, x), verbose=0), atol=1e-6)
 
 
 @pytest.mark.parametrize("extra, message", [

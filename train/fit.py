@@ -84,17 +84,41 @@ class Validation:
 
 
 def configure_tensorflow(threads: int | None = None) -> None:
-    """Quiet TF logs; optionally cap its thread pools (parallel LOSO workers)."""
+    """Quiet the backend's logs; let every process grow its GPU memory as it needs it
+    (parallel LOSO workers share one GPU instead of the first taking all of it);
+    optionally cap the thread pools (parallel LOSO workers on a CPU).
+
+    Keras runs on TensorFlow here; on another Keras backend (``KERAS_BACKEND=jax``)
+    only the GPU-memory setting applies."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")  # JAX: allocate on demand
+    import keras
+
+    if keras.backend.backend() != "tensorflow":
+        return
     import tensorflow as tf
 
     tf.get_logger().setLevel("ERROR")
+    try:
+        for gpu in tf.config.list_physical_devices("GPU"):
+            tf.config.experimental.set_memory_growth(gpu, True)
+    except RuntimeError:
+        pass  # already initialised in this process
     if threads:
         try:
             tf.config.threading.set_intra_op_parallelism_threads(threads)
             tf.config.threading.set_inter_op_parallelism_threads(threads)
         except RuntimeError:
             pass  # already initialised in this process
+
+
+class _NoStrategy:
+    """The default placement of a Keras backend without tf.distribute."""
+
+    def scope(self):
+        import contextlib
+
+        return contextlib.nullcontext()
 
 
 @functools.lru_cache(maxsize=None)
@@ -104,6 +128,12 @@ def get_strategy(name: str | None):
 
     One strategy object per name and process (TensorFlow refuses to mix them).
     """
+    import keras
+
+    if keras.backend.backend() != "tensorflow":
+        if name:
+            raise ValueError(f"--distribute {name} needs Keras on TensorFlow (KERAS_BACKEND=tensorflow)")
+        return _NoStrategy()
     import tensorflow as tf
 
     if not name:

@@ -46,6 +46,8 @@ def library_versions() -> dict[str, str]:
     for mod in ("tensorflow", "keras", "sklearn"):
         if mod in sys.modules:
             out[mod] = getattr(sys.modules[mod], "__version__", "?")
+    if "keras" in sys.modules:
+        out["keras_backend"] = sys.modules["keras"].backend.backend()
     if "tensorflow" in sys.modules:
         gpus = sys.modules["tensorflow"].config.list_physical_devices("GPU")
         out["devices"] = ", ".join(g.name for g in gpus) or "cpu"
