@@ -71,3 +71,33 @@ def test_window_labels_apply_the_calibrated_rule():
     three = np.array([[0.5, 0.3, 0.2], [0.4, 0.35, 0.25]])
     assert window_labels(three, {"class_weights": [0.5, 1.0, 1.0]}).tolist() == [1, 1]
     assert macro_f1(np.array([1, 1]), window_labels(three, {"class_weights": [0.5, 1.0, 1.0]})) == 1.0
+
+
+def test_alert_rule_is_chosen_on_validation_streams():
+    """calibrate_stream picks smoothing / thresholds / durations that score best with the
+    stream scorer on the streams it is given, and says what it measured."""
+    from alanet.train.calibrate import Stream, calibrate_stream, stream_objective
+
+    rng = np.random.default_rng(0)
+    fs, L, S = 10.0, 30, 5
+    labels = np.zeros(3000, int)
+    for a in range(200, 2800, 400):
+        labels[a:a + 80] = 1
+    starts = np.arange(0, len(labels) - L + 1, S)
+    frac = np.array([labels[s:s + L].mean() for s in starts])
+    p1 = np.clip(0.15 + 0.7 * frac + rng.normal(0, 0.2, len(starts)), 0.01, 0.99)  # noisy windows
+    stream = Stream(np.stack([1 - p1, p1], axis=1), starts, labels, L, fs)
+    base = {"class_index": 1, "window_threshold": 0.5}
+    chosen = calibrate_stream([stream], base, "protective", ["n", "p"])
+    assert {"smoothing_alpha", "raise_threshold", "clear_threshold", "min_raise_windows"} <= set(chosen)
+    assert "validation stream" in chosen["calibration"]
+
+    def score(rule):
+        events = decide_offline("protective", rule, ["n", "p"], stream.proba, starts / fs, (starts + L) / fs)
+        return stream_objective(score_stream(episodes_from_labels(labels, fs),
+                                             alerts_from_events(events, L / fs / 2, len(labels) / fs), len(labels) / fs))
+
+    naive = {**base, "smoothing_alpha": 1.0, "raise_threshold": 0.5, "clear_threshold": 0.5, "min_raise_windows": 1,
+             "min_clear_windows": 1}
+    assert score(chosen) >= score(naive)
+    assert score(chosen) > 0.5

@@ -208,3 +208,16 @@ def test_loso_headline_is_pooled_over_present_classes():
     assert m["participant_vote"]["n_participants"] == 4
     for f in r.folds:  # a fold scores only the classes its participant has
         assert set(f.metrics["classes_present"]) <= {0, 1}
+
+
+def test_refit_budget_is_the_selected_number_of_steps():
+    from alanet.train.experiment import refit_hparams, wants_refit
+
+    hp = {"epochs": 60, "ae_epochs": 10, "min_steps": 600, "ae_min_steps": 300, "refit": "auto"}
+    sel = {"autoencoder": {"best_epoch": 20, "batch": 10}, "classifier": {"best_epoch": 30, "batch": 10}}
+    out = refit_hparams(hp, sel, 100, 125)  # 10 steps per epoch before, 13 after
+    assert (out["ae_epochs"], out["epochs"]) == (round(200 / 13), round(300 / 13))
+    assert out["min_steps"] == out["ae_min_steps"] == 0 and out["refit"] == "never"
+    assert wants_refit("alanet", hp, 500) and not wants_refit("alanet", hp, 5000)
+    assert not wants_refit("rf", hp, 10) and not wants_refit("alanet", {**hp, "refit": "never"}, 10)
+    assert wants_refit("alanet", {**hp, "refit": "always"}, 5000)

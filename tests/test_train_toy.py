@@ -87,3 +87,26 @@ def test_normaliser_uses_training_participants_only():
 def test_generic_schema_toy_is_valid():
     s = generic_schema(["a", "b"], 50.0, {"g": ["a", "b"]})
     assert s.groups == {"g": [0, 1]}
+
+
+def test_every_augmentation_keeps_padding_zero_and_class_counts_without_balance():
+    from alanet.train.augment import KINDS, augment, time_warp
+
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(12, 20, 6)).astype(np.float32)
+    mask = np.ones((12, 20), bool)
+    mask[:4, 11:] = False
+    x[~mask] = 0
+    y = np.array([0] * 9 + [1] * 3)
+    for kind in KINDS:
+        xa, ma, ya = augment(x, mask, y, [[0, 1], [2, 3], [4, 5]], 2, 2, rng, balance=False, kinds=(kind,))
+        assert np.bincount(ya).tolist() == [27, 9]  # every window 2 copies: balance is the loss's business
+        assert np.all(xa[~ma] == 0), kind
+        assert np.array_equal(np.sort(ma.sum(1)), np.sort(np.tile(mask.sum(1), 3)))  # masks unchanged
+    with pytest.raises(ValueError, match="augmentation kinds"):
+        augment(x, mask, y, [[0]], 2, 1, rng, kinds=("nope",))
+    ramp = np.tile(np.arange(20, dtype=np.float32)[:, None], (1, 2))
+    fast = time_warp(ramp, 20, 1.25, np.random.default_rng(0))
+    steps = np.diff(fast[:, 0])
+    assert np.all(steps >= 0) and fast[:, 0].max() <= 19  # replayed faster, held at the edges
+    assert np.median(steps) == pytest.approx(1.25)

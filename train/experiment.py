@@ -280,7 +280,7 @@ def train_fold(job: FoldJob):
 
     Returns ``(FoldResult, FitResult)``.
     """
-    from alanet.train.augment import augment
+    from alanet.train.augment import PAPER_KINDS, augment
     from alanet.train.fit import configure_tensorflow, fit_model, predict_proba
 
     if job.threads:
@@ -301,8 +301,9 @@ def train_fold(job: FoldJob):
     rng = np.random.default_rng(seed)
     # Class balance comes from the loss weights, not from augmentation: every fitting
     # window gets the same number of augmented copies.
+    kinds = tuple(job.hp.get("augment_kinds") or PAPER_KINDS)
     xa, ma, ya = augment(job.x[fit_idx], job.mask[fit_idx], job.y[fit_idx], job.groups, job.n_classes,
-                         int(job.hp.get("augment_copies", 0)), rng, balance=False)
+                         int(job.hp.get("augment_copies", 0)), rng, balance=False, kinds=kinds)
     has_val = len(val_idx) > 0
     result = fit_model(job.cfg.model, job.hp, x=xa, mask=ma, y=ya,
                        x_val=job.x[val_idx] if has_val else None, y_val=job.y[val_idx] if has_val else None,
@@ -326,7 +327,8 @@ def train_fold(job: FoldJob):
         # stays the one calibrated on validation).
         both = np.sort(np.concatenate([fit_idx, val_idx]))
         xb, mb, yb = augment(job.x[both], job.mask[both], job.y[both], job.groups, job.n_classes,
-                             int(job.hp.get("augment_copies", 0)), np.random.default_rng(seed), balance=False)
+                             int(job.hp.get("augment_copies", 0)), np.random.default_rng(seed), balance=False,
+                             kinds=kinds)
         first = result
         result = fit_model(job.cfg.model, refit_hparams(job.hp, first.selection, len(ya), len(yb)), x=xb, mask=mb,
                            y=yb, x_val=None, y_val=None, groups=job.groups, n_classes=job.n_classes, seed=seed,

@@ -87,11 +87,11 @@ def _lags(**parts: float) -> np.ndarray:
 
 # How a healthy movement sequences its joints (guarding moves them en bloc instead).
 LAGS = {
-    BEND: _lags(knee=0.25, shoulder=0.12, elbow=0.18),
-    REACH: _lags(full=0.22, inner=0.22, neck=0.15, knee=0.3, elbow=0.05),
-    ONE_LEG: _lags(full=0.12, inner=0.12, shoulder=0.2, elbow=0.2),
-    SIT_TO_STAND: _lags(knee=0.3, shoulder=0.1),
-    STAND_TO_SIT: _lags(full=0.2, inner=0.2, neck=0.1),
+    BEND: _lags(knee=0.35, shoulder=0.17, elbow=0.25),
+    REACH: _lags(full=0.3, inner=0.3, neck=0.2, knee=0.4, elbow=0.07),
+    ONE_LEG: _lags(full=0.17, inner=0.17, shoulder=0.28, elbow=0.28),
+    SIT_TO_STAND: _lags(knee=0.4, shoulder=0.14),
+    STAND_TO_SIT: _lags(full=0.28, inner=0.28, neck=0.14),
 }
 
 
@@ -103,11 +103,11 @@ class Calibration:
     difficult_factor: float = 1.35  # more episodes in the difficult session
     strength_a: float = 1.6  # episode strength ~ min + (1 - min) * Beta(a, b) * subject.guard
     strength_b: float = 2.2
-    strength_min: float = 0.25
+    strength_min: float = 0.3
     guard_range: float = 0.15  # trunk range lost at strength 1
     guard_slow: float = 0.25  # extra duration at strength 1
-    enbloc: float = 0.9  # guarding: share of the usual joint sequencing lost at strength 1
-    pause_prob: float = 0.5  # hesitation (stop-start) in a protective repetition
+    enbloc: float = 1.0  # guarding: share of the usual joint sequencing lost at strength 1
+    pause_prob: float = 0.6  # hesitation (stop-start) in a protective repetition
     reversal_prob: float = 0.4  # ... preceded by a small reversal
     brace_prob: float = 0.6  # bracing in a protective repetition
     brace: float = 0.35  # sEMG co-contraction at strength 1
@@ -158,7 +158,7 @@ def draw_subject(rng: np.random.Generator, *, patient: bool, pain_level: int) ->
         trunk=float(np.clip(rng.normal(1.0, 0.06), 0.85, 1.15)) * (1 - CAL.pain_trunk * pain),
         relax=float(np.clip(rng.normal(0.75, 0.08), 0.5, 0.95)) * (1 - CAL.pain_relax * pain),
         episode_rate=float(rng.uniform(0.6, 1.4)) * (1 + 0.2 * (pain - 1)) if patient else 1.0,
-        sequencing=float(rng.uniform(0.75, 1.25)),
+        sequencing=float(rng.uniform(0.85, 1.15)),
     )
 
 

@@ -28,7 +28,8 @@ ALL_MODELS = tuple(sorted(NEURAL_MODELS)) + tuple(sorted(CLASSIC_MODELS))
 
 def _defaults() -> dict[str, dict[str, Any]]:
     return {**{k: dict(v) for k, v in _neural.NEURAL.items()},
-            **{k: {**v, "augment_copies": 1} for k, v in _classic.DEFAULTS.items()}}
+            **{k: {**v, "augment_copies": 1, "augment_kinds": list(_neural.PAPER_AUGMENT)}
+               for k, v in _classic.DEFAULTS.items()}}
 
 
 DEFAULT_HPARAMS: dict[str, dict[str, Any]] = _defaults()
@@ -43,6 +44,13 @@ def hparams_for(name: str, overrides: dict[str, Any] | None = None) -> dict[str,
     if unknown:
         raise ValueError(f"unknown hyperparameter(s) for {name}: {', '.join(unknown)}")
     hp.update(overrides or {})
+    kinds = hp.get("augment_kinds")
+    if kinds is not None:
+        from alanet.train.augment import KINDS
+
+        if not isinstance(kinds, list) or not kinds or any(k not in KINDS for k in kinds):
+            raise ValueError(f"hyperparameter augment_kinds={kinds!r} for {name}: a non-empty list from "
+                             f"{', '.join(KINDS)}")
     for key, allowed in (("encoder", _neural.ENCODER_MODES), ("head", _neural.BANET_HEADS),
                          ("class_weight", _neural.CLASS_WEIGHTS), ("refit", _neural.REFIT_MODES)):
         if key in hp and hp[key] not in allowed:

@@ -10,12 +10,19 @@ Shared by every neural model (the same training fixes everywhere):
   class-weighted validation loss), never before the step floor is reached; the best
   epoch's weights are kept;
 - ``class_weight``: ``balanced`` (inverse class frequency in the loss) or ``none``,
-  independent of augmentation (``augment_copies`` copies of every fitting window).
+  independent of augmentation (``augment_copies`` copies of every fitting window,
+  each one random transform of ``augment_kinds``);
+- ``refit``: ``auto`` retrains on fitting + validation windows for the selected number
+  of steps when there are fewer than 2,000 fitting windows (the validation share is
+  then a large part of the data); ``always`` / ``never``.
 """
 
 from __future__ import annotations
 
 from typing import Any
+
+PAPER_AUGMENT = ["jitter", "zero_frames", "zero_parts"]  # the paper's augmentation (see alanet.train.augment)
+ALANET_AUGMENT = [*PAPER_AUGMENT, "scale"]  # + per-channel gain/offset: measured better across participants
 
 ALANET: dict[str, Any] = {
     "units": 32,  # encoder / decoder LSTM size
@@ -23,18 +30,22 @@ ALANET: dict[str, Any] = {
     "ae_epochs": 10, "ae_lr": 0.001, "ae_batch": 40, "ae_min_steps": 300,  # autoencoder: masked MSE, Adam
     "epochs": 60, "lr": 0.003, "batch": 40, "patience": 10, "min_steps": 600,  # classifier
     "finetune": False, "finetune_epochs": 10, "finetune_lr": 1e-4,  # frozen only: fine-tune at the end
-    "clipnorm": 1.0, "dropout": 0.3, "ema": 0.99, "class_weight": "balanced", "augment_copies": 1, "refit": "never",
+    # What makes it generalise across people (measured, docs/training.md): the bodily attention
+    # rescaled (layers.PartWeighting), dropout on the encoder sequence, an exponential moving
+    # average of the weights, gain/offset augmentation, and on small datasets a refit.
+    "clipnorm": 1.0, "dropout": 0.3, "ema": 0.99,
+    "class_weight": "balanced", "augment_copies": 1, "augment_kinds": ALANET_AUGMENT, "refit": "auto",
 }
 ALANET_PARTS: dict[str, Any] = {**ALANET, "units": 8}
 BANET: dict[str, Any] = {
     "units": 8, "layers": 3, "dropout": 0.5, "fold_parts": False, "head": "published",
     "epochs": 80, "lr": 0.003, "batch": 40, "patience": 10, "min_steps": 600,
-    "class_weight": "balanced", "augment_copies": 1, "refit": "never",
+    "class_weight": "balanced", "augment_copies": 1, "augment_kinds": PAPER_AUGMENT, "refit": "auto",
 }
 STACKED_LSTM: dict[str, Any] = {
     "units": 32, "layers": 3, "dropout": 0.5,
     "epochs": 50, "lr": 0.001, "batch": 20, "patience": 10, "min_steps": 600,
-    "class_weight": "balanced", "augment_copies": 1, "refit": "never",
+    "class_weight": "balanced", "augment_copies": 1, "augment_kinds": PAPER_AUGMENT, "refit": "auto",
 }
 NEURAL: dict[str, dict[str, Any]] = {"alanet": ALANET, "alanet-parts": ALANET_PARTS, "banet": BANET,
                                      "stacked-lstm": STACKED_LSTM}
