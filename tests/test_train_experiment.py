@@ -195,8 +195,11 @@ def test_explicit_epochs_apply_to_every_stage():
     assert (hp["epochs"], hp["ae_epochs"], hp["finetune_epochs"], hp["min_steps"], hp["ae_min_steps"]) == (1, 1, 1, 0, 0)
     hp = ExperimentConfig(model="alanet", task="label", epochs=1, ae_epochs=3).resolved_hparams()
     assert hp["ae_epochs"] == 3 and hp["epochs"] == 1
+    assert hp["refit"] == "never"  # an explicit budget is taken literally: no automatic refit
+    hp = ExperimentConfig(model="alanet", task="label", epochs=1, hparams={"refit": "auto"}).resolved_hparams()
+    assert hp["refit"] == "auto"
     hp = ExperimentConfig(model="alanet", task="label").resolved_hparams()
-    assert hp["min_steps"] > 0 and hp["ae_min_steps"] > 0
+    assert hp["min_steps"] > 0 and hp["ae_min_steps"] > 0 and hp["refit"] == "auto"
 
 
 def test_loso_headline_is_pooled_over_present_classes():
@@ -221,3 +224,18 @@ def test_refit_budget_is_the_selected_number_of_steps():
     assert wants_refit("alanet", hp, 500) and not wants_refit("alanet", hp, 5000)
     assert not wants_refit("rf", hp, 10) and not wants_refit("alanet", {**hp, "refit": "never"}, 10)
     assert wants_refit("alanet", {**hp, "refit": "always"}, 5000)
+
+
+def test_whole_batches_tops_up_with_repeats_of_real_windows():
+    from alanet.train.fit import whole_batches
+
+    x = np.arange(10, dtype=np.float32)[:, None] * np.ones((1, 3), np.float32)
+    inputs = {"window": x, "mask": np.ones((10, 3), bool)}
+    y, w = np.arange(10), np.linspace(0.5, 1.5, 10)
+    np.random.seed(0)
+    xi, yi, wi = whole_batches(inputs, y, w, batch=4, steps=3)
+    assert len(yi) == len(wi) == len(xi["window"]) == len(xi["mask"]) == 12
+    assert np.array_equal(yi[:10], y) and set(yi[10:]) <= set(y)
+    assert np.array_equal(xi["window"][:, 0], yi) and np.allclose(wi, w[yi])  # rows stay aligned
+    same = whole_batches(inputs, y, w, batch=5, steps=2)
+    assert same[0] is inputs  # already whole: untouched

@@ -53,7 +53,9 @@ class ExperimentConfig:
     def resolved_hparams(self) -> dict[str, Any]:
         """The model's defaults, ``--hparam`` overrides, then ``--epochs``: an explicit epoch
         count applies to every stage (autoencoder and fine-tuning too, unless
-        ``--ae-epochs`` says otherwise) and turns the optimizer-step floors off."""
+        ``--ae-epochs`` says otherwise) and turns the optimizer-step floors and the
+        automatic refit off (an explicit ``--hparam refit=...`` still applies): the
+        budget is then exactly what was asked for."""
         hp = hparams_for(self.model, self.hparams)
         if self.epochs is not None and "epochs" in hp:
             for key in ("epochs", "ae_epochs", "finetune_epochs"):
@@ -62,6 +64,8 @@ class ExperimentConfig:
             for key in ("min_steps", "ae_min_steps"):
                 if key in hp:
                     hp[key] = 0
+            if hp.get("refit") == "auto" and "refit" not in self.hparams:
+                hp["refit"] = "never"
         if self.ae_epochs is not None and "ae_epochs" in hp:
             hp["ae_epochs"] = int(self.ae_epochs)
             if "ae_min_steps" in hp and self.epochs is None:

@@ -233,8 +233,11 @@ def train_stage(model, inputs, targets, sample_weight: np.ndarray, val: Validati
     batch, epochs = plan_epochs(n, stage.batch, stage.epochs, stage.min_steps)
     stage = Stage(stage.desc, epochs, batch, stage.min_steps, stage.patience, stage.select)
     steps = max(1, math.ceil(n / batch))
+    inputs, targets, sample_weight = whole_batches(inputs, targets, sample_weight, batch, steps)
     cb = _select_callback(stage, val, stage.desc, progress, steps)
-    vdata = None if val is None else (val.inputs, val_targets, val.sample_weight)
+    # Selection on macro F1 scores the validation windows itself (one predict per epoch);
+    # Keras' own validation pass would only add a second traced graph and a second pass.
+    vdata = None if val is None or stage.select != "loss" else (val.inputs, val_targets, val.sample_weight)
     import keras
 
     callbacks = [cb]
@@ -252,6 +255,27 @@ def train_stage(model, inputs, targets, sample_weight: np.ndarray, val: Validati
     elif cb.best is not None:
         sel.update(val_loss=-cb.best[0])
     return history, sel
+
+
+def whole_batches(inputs, targets, sample_weight: np.ndarray, batch: int, steps: int):
+    """The fitting arrays topped up to ``steps`` whole batches with a few repeated windows
+    (chosen by the seeded global generator), so every step has the same batch shape and
+    the training graph is traced once per stage instead of twice (the last, partial batch
+    would trace its own); tracing an LSTM graph costs more than a small dataset's epoch."""
+    n = len(sample_weight)
+    extra = steps * batch - n
+    if extra <= 0 or n == 0:
+        return inputs, targets, sample_weight
+    idx = np.concatenate([np.arange(n), np.random.choice(n, extra, replace=extra > n)])
+
+    def take(a):
+        if isinstance(a, dict):
+            return {k: take(v) for k, v in a.items()}
+        if isinstance(a, (list, tuple)):
+            return type(a)(take(v) for v in a)
+        return np.asarray(a)[idx]
+
+    return take(inputs), take(targets), np.asarray(sample_weight)[idx]
 
 
 def _optimizer(lr: float, hp: dict[str, Any]):

@@ -38,7 +38,9 @@ ALANET: dict[str, Any] = {
 }
 ALANET_PARTS: dict[str, Any] = {**ALANET, "units": 8}
 BANET: dict[str, Any] = {
-    "units": 8, "layers": 3, "dropout": 0.5, "fold_parts": False, "head": "published",
+    # fold_parts: the shared LSTM stack runs once on the body parts folded into the batch --
+    # the same weights and outputs as the published per-part loop (tested), ~5x faster.
+    "units": 8, "layers": 3, "dropout": 0.5, "fold_parts": True, "head": "published",
     "epochs": 80, "lr": 0.003, "batch": 40, "patience": 10, "min_steps": 600,
     "class_weight": "balanced", "augment_copies": 1, "augment_kinds": PAPER_AUGMENT, "refit": "auto",
 }
