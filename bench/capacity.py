@@ -106,8 +106,10 @@ def encoded_session(sess: rs.Session) -> list[bytes]:
     from alanet.firmware_bridge.codec import Encoder
 
     enc = Encoder()
-    return [enc.frame(int(round(i * 1000 / FS)), sess.angles[i].tolist(), sess.emg[i].tolist(), seq=i)
-            for i in range(sess.n)]
+    frames = [enc.frame(int(round(i * 1000 / FS)), sess.angles[i].tolist(), sess.emg[i].tolist(), seq=i)
+              for i in range(sess.n)]
+    frames[0] = enc.hello(0) + frames[0]  # a wearable announces itself before its first frame
+    return frames
 
 
 def run_trial(n: int, seconds: float, bundle: Path, frames: list[bytes], broker_url: str, work: Path,
