@@ -167,8 +167,12 @@ BENCHES: list[Bench] = [
           what="60 Hz wearables per core with p99 < 100 ms and no frame dropped"),
     Bench("mqtt_throughput", "mqtt_throughput.py", (), ("--quick",), "mqtt_throughput.json", None, 120,
           what="alerts/s through the durable queue, QoS 1"),
-    Bench("faults", "faults.py", (), ("--quick",), "faults.json", None, 360,
+    Bench("faults", "faults.py", (), ("--quick",), "faults.json", None, 600,
           what="fault matrix: alerts lost / duplicated, time to recover"),
+    Bench("command_fuzz", "command_fuzz.py", (), ("--quick",), "command_fuzz.json", None, 300,
+          what="hostile MQTT command messages to the running gateway: RSS peak ÷ idle, still classifying"),
+    Bench("gateway_fuzz", "gateway_fuzz.py", ("--streams", "1000000"), ("--quick",), "gateway_fuzz.json", None, 5400,
+          default=False, what="1,000,000 hostile wearable streams through the whole gateway path (long)"),
     Bench("synth_calibration", "synth_calibration.py", (), (), "synth_calibration.json", None, 300, default=False,
           what="difficulty of the synthetic data for classic classifiers (not in the default run)"),
 ]

@@ -16,6 +16,7 @@ import shutil
 import threading
 import time
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import paho.mqtt.client as mqtt
@@ -276,6 +277,11 @@ def test_a_fault_in_one_wearer_is_isolated_counted_and_reported(tmp_path, mosqui
             time.sleep(0.05)
         faults = [d for t, d in got if "fault" in d]
         assert faults and faults[0]["wearer"] == "w0" and "interpreter failure" in faults[0]["fault"]
+        import jsonschema
+
+        schemas = Path(__file__).resolve().parents[1] / "device" / "schemas"
+        jsonschema.validate(faults[0], json.loads((schemas / "state.schema.json").read_text()))
+        jsonschema.validate(st, json.loads((schemas / "status.schema.json").read_text()))
     finally:
         gw.shutdown()
         sub.loop_stop()

@@ -322,11 +322,11 @@ class FlashAgent:
             except P.ProtocolError as exc:
                 result: FlashResult | None = FlashResult("refused", self._running_id(), str(exc), tid,
                                                          previous=self._previous_id())
-                td = None
+                td = self._staged(tid)  # a staged transfer this message contradicts ends here
             else:
                 result = None
         if result is not None:
-            self._finish(tid, td, result, report=False)
+            self._finish(tid, td, result, final=False)
             return
         assert td is not None
         if cmd.kind == "begin":
@@ -515,7 +515,7 @@ class FlashAgent:
             self.refused_commands += 1
             log.error("flash: rollback %s ignored: %s", tid, stale)
             self._finish(tid, None, FlashResult("refused", self._running_id(), stale, tid,
-                                                previous=self._previous_id()), report=False)
+                                                previous=self._previous_id()), final=False)
             return
         if cmd.gateway is not None:
             self._save_last_issued(cmd.issued)  # before acting: a crash must not reopen it to a replay
@@ -541,27 +541,30 @@ class FlashAgent:
 
         write_text(self.store.root / COMMANDS_FILE, json.dumps({"last_issued": issued}))
 
-    def _finish(self, tid: str, td: TransferDir | None, result: FlashResult, report: bool = True) -> None:
-        """Remember, answer, report (retained model topic) and clean up.
+    def _finish(self, tid: str, td: TransferDir | None, result: FlashResult, final: bool = True) -> None:
+        """Answer; for a real flash or rollback attempt (``final``) also remember the result and report it.
 
-        ``report=False``: a message refused before it was a flash or rollback attempt
-        (a malformed or unwelcome offer, a stale command): answered on the reply topic,
-        but the retained model report keeps telling about the last real attempt.
+        ``final=False``: a message refused before it was an attempt (a malformed or
+        unwelcome offer, a stale or foreign command) is answered on the reply topic only:
+        nothing is written to disk, so a flood of them costs no disk writes, and the
+        retained model report keeps telling about the last real attempt. Either way the
+        transfer's staging (``td``) is removed.
         """
         from alanet.atomic import write_text
 
-        if report:
-            self.last_result = result
         d = result.to_dict()
-        with self._tlock:
-            write_text(self.results_dir / f"{tid}.json", json.dumps(d))
-            if td is not None:
+        if final:
+            self.last_result = result
+            with self._tlock:
+                write_text(self.results_dir / f"{tid}.json", json.dumps(d))
+            self._prune_results()
+        if td is not None:
+            with self._tlock:
                 shutil.rmtree(td.root, ignore_errors=True)
                 self._transfers.pop(tid, None)
                 self._last_progress.pop(tid, None)
-        self._prune_results()
         self._publish(P.reply_topic(self.gateway, tid), P.reply(self.gateway, tid, "result", **d))
-        if report:
+        if final:
             self.publish_model_report()
 
     def _stored_result(self, tid: str) -> dict[str, Any] | None:
