@@ -103,8 +103,14 @@ def test_at_most_two_transfers_are_staged(tmp_path, bundles):
         ag.a.handle(P.begin_topic(GWID, tid), P.make_offer(tid, data, 1024).to_bytes())
     assert [ag.replies(t)[-1]["type"] for t in ("t1", "t2")] == ["progress", "progress"]
     busy = ag.replies("t3")[-1]
-    assert busy["state"] == "refused" and busy["reason"].startswith("busy: 2 transfers")
+    assert busy["state"] == "refused" and busy["reason"].startswith("busy: 2 transfer(s)")
     assert sorted(p.name for p in ag.a.store.staging.iterdir()) == ["flash-t1", "flash-t2"]
+    # and the bytes they may stage: two offers of 60 MiB do not fit beside each other
+    ag2 = Agent(tmp_path / "bytes", bundles)
+    big = P.Offer("big1", 60 << 20, "0" * 64, 1 << 18, 240)
+    ag2.a.handle(P.begin_topic(GWID, "big1"), big.to_bytes())
+    ag2.a.handle(P.begin_topic(GWID, "big2"), P.Offer("big2", 60 << 20, "0" * 64, 1 << 18, 240).to_bytes())
+    assert ag2.replies("big1")[-1]["type"] == "progress" and "60 MiB staged" in ag2.replies("big2")[-1]["reason"]
 
 
 def test_chunks_of_unknown_transfers_leave_nothing_behind(tmp_path, bundles):

@@ -365,7 +365,8 @@ class FlashAgent:
         td = self._staged(tid)
         if td is None:
             others = [d for d in self.store.staging.glob("flash-*") if d.is_dir() and d.name != f"flash-{tid}"]
-            live = []
+            live: list[str] = []
+            staged = 0
             for d in others:
                 other = self._transfers.get(d.name.removeprefix("flash-")) or TransferDir(d)
                 if other.idle_s() > P.TRANSFER_IDLE_S:  # abandoned by its sender: it gives its place
@@ -375,9 +376,11 @@ class FlashAgent:
                     self._last_progress.pop(d.name.removeprefix("flash-"), None)
                 else:
                     live.append(d.name[6:])
-            if len(live) >= P.MAX_ACTIVE_TRANSFERS:
-                raise P.ProtocolError(f"busy: {len(live)} transfers in progress ({', '.join(sorted(live)[:4])}); "
-                                      "try again when they end")
+                    o = other.offer()
+                    staged += o.size if o is not None else 0
+            if len(live) >= P.MAX_ACTIVE_TRANSFERS or staged + offer.size > P.MAX_STAGED_BYTES:
+                raise P.ProtocolError(f"busy: {len(live)} transfer(s) in progress ({', '.join(sorted(live)[:4])}; "
+                                      f"{staged >> 20} MiB staged); try again when they end")
             td = TransferDir(self.store.staging / f"flash-{tid}")
         td.save_offer(offer)
         self._transfers[tid] = td

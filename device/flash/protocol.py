@@ -19,7 +19,7 @@ once it has them all and has verified and installed the bundle (or refused it),
 Bounds, so that a few small messages cannot make a gateway allocate much: chunks are
 at least ``MIN_CHUNK`` bytes (unless the archive is one chunk), at most ``MAX_CHUNKS``
 of them, the archive at most ``MAX_ARCHIVE`` bytes, and a gateway stages at most
-``MAX_ACTIVE_TRANSFERS`` transfers at a time. The rollback command is signed
+``MAX_ACTIVE_TRANSFERS`` transfers and ``MAX_STAGED_BYTES`` at a time. The rollback command is signed
 (:mod:`~alanet.device.flash.command`). It sends ``progress``
 while chunks arrive. The sender re-sends what is missing and re-sends ``end`` when no
 answer comes (after a reconnect, or ``retry_s``), so a broker restart in the middle
@@ -49,6 +49,7 @@ MAX_ARCHIVE = 64 << 20
 MAX_COMMAND_BYTES = 4096  # offers and commands are small JSON; larger payloads are not even parsed
 MAX_MISSING_LISTED = 512  # ranges per ``missing`` reply
 MAX_ACTIVE_TRANSFERS = 2  # transfers a gateway stages at once
+MAX_STAGED_BYTES = 96 << 20  # archive bytes (by their offers) a gateway stages at once
 TRANSFER_IDLE_S = 600.0  # a staged transfer silent this long gives its place to a new one
 ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
