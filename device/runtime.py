@@ -342,9 +342,10 @@ class Gateway:
         w.reported_faults = n
         what = (noted[-1] if noted else None) or w.last_fault or w.pipeline.last_fault or "fault"
         log.error("%s: %d new fault(s), %d in all; latest: %s", w.cfg.wearer, new, n, what)
+        # no classification: every probability 0 (consumers that do not know "fault" see nothing raised)
         st = {"schema": STATE_SCHEMA, "gateway": self.cfg.gateway, "wearer": w.cfg.wearer, "task": self.spec.task,
-              "t_end": round(w.last_t_end, 3), "probabilities": {}, "smoothed": 0.0, "state": None,
-              "model": self.spec.model_id, "fault": what, "faults": n}
+              "t_end": round(w.last_t_end, 3), "probabilities": {label: 0.0 for label in self.spec.labels},
+              "smoothed": 0.0, "state": None, "model": self.spec.model_id, "fault": what, "faults": n}
         try:
             self.link.publish(self._state_topics[i], _dumps(st))
         except Exception:  # noqa: BLE001 - the report is best effort; the fault is counted and logged

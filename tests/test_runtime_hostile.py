@@ -282,6 +282,11 @@ def test_a_fault_in_one_wearer_is_isolated_counted_and_reported(tmp_path, mosqui
         schemas = Path(__file__).resolve().parents[1] / "device" / "schemas"
         jsonschema.validate(faults[0], json.loads((schemas / "state.schema.json").read_text()))
         jsonschema.validate(st, json.loads((schemas / "status.schema.json").read_text()))
+        from alanet.device.live.store import LiveStore  # a subscriber that knows nothing of faults still copes
+
+        live = LiveStore()
+        live.ingest("alanet/gw-hostile/w0/state", json.dumps(faults[0]).encode())
+        assert live.skipped == 0
     finally:
         gw.shutdown()
         sub.loop_stop()
