@@ -207,7 +207,9 @@ class Generator:
             data = mutate(r, data)
             self.hello_ok = False  # unknown now: the next stream re-announces
         elif kind == "seq_chaos":
-            self.seq = (self.seq + 1000) % (1 << 32)  # later streams stay clear of repeats
+            # later streams continue far away (a wrap may have brought the counter back near seqs the
+            # gateway accepted earlier: a repeat of its last accepted seq is a duplicate and rightly dropped)
+            self.seq = (self.seq + int(r.integers(1 << 20, 1 << 30))) % (1 << 32)
         # the closing 0x00 ends whatever damage left half-read (a wearable's next boot would)
         return Stream(kind, data + b"\x00", expect, kind in EXACT)
 
