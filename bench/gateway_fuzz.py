@@ -299,16 +299,26 @@ def run_job(streams: int, seed: int, broker_url: str | None, work: Path, gateway
     """
     import logging
 
+    quiet = logging.getLogger("alanet")
+    level = quiet.level
+    quiet.setLevel(logging.CRITICAL)  # a million warnings about bad frames help no one
+    try:
+        return _run_job(streams, seed, broker_url, work, gateway, progress)
+    finally:
+        quiet.setLevel(level)
+
+
+def _run_job(streams: int, seed: int, broker_url: str | None, work: Path, gateway: str,
+             progress: Callable[[int, "JobResult"], None] | None) -> "JobResult":
+    from dataclasses import replace
+
     from alanet.device.config import WearableConfig, load_config
     from alanet.device.runtime import Gateway
 
-    logging.getLogger("alanet").setLevel(logging.CRITICAL)  # a million warnings about bad frames help no one
     sess, bundle = fuzz_bundle()
     cfg = load_config(None, {"port": "/dev/null", "bundle": str(bundle), "broker": broker_url or "mqtt://127.0.0.1:9",
                              "gateway": gateway,
                              "state_dir": str(work / f"state-{gateway}")})
-    from dataclasses import replace
-
     cfg = replace(cfg, wearables=(WearableConfig("w0", "/dev/null0"), WearableConfig("w1", "/dev/null1")))
     gw = Gateway(cfg)
     res = JobResult()

@@ -113,7 +113,7 @@ class AlertWatcher:
         self.dedup = Dedup()
         self.duplicates = 0
         self.connected = threading.Event()
-        self.client = make_client(cfg, client_id)
+        self.client = make_client(cfg, client_id, protocol=cfg.protocol or "3.1.1")  # a subscriber: any broker
         self.client.on_connect = self._on_connect
         self.client.on_message = self._on_message
         self._mqtt = mqtt

@@ -50,7 +50,7 @@ class BrokerConfig:
     key_file: str | None = None
     client_id: str | None = None
     keepalive: int = 30
-    protocol: str = "5"  # MQTT version: "5" (PUBACK reason codes) or "3.1.1"
+    protocol: str | None = None  # MQTT version: "5" (PUBACK reason codes), "3.1.1", or None: 5, else 3.1.1
 
 
 @dataclass(frozen=True)

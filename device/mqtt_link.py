@@ -1,8 +1,10 @@
 """The gateway's MQTT connection: durable QoS 1 alerts, live state, retained status.
 
 Built on paho-mqtt 2.x (callback API version 2), which owns the socket, the
-keep-alive and the reconnects (network thread). MQTT 5 by default (``mqtt.protocol``
-may say ``3.1.1``). This class adds what a gateway needs on top:
+keep-alive and the reconnects (network thread). MQTT 5 by default; a broker that
+does not speak it (it answers "Unsupported protocol version") gets MQTT 3.1.1, with a
+warning, unless ``mqtt.protocol`` says which one to use. This class adds what a
+gateway needs on top:
 
 - Alerts go through the :class:`~alanet.device.alert_queue.AlertQueue` first and are
   deleted only when the broker acknowledges them (QoS 1 PUBACK) **with a success
@@ -63,7 +65,7 @@ def make_client(cfg: BrokerConfig, client_id: str = "", *, protocol: str | None 
     ``persistent``: keep the session at the broker (3.1.1: ``clean_session=False``; MQTT 5:
     see :func:`connect_async`).
     """
-    proto = protocol or cfg.protocol
+    proto = protocol or cfg.protocol or "5"
     if proto == "5":
         c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
     else:
@@ -117,12 +119,10 @@ class MqttLink:
         self.retry_max_s = float(retry_max_s)
         self.ack_timeout_s = float(ack_timeout_s)
         self.on_problem = on_problem
-        self.client = make_client(cfg, cfg.client_id or client_id, max_inflight=self.window)
-        self.client.will_set(will_topic, will_payload, qos=1, retain=True)
-        self.client.on_connect = self._on_connect
-        self.client.on_disconnect = self._on_disconnect
-        self.client.on_publish = self._on_publish
-        self.client.on_connect_fail = self._on_connect_fail
+        self.protocol = cfg.protocol or "5"
+        self._client_id = cfg.client_id or client_id
+        self._will = (will_topic, will_payload)
+        self.client = self._make_client()
         self._acks: queue.SimpleQueue[tuple[int, bool, str]] = queue.SimpleQueue()
         self._events: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
         self._inflight: dict[int, str] = {}  # mid -> alert id (caller's thread only)
@@ -144,6 +144,32 @@ class MqttLink:
         self.stalls = 0  # connections dropped because the broker stopped acknowledging
         self.last_error: str | None = None
 
+    def _make_client(self) -> mqtt.Client:
+        c = make_client(self.cfg, self._client_id, protocol=self.protocol, max_inflight=self.window)
+        c.will_set(self._will[0], self._will[1], qos=1, retain=True)
+        c.on_connect = self._on_connect
+        c.on_disconnect = self._on_disconnect
+        c.on_publish = self._on_publish
+        c.on_connect_fail = self._on_connect_fail
+        return c
+
+    def _fall_back_to_311(self) -> None:
+        """The broker does not speak MQTT 5: start again with 3.1.1 (what paho held goes back to the queue)."""
+        log.warning("broker %s does not speak MQTT 5: using MQTT 3.1.1. A publish the broker refuses (an ACL) "
+                    "cannot be told from a delivered one under 3.1.1; set mqtt.protocol to choose", self.cfg.url)
+        old = self.client
+        old.loop_stop()
+        try:
+            old.disconnect()
+        except (OSError, ValueError):
+            pass
+        self.protocol = "3.1.1"
+        self._inflight.clear()
+        self._handed.clear()
+        self._cursor = 0
+        self.client = self._make_client()
+        self.start()
+
     # ---- paho callbacks (network thread): only enqueue ----
     def _outcome(self, what: str) -> None:
         if not self._first.is_set():
@@ -152,7 +178,8 @@ class MqttLink:
 
     def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
         if reason.is_failure:
-            self._outcome(f"refused: {reason}")
+            if not (str(reason) == "Unsupported protocol version" and self.cfg.protocol is None):
+                self._outcome(f"refused: {reason}")  # (a fall-back to 3.1.1 is not an outcome yet)
             self._events.put(("refused", str(reason)))
             return
         self._outcome("connected")
@@ -203,8 +230,15 @@ class MqttLink:
         self.client.loop_start()
 
     def wait_first_outcome(self, timeout: float) -> str | None:
-        """The first connection attempt's result (None if still undecided after ``timeout``)."""
-        self._first.wait(timeout)
+        """The first connection attempt's result (None if still undecided after ``timeout``).
+
+        Polls meanwhile, so a fall-back to MQTT 3.1.1 happens within the wait.
+        """
+        deadline = time.monotonic() + timeout
+        while not self._first.wait(min(0.05, max(0.0, deadline - time.monotonic()))):
+            self.poll()
+            if time.monotonic() >= deadline:
+                break
         return self.first_outcome
 
     def wait_connected(self, timeout: float) -> bool:
@@ -268,6 +302,9 @@ class MqttLink:
                 for topic, payload in self._retained.items():
                     self.client.publish(topic, payload, qos=1, retain=True)
             elif kind == "refused":
+                if detail == "Unsupported protocol version" and self.cfg.protocol is None and self.protocol == "5":
+                    self._fall_back_to_311()
+                    continue
                 if detail != self.last_error:
                     log.error("broker %s refused the connection: %s", self.cfg.url, detail)
                 self.last_error = detail

@@ -386,7 +386,7 @@ class Gateway:
         pending = len(self.queue)
         log.info("gateway %s: model %s (%s, window %d, stride %d) loaded in %.2f s; broker %s (MQTT %s); "
                  "%d alert(s) queued", cfg.gateway, self.spec.model_id, self.spec.task, self.spec.length,
-                 self.spec.stride, self.model_load_s, cfg.broker.url, cfg.broker.protocol, pending)
+                 self.spec.stride, self.model_load_s, cfg.broker.url, cfg.broker.protocol or "5, else 3.1.1", pending)
         try:
             self.link.start()
             first = self.link.wait_first_outcome(5.0)

@@ -191,6 +191,9 @@ def test_mqtt_protocol_is_configurable(tmp_path):
     base = f'gateway = "g"\nstate_dir = "{tmp_path}"\n[model]\nbundle = "b"\n[[wearable]]\nport = "p"\n[mqtt]\n'
     p = tmp_path / "gw.toml"
     p.write_text(base)
+    assert load_config(p).broker.protocol is None  # MQTT 5, else 3.1.1 (a broker that speaks only 3.1.1)
+    assert ml.make_client(load_config(p).broker).protocol == mqtt.MQTTv5
+    p.write_text(base + 'protocol = "5"\n')
     assert load_config(p).broker.protocol == "5"
     p.write_text(base + 'protocol = "3.1.1"\n')
     c = load_config(p)
