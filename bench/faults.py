@@ -1041,7 +1041,8 @@ def downgrade_replay(work: Path, fx: Fixture) -> Outcome:
         rig.close()
     return Outcome("downgrade_replay", "a stranger replays a recorded older signed bundle and a recorded signed "
                    "rollback command", _ok(t, problems), recover_s=_r(recover),
-                   recovery="time to refuse the three replays (no outage: the stream kept being classified)",
+                   recovery="time until the three replays were refused or ignored (an ignored command gets no "
+                   "answer: 3 s of waiting included; no outage: the stream kept being classified)",
                    details=details, problems=tuple(problems), **t)
 
 
