@@ -150,10 +150,15 @@ def run_trial(n: int, seconds: float, bundle: Path, frames: list[bytes], broker_
         stolen = 0.0  # wall time other processes took from this core during our reads (not counted)
         run_delay = RunDelay()
         process, poll = gw.process, gw.link.poll
+        from alanet.firmware_bridge.codec import Encoder
+
+        hello = Encoder().hello(0)
         for k in order:
             arrival = float(times[k])
             i = int(who[k])
             wire = frames[int(offset[i]) + int(idx[k])]
+            if idx[k] == 0:  # each wearable announces itself before its first frame
+                wire = hello + wire
             start = max(arrival, free_at)
             wait = start - arrival
             if wait > buffer_s:

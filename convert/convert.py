@@ -178,6 +178,12 @@ def _decision(run: Run, overrides: dict[str, Any]) -> dict[str, Any]:
         raise InputError(f"--decision: {exc.message}") from None
     if "class_index" in dec and not 0 <= int(dec["class_index"]) < len(run.labels):
         raise InputError(f"--decision: class_index {dec['class_index']} out of range for {len(run.labels)} labels")
+    from alanet.device.decisions import make_decider
+
+    try:  # what the gateway will build (the bundle's verification checks the same)
+        make_decider(run.task, dec, run.labels)
+    except ValueError as exc:
+        raise InputError(f"--decision: {exc}") from None
     return dec
 
 

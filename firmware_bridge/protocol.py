@@ -159,9 +159,15 @@ def frame_problem(frame: Frame, hello: Hello) -> str | None:
     physical bounds (``MAX_ABS_ANGLE_RAD``, ``MAX_ABS_EMG``; NaN and ±inf never do).
     The reason is short and fixed per kind, so callers can count and log it once.
     """
-    if len(frame.angles) != hello.n_angles or len(frame.emg) != hello.n_emg:
+    a, e = frame.angles, frame.emg
+    if len(a) != hello.n_angles or len(e) != hello.n_emg:
         return "shape"
-    if not _within(frame.angles, MAX_ABS_ANGLE_RAD) or not _within(frame.emg, MAX_ABS_EMG):
+    # inline (this runs for every frame): min/max bound the values, the sum catches NaN and ±inf
+    if a and not (-MAX_ABS_ANGLE_RAD <= min(a) and max(a) <= MAX_ABS_ANGLE_RAD):
+        return "range"
+    if e and not (-MAX_ABS_EMG <= min(e) and max(e) <= MAX_ABS_EMG):
+        return "range"
+    if not math.isfinite(sum(a) + sum(e)):
         return "range"
     return None
 
