@@ -169,8 +169,12 @@ BENCHES: list[Bench] = [
           what="alerts/s through the durable queue, QoS 1"),
     Bench("fleet", "fleet.py", (), ("--quick", "--gateways", "10,100"), "fleet.json", None, 480,
           what="N gateways → one central broker → one subscriber: alerts/s, latency, saturation"),
-    Bench("faults", "faults.py", (), ("--quick",), "faults.json", None, 360,
+    Bench("faults", "faults.py", (), ("--quick",), "faults.json", None, 600,
           what="fault matrix: alerts lost / duplicated, time to recover"),
+    Bench("command_fuzz", "command_fuzz.py", (), ("--quick",), "command_fuzz.json", None, 300,
+          what="hostile MQTT command messages to the running gateway: RSS peak ÷ idle, still classifying"),
+    Bench("gateway_fuzz", "gateway_fuzz.py", ("--streams", "1000000"), ("--quick",), "gateway_fuzz.json", None, 5400,
+          default=False, what="1,000,000 hostile wearable streams through the whole gateway path (long)"),
     Bench("synth_calibration", "synth_calibration.py", (), (), "synth_calibration.json", None, 300, default=False,
           what="difficulty of the synthetic data for classic classifiers (not in the default run)"),
 ]
