@@ -106,8 +106,10 @@ def encoded_session(sess: rs.Session) -> list[bytes]:
     from alanet.firmware_bridge.codec import Encoder
 
     enc = Encoder()
-    return [enc.frame(int(round(i * 1000 / FS)), sess.angles[i].tolist(), sess.emg[i].tolist(), seq=i)
-            for i in range(sess.n)]
+    frames = [enc.frame(int(round(i * 1000 / FS)), sess.angles[i].tolist(), sess.emg[i].tolist(), seq=i)
+              for i in range(sess.n)]
+    frames[0] = enc.hello(0) + frames[0]  # a wearable announces itself before its first frame
+    return frames
 
 
 def run_trial(n: int, seconds: float, bundle: Path, frames: list[bytes], broker_url: str, work: Path,
@@ -148,10 +150,15 @@ def run_trial(n: int, seconds: float, bundle: Path, frames: list[bytes], broker_
         stolen = 0.0  # wall time other processes took from this core during our reads (not counted)
         run_delay = RunDelay()
         process, poll = gw.process, gw.link.poll
+        from alanet.firmware_bridge.codec import Encoder
+
+        hello = Encoder().hello(0)
         for k in order:
             arrival = float(times[k])
             i = int(who[k])
             wire = frames[int(offset[i]) + int(idx[k])]
+            if idx[k] == 0:  # each wearable announces itself before its first frame
+                wire = hello + wire
             start = max(arrival, free_at)
             wait = start - arrival
             if wait > buffer_s:

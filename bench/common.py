@@ -88,6 +88,17 @@ class Figure:
         return asdict(self)
 
 
+def rss_mb(pid: int | str = "self") -> float:
+    """Resident memory (VmRSS) of process ``pid`` in MB; 0.0 when it cannot be read."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
 def pin_one_core() -> int | None:
     """Pin this process to one CPU (the lowest allowed); return it (None if unsupported)."""
     if not hasattr(os, "sched_setaffinity"):

@@ -17,7 +17,10 @@ persistent-session QoS 1 subscriber. For each one it records:
   meaning is stated per scenario in ``recovery``).
 
 Refusal scenarios (malformed config, tampered bundle) record the exit code, the
-one-line message and how long the refusal took. ``--quick`` shortens the 60 s broker
+one-line message and how long the refusal took. The hostile scenarios (an ACL that
+denies the alert topic, a corrupt queue file, a broker that stops acknowledging, a
+downgrade and command replay, hostile flash offers) record the alert figures of the
+stream that runs through them, plus what the attack was refused with. ``--quick`` shortens the 60 s broker
 outage to 5 s (the output says so). Writes ``bench/results/faults.json``.
 """
 
@@ -42,7 +45,7 @@ from typing import Callable
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench.common import REPO, Figure, write_result  # noqa: E402
+from bench.common import REPO, Figure, rss_mb, write_result  # noqa: E402
 
 sys.path.insert(0, str(REPO / "tests"))
 import runtime_support as rs  # noqa: E402
@@ -214,19 +217,36 @@ def _ok(t: dict, problems: list[str]) -> bool:
 class Rig:
     """Broker + subscriber + wearable + gateway for one scenario, in a temp dir."""
 
-    def __init__(self, work: Path, fx: Fixture, persistence: bool = True, sub_id: str = "fault-sub") -> None:
+    def __init__(self, work: Path, fx: Fixture, persistence: bool = True, sub_id: str = "fault-sub",
+                 broker_extra: tuple[str, ...] = ()) -> None:
         self.work = work
         self.fx = fx
         (work / "broker").mkdir(parents=True, exist_ok=True)
-        self.broker = Mosquitto(work / "broker", persistence=persistence).start()
+        self.broker = Mosquitto(work / "broker", persistence=persistence, extra=broker_extra).start()
         self.sub = Subscriber(self.broker.port, sub_id)
         self.state = work / "state"
         self.wear = rs.PtyWearable()
         self.gw: Gateway | None = None
 
-    def start_gateway(self, port_path: str | None = None, **kw) -> Gateway:
-        self.gw = Gateway(port_path or self.wear.path, self.fx.bundle, self.broker.url, self.state, **kw)
+    def start_gateway(self, port_path: str | None = None, broker_url: str | None = None,
+                      bundle: Path | None = None, config: str | None = None, **kw) -> Gateway:
+        """``alanet run``; ``config``: TOML text for what flags cannot say (keys, MQTT settings)."""
+        if config is not None:
+            cfg = self.work / f"gateway-{time.monotonic_ns()}.toml"
+            cfg.write_text(config)
+            kw["extra"] = (*kw.get("extra", ()), "--config", str(cfg))
+        self.gw = Gateway(port_path or self.wear.path, bundle or self.fx.bundle, broker_url or self.broker.url,
+                          self.state, **kw)
         return self.gw
+
+    def wait_queue_file(self, timeout: float = 30) -> Path:
+        """The gateway's alert queue file, once the gateway has created it (then a moment to settle)."""
+        qpath = self.state / "alerts.sqlite"
+        deadline = time.monotonic() + timeout
+        while not qpath.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.5)
+        return qpath
 
     def wait_online(self, n: int = 1, timeout: float = 30) -> None:
         if not self.sub.wait(lambda: self.sub.online_count() >= n, timeout):
@@ -357,11 +377,7 @@ def gateway_sigkill(work: Path, fx: Fixture) -> Outcome:
     try:
         rig.broker.stop()
         rig.start_gateway()
-        qpath = rig.state / "alerts.sqlite"
-        deadline = time.monotonic() + 30
-        while not qpath.exists() and time.monotonic() < deadline:
-            time.sleep(0.05)
-        time.sleep(0.5)
+        qpath = rig.wait_queue_file()
         rig.wear.hello()
         rig.wear.frames(fx.sess, 0, fx.sess.n)
         from alanet.device.alert_queue import AlertQueue
@@ -587,10 +603,7 @@ def disk_full(work: Path, fx: Fixture) -> Outcome:
     try:
         rig.broker.stop()  # nothing can be delivered: every alert would have to be queued
         g1 = rig.start_gateway(preexec=preexec)
-        deadline = time.monotonic() + 30
-        while not qpath.exists() and time.monotonic() < deadline:
-            time.sleep(0.05)
-        time.sleep(0.5)
+        rig.wait_queue_file()
         if mounted:
             st = os.statvfs(mnt)
             free = st.f_bavail * st.f_frsize
@@ -773,6 +786,396 @@ def tampered_bundle(work: Path, fx: Fixture) -> Outcome:
                    problems=tuple(problems))
 
 
+# --------------------------------------------------------------------------- hostile scenarios
+def _status(rig: Rig) -> list[dict]:
+    return [d for d in rig.sub.of("/status") if d.get("state") == "online"]
+
+
+def _stream_session(rig: Rig, fx: Fixture, start: int = 0, stop: int | None = None, pace_hz: float | None = None) -> None:
+    rig.wear.frames(fx.sess, start, fx.sess.n if stop is None else stop, pace_hz=pace_hz)
+
+
+def _gateway_failed(rig: Rig, rc: int, problems: list[str]) -> None:
+    if rc != 0:
+        problems.append(f"gateway exit code {rc}: {rig.gw.output()[-600:] if rig.gw else ''}")
+    if rig.gw is not None and "Traceback" in rig.gw.output():
+        problems.append("a traceback in the gateway's log")
+
+
+ACL_DENY_ALERTS = f"""topic readwrite alanet/{GW}/status
+topic readwrite alanet/{GW}/model
+topic readwrite alanet/{GW}/+/state
+topic readwrite alanet/{GW}/cmd/#
+topic readwrite alanet/{GW}/flash/#
+topic read alanet/#
+"""
+
+
+def acl_denied(work: Path, fx: Fixture, protocol: str = "5") -> Outcome:
+    """The broker's ACL denies the alert topic (a deployment mistake), then the ACL is fixed (SIGHUP)."""
+    acl = work / "acl"
+    acl.write_text(ACL_DENY_ALERTS)
+    rig = Rig(work, fx, broker_extra=(f"acl_file {acl}",))
+    problems: list[str] = []
+    details: dict = {"protocol": protocol}
+    recover = None
+    try:
+        rig.start_gateway(config=f'[mqtt]\nprotocol = "{protocol}"\nretry_max_s = 2\nheartbeat_s = 0.5\n')
+        rig.wait_online()
+        _stream_session(rig, fx)
+        decided_during = len(fx.expected)
+        rig.sub.wait(lambda: len(rig.gw.alerts_logged()) >= decided_during, 30)
+        time.sleep(2.0)  # refused (MQTT 5) or silently dropped (3.1.1) meanwhile
+        st = _status(rig)
+        last = st[-1] if st else {}
+        details["delivered_while_denied"] = len(rig.sub.unique())
+        details["queue_depth_while_denied"] = last.get("counters", {}).get("queue_depth")
+        details["publish_refused"] = last.get("counters", {}).get("publish_refused")
+        details["status_problems"] = [p.get("what") for p in last.get("problems", [])]
+        acl.write_text(f"topic readwrite alanet/{GW}/#\ntopic read alanet/#\n")
+        rig.broker.proc.send_signal(signal.SIGHUP)  # Mosquitto reloads the ACL: the mistake is fixed
+        t_fix = time.monotonic()
+        if rig.sub.wait(lambda: len(rig.sub.unique()) >= len(fx.expected), 20 if protocol == "5" else 5):
+            recover = time.monotonic() - t_fix
+        time.sleep(0.3)
+        rc = rig.gw.stop()
+        decided = len(rig.gw.alerts_logged())
+        t = tally(rig.sub, decided)
+        _gateway_failed(rig, rc, problems)
+        if protocol == "5":
+            if details["delivered_while_denied"]:
+                problems.append(f"{details['delivered_while_denied']} alert(s) delivered through a denying ACL?")
+            if not details["queue_depth_while_denied"] or "publish_refused" not in details["status_problems"]:
+                problems.append(f"the refusal was not kept and reported: {details}")
+    finally:
+        rig.close()
+    note = ""
+    if protocol != "5" and t["lost"]:
+        note = ("MQTT 3.1.1 has no PUBACK reason codes: the broker acknowledged the alerts it denied and the queue "
+                "let them go. MQTT 5 (the default) keeps them")
+    ok = _ok(t, problems) or bool(note)
+    name = "acl_denied" if protocol == "5" else "acl_denied_mqtt311"
+    return Outcome(name, f"the broker's ACL denies the alert topic, then is fixed (SIGHUP), MQTT {protocol}", ok,
+                   recover_s=_r(recover), recovery="ACL fixed → every alert received (retried with back-off)",
+                   details=details, problems=tuple(problems) if not note else (), limitation=note, **t)
+
+
+def _corrupt_queue(path: Path) -> None:
+    """Damage the queue file's first page and its WAL's header: SQLite can read neither."""
+    with open(path, "r+b") as f:
+        f.write(b"\xde\xad\xbe\xef" * 25)
+    wal = path.with_name(path.name + "-wal")
+    if wal.exists():
+        with open(wal, "r+b") as f:
+            f.write(b"\x00" * 32)
+
+
+def corrupt_queue(work: Path, fx: Fixture) -> Outcome:
+    """Alerts queued (broker down), the gateway dies, the queue file is found damaged at the next start."""
+    rig = Rig(work, fx)
+    problems: list[str] = []
+    details: dict = {}
+    recover = None
+    try:
+        rig.broker.stop()
+        half = fx.sess.n // 2
+        first = [e for e in fx.expected if e.t_end * rs.FS <= half]
+        rig.start_gateway()
+        qpath = rig.wait_queue_file()
+        _stream_session(rig, fx, 0, half)
+        rig.sub.wait(lambda: len(rig.gw.alerts_logged()) >= len(first), 30)
+        time.sleep(0.5)
+        rc1 = rig.gw.stop(signal.SIGKILL)
+        decided1 = len(rig.gw.alerts_logged())
+        _corrupt_queue(qpath)
+        rig.broker.start()
+        t_start = time.monotonic()
+        wear2 = rs.PtyWearable()
+        rig.start_gateway(wear2.path, extra=())
+        rig.wait_online()
+        whole1 = rig.sub.wait(lambda: len(rig.sub.unique()) >= decided1, 30)
+        if whole1:
+            recover = time.monotonic() - t_start
+        st = _status(rig)
+        details["status_problems"] = [p for p in (st[-1].get("problems", []) if st else [])]
+        wear2.hello()
+        wear2.frames(fx.sess, half, fx.sess.n)
+        rig.sub.wait(lambda: len(rig.sub.unique()) >= len(fx.expected), 30)
+        time.sleep(0.3)
+        rc2 = rig.gw.stop()
+        wear2.close()
+        decided = decided1 + len(rig.gw.alerts_logged())
+        t = tally(rig.sub, decided)
+        details.update({"decided_before_the_damage": decided1, "exit_codes": [rc1, rc2],
+                        "kept_aside": sorted(p.name for p in rig.state.glob("alerts.sqlite.corrupt-*"))})
+        if rc2 != 0:
+            problems.append(f"restart exit code {rc2}")
+        if not any(p.get("what") == "alert_queue_corrupt" for p in details["status_problems"]):
+            problems.append("the status topic did not say the queue was corrupt")
+        if not details["kept_aside"]:
+            problems.append("the corrupt file was not kept")
+    finally:
+        rig.close()
+    return Outcome("corrupt_queue", "alert queue file damaged (first page and WAL header) while alerts were queued",
+                   _ok(t, problems), recover_s=_r(recover),
+                   recovery="gateway restart → the salvaged alerts received (corrupt file kept aside)",
+                   details=details, problems=tuple(problems), **t)
+
+
+def non_acking_broker(work: Path, fx: Fixture) -> Outcome:
+    """A broker that keeps the connection but stops acknowledging (PUBACKs swallowed by a proxy), then recovers."""
+    from mqtt_proxy import AckSwallowingProxy
+
+    rig = Rig(work, fx)
+    proxy = AckSwallowingProxy(rig.broker.port).start()
+    problems: list[str] = []
+    details: dict = {}
+    recover = None
+    try:
+        rig.start_gateway(broker_url=proxy.url, config="[mqtt]\nack_timeout_s = 3\nheartbeat_s = 0.5\n")
+        rig.wait_online()
+        proxy.swallow_acks.set()
+        t0 = time.monotonic()
+        _stream_session(rig, fx)
+        rig.sub.wait(lambda: len(rig.gw.alerts_logged()) >= len(fx.expected), 30)
+        time.sleep(max(0.0, 5.0 - (time.monotonic() - t0)))  # at least one ack time-out passes
+        peak_inflight = max([d.get("counters", {}).get("inflight", 0) for d in _status(rig)] or [0])
+        proxy.swallow_acks.clear()
+        t_back = time.monotonic()
+
+        def drained() -> bool:
+            st = _status(rig)
+            return bool(st) and st[-1].get("counters", {}).get("queue_depth") == 0 and \
+                len(rig.sub.unique()) >= len(fx.expected)
+
+        if rig.sub.wait(drained, 30):
+            recover = time.monotonic() - t_back
+        time.sleep(0.3)
+        rc = rig.gw.stop()
+        decided = len(rig.gw.alerts_logged())
+        t = tally(rig.sub, decided)
+        st = _status(rig)
+        c = st[-1].get("counters", {}) if st else {}
+        details = {"acks_swallowed": proxy.swallowed, "proxy_connections": proxy.connections,
+                   "ack_stalls": c.get("ack_stalls"), "peak_inflight": peak_inflight, "exit_code": rc}
+        _gateway_failed(rig, rc, problems)
+        if not proxy.swallowed:
+            problems.append("no acknowledgement was swallowed: the fault did not happen")
+        if recover is None:
+            problems.append("the queue never drained after the broker acknowledged again")
+    finally:
+        rig.close()
+        proxy.stop()
+    return Outcome("non_acking_broker", "the broker stops acknowledging (PUBACKs swallowed) for a session, then "
+                   "acknowledges again", _ok(t, problems), recover_s=_r(recover),
+                   recovery="acks back → the queue empty (the stalled connection dropped, paho retransmitted)",
+                   details=details, problems=tuple(problems), **t)
+
+
+def _signed_releases(work: Path, fx: Fixture) -> tuple[Path, Path, Path]:
+    """(key, release 1, release 2) of the fault bundle, signed; same model, so the same alerts."""
+    from alanet.device.bundle import MANIFEST_FILE, MODEL_FILE, write_bundle
+    from alanet.device.signing import write_keypair
+
+    key = work / "release.key"
+    write_keypair(key)
+    m = json.loads((fx.bundle / MANIFEST_FILE).read_text())
+    model = (fx.bundle / MODEL_FILE).read_bytes()
+    r1 = write_bundle(work / "release-1", dict(m, model_id="fault-r1", bundle_version=1), model, signing_key=key)
+    r2 = write_bundle(work / "release-2", dict(m, model_id="fault-r2", bundle_version=2), model, signing_key=key)
+    return key, r1, r2
+
+
+def downgrade_replay(work: Path, fx: Fixture) -> Outcome:
+    """A stranger replays a recorded older signed bundle and a recorded signed rollback command."""
+    from alanet.device.flash.command import make_command
+    from alanet.device.flash.sender import read_archive, send_to_fleet
+
+    key, r1, r2 = _signed_releases(work, fx)
+    rig = Rig(work, fx)
+    problems: list[str] = []
+    details: dict = {}
+    recover = None
+    try:
+        rig.start_gateway(bundle=r1, config=f'[model]\ntrusted_keys = ["{key}.pub"]\nallow_unsigned = false\n')
+        rig.wait_online()
+        third = fx.sess.n // 3
+        _stream_session(rig, fx, 0, third)
+        url = rig.broker.url
+        # the operator: release 2, a signed rollback (recorded by the stranger), release 2 again
+        a, name = read_archive(r2)
+        ops = [send_to_fleet(a, [GW], url, name=name, timeout=30, progress=False)[0]]
+        recorded = make_command("rollback", GW, "op-rollback", key)
+        ops.append(_send_command(url, recorded))
+        ops.append(send_to_fleet(a, [GW], url, name=name, timeout=30, progress=False)[0])
+        details["operator"] = [getattr(o, "status", o) for o in ops]
+        _stream_session(rig, fx, third, 2 * third)
+        # the stranger: release 1 again (signed, older), and the recorded rollback command
+        a1, n1 = read_archive(r1)
+        t_att = time.monotonic()
+        replay = send_to_fleet(a1, [GW], url, name=n1, timeout=30, progress=False)[0]
+        cmd = _send_command(url, recorded, request="op-rollback")
+        fresh_id = make_command("rollback", GW, "stranger-new-id", None)  # unsigned, a new id
+        unsigned = _send_command(url, fresh_id, request="stranger-new-id", timeout=3)
+        recover = time.monotonic() - t_att
+        details["replayed_bundle"] = {"status": replay.status, "reason": replay.reason}
+        details["replayed_command"] = (f"answered with the stored result of the recorded command ({cmd}); nothing "
+                                       "was done again" if cmd == "active" else cmd)
+        details["unsigned_command"] = unsigned
+        _stream_session(rig, fx, 2 * third, fx.sess.n)
+        rig.sub.wait(lambda: len(rig.sub.unique()) >= len(rig.gw.alerts_logged()) >= len(fx.expected), 30)
+        model = [d for d in rig.sub.of("/model")]
+        details["model_at_end"] = model[-1].get("model") if model else None
+        time.sleep(0.3)
+        rc = rig.gw.stop()
+        decided = len(rig.gw.alerts_logged())
+        t = tally(rig.sub, decided)
+        _gateway_failed(rig, rc, problems)
+        if details["operator"] != ["took it", "active", "took it"]:
+            problems.append(f"the operator's own flash/rollback/flash did not go through: {details['operator']}")
+        if replay.status != "refused" or "bundle_version: 1 is below 2" not in (replay.reason or ""):
+            problems.append(f"the older release was not refused as a downgrade: {details['replayed_bundle']}")
+        if details["model_at_end"] != "fault-r2":
+            problems.append(f"the gateway runs {details['model_at_end']} at the end, not fault-r2")
+    finally:
+        rig.close()
+    return Outcome("downgrade_replay", "a stranger replays a recorded older signed bundle and a recorded signed "
+                   "rollback command", _ok(t, problems), recover_s=_r(recover),
+                   recovery="time until the three replays were refused or ignored (an ignored command gets no "
+                   "answer: 3 s of waiting included; no outage: the stream kept being classified)",
+                   details=details, problems=tuple(problems), **t)
+
+
+def _send_command(url: str, payload: bytes, request: str | None = None, timeout: float = 15) -> str:
+    """Publish a rollback command; the gateway's answer (its state), or "no answer" (an ignored command)."""
+    import paho.mqtt.client as mqtt
+
+    from alanet.device.flash import protocol as P
+
+    req = request or json.loads(json.loads(payload)["body"])["request"]
+    got: list[dict] = []
+    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"cmd-{time.monotonic_ns()}")
+    c.on_message = lambda cl, u, m: got.append(json.loads(m.payload))
+    port = int(url.rsplit(":", 1)[1])
+    c.connect("127.0.0.1", port)
+    c.subscribe(P.reply_topic(GW, req), qos=1)
+    c.loop_start()
+    time.sleep(0.2)
+    c.publish(P.rollback_topic(GW), payload, qos=1)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and not any(d.get("type") == "result" for d in got):
+        time.sleep(0.05)
+    c.loop_stop()
+    c.disconnect()
+    res = [d for d in got if d.get("type") == "result"]
+    return res[-1]["state"] if res else "no answer"
+
+
+def hostile_flash_offer(work: Path, fx: Fixture) -> Outcome:
+    """While a session streams, a stranger sends offers built to exhaust memory, files and transfer slots."""
+    import gzip
+
+    import paho.mqtt.client as mqtt
+
+    from alanet.device.flash import protocol as P
+    from alanet.device.flash.sender import read_archive
+
+    key, r1, r2 = _signed_releases(work, fx)
+    rig = Rig(work, fx)
+    problems: list[str] = []
+    details: dict = {}
+    try:
+        rig.start_gateway(bundle=r1, config=f'[model]\ntrusted_keys = ["{key}.pub"]\nallow_unsigned = false\n')
+        rig.wait_online()
+        half = fx.sess.n // 2
+        _stream_session(rig, fx, 0, half // 2)
+        pid = rig.gw.p.pid
+        rss0 = rss_mb(pid)
+        feeder = threading.Thread(target=_stream_session, args=(rig, fx, half // 2, fx.sess.n),
+                                  kwargs={"pace_hz": rs.FS * 10}, daemon=True)
+        feeder.start()  # the wearer streams (10x real time) while the stranger works
+        replies: list[dict] = []
+        c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="stranger")
+        c.on_message = lambda cl, u, m: replies.append(json.loads(m.payload))
+        c.connect("127.0.0.1", rig.broker.port)
+        c.subscribe(f"alanet/{GW}/flash/#", qos=1)
+        c.loop_start()
+        time.sleep(0.2)
+        pre = f"alanet/{GW}/cmd/flash"
+        sent = 0
+
+        def pub(topic: str, payload: bytes) -> None:
+            nonlocal sent
+            c.publish(topic, payload, qos=1).wait_for_publish(30)
+            sent += 1
+
+        tiny = json.dumps({"schema": "alanet.flash/1", "transfer": "tiny", "size": 64 << 20, "sha256": "0" * 64,
+                           "chunk_size": 1, "chunks": 64 << 20}).encode()
+        pub(f"{pre}/tiny/begin", tiny)
+        pub(f"{pre}/tiny/end", tiny)
+        signed, _ = read_archive(r2)
+        bomb = gzip.compress(b"\0" * (64 << 20))  # 64 MiB of zeros in ~64 KiB
+        import io
+        import tarfile
+
+        junk = io.BytesIO()
+        with tarfile.open(fileobj=junk, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+            for k in range(20000):
+                tar.addfile(tarfile.TarInfo(f"junk-{k}"), io.BytesIO(b""))
+        for tid, data in (("gzbundle", gzip.compress(signed)), ("gzbomb", bomb), ("junktar", junk.getvalue())):
+            offer = P.make_offer(tid, data, 32768, tid)
+            pub(f"{pre}/{tid}/begin", offer.to_bytes())
+            for i in range(offer.chunks):
+                pub(f"{pre}/{tid}/chunk/{i}", data[i * offer.chunk_size:(i + 1) * offer.chunk_size])
+            pub(f"{pre}/{tid}/end", offer.to_bytes())
+        for k in range(50):  # fifty transfers at once, never finished
+            o = P.Offer(f"flood{k}", 1 << 20, "0" * 64, 1024, 1024)
+            pub(f"{pre}/flood{k}/begin", o.to_bytes())
+        for k in range(20):  # chunks past the agent's packet limit, for unknown transfers
+            pub(f"{pre}/ghost{k}/chunk/0", b"\xff" * 300_000)
+        rss_peak = rss0
+        deadline = time.monotonic() + 20
+        want = {"tiny", "gzbundle", "gzbomb", "junktar"}
+
+        def answered() -> bool:  # the four refused, and the flood: two staged, the rest refused as busy
+            done = {d.get("transfer") for d in replies if d.get("type") == "result"}
+            return want <= done and sum(1 for t in done if t.startswith("flood")) >= 50 - P.MAX_ACTIVE_TRANSFERS
+
+        while time.monotonic() < deadline and not answered():
+            rss_peak = max(rss_peak, rss_mb(pid))
+            time.sleep(0.1)
+        results = {d["transfer"]: d.get("reason") for d in replies if d.get("type") == "result"}
+        c.loop_stop()
+        c.disconnect()
+        feeder.join(120)
+        rig.sub.wait(lambda: len(rig.sub.unique()) >= len(rig.gw.alerts_logged()) >= len(fx.expected), 30)
+        rss_peak = max(rss_peak, rss_mb(pid))
+        time.sleep(0.3)
+        rc = rig.gw.stop()
+        decided = len(rig.gw.alerts_logged())
+        t = tally(rig.sub, decided)
+        model = [d for d in rig.sub.of("/model")]
+        details = {"messages": sent, "rss_before_mb": round(rss0, 1), "rss_peak_mb": round(rss_peak, 1),
+                   "refusals": {k: (v or "")[:120] for k, v in results.items() if k in want},
+                   "flood_refused_busy": sum(1 for k, v in results.items() if k.startswith("flood") and
+                                             (v or "").startswith("busy")),
+                   "model_at_end": model[-1].get("model") if model else None, "exit_code": rc}
+        _gateway_failed(rig, rc, problems)
+        if not want <= set(results):
+            problems.append(f"not every hostile offer was answered: {sorted(want - set(results))}")
+        if rss_peak >= 2 * rss0:
+            problems.append(f"RSS grew from {rss0:.0f} to {rss_peak:.0f} MB")
+        if details["model_at_end"] != "fault-r1":
+            problems.append(f"the model changed to {details['model_at_end']}")
+    finally:
+        rig.close()
+    return Outcome("hostile_flash_offer", "hostile flash offers while a session streams: 1-byte chunks of 64 MiB, a "
+                   "gzip bomb, a gzip'd bundle, a tar of 20,000 members, 50 concurrent transfers, oversized chunks",
+                   _ok(t, problems), recover_s=0.0 if not problems else None,
+                   recovery="no outage: every offer refused, the stream kept being classified, RSS < 2× before",
+                   details=details, problems=tuple(problems), **t)
+
+
 def _r(v: float | None) -> float | None:
     return None if v is None else round(v, 2)
 
@@ -793,6 +1196,12 @@ def scenarios(quick: bool) -> dict[str, Callable[[Path, Fixture], Outcome]]:
         "disk_full": disk_full,
         "malformed_config": malformed_config,
         "tampered_bundle": tampered_bundle,
+        "acl_denied": acl_denied,
+        "acl_denied_mqtt311": lambda w, f: acl_denied(w, f, protocol="3.1.1"),
+        "corrupt_queue": corrupt_queue,
+        "non_acking_broker": non_acking_broker,
+        "downgrade_replay": downgrade_replay,
+        "hostile_flash_offer": hostile_flash_offer,
     }
     return table
 
@@ -833,7 +1242,8 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.monotonic()
     outs = run_matrix(names, args.quick, log=lambda s: print(s, flush=True))
     total_lost = sum(o.lost or 0 for o in outs if not o.limitation)
-    broker_lost = sum(o.lost or 0 for o in outs if o.limitation)
+    broker_lost = sum(o.lost or 0 for o in outs if o.limitation and o.scenario.startswith("broker_"))
+    mqtt311_lost = sum(o.lost or 0 for o in outs if o.limitation and o.scenario.endswith("_mqtt311"))
     total_dup = sum(o.duplicates or 0 for o in outs)
     failed = [o.scenario for o in outs if not o.ok]
     figs = [
@@ -846,6 +1256,9 @@ def main(argv: list[str] | None = None) -> int:
                "(subscriber offline across its restart)", broker_lost, "alerts",
                "the broker had acknowledged them, then forgot the offline session: a broker setting, not the gateway",
                ""),
+        Figure("faults.lost_acl_denied_mqtt311", "Alerts lost to a denying ACL under MQTT 3.1.1 (option; MQTT 5 "
+               "keeps them)", mqtt311_lost, "alerts", "acknowledged by the broker though denied: 3.1.1 has no reason "
+               "codes", ""),
         Figure("faults.duplicates", "Fault matrix: duplicates after de-dup", total_dup, "alerts",
                "two ids for one decision (wearer, type, state, window end)", ""),
     ]
@@ -857,7 +1270,7 @@ def main(argv: list[str] | None = None) -> int:
                             "outcomes": [o.as_dict() for o in outs], "failed": failed,
                             "seconds": round(time.monotonic() - t0, 1)}, figs, args.out)
     print(f"fault matrix: {len(outs) - len(failed)}/{len(outs)} passed; lost {total_lost} (plus {broker_lost} at a "
-          f"broker without persistence), duplicates {total_dup}"
+          f"broker without persistence, {mqtt311_lost} to a denying ACL under MQTT 3.1.1), duplicates {total_dup}"
           + (f"; failed: {', '.join(failed)}" if failed else ""))
     return 0
 

@@ -90,7 +90,9 @@ def stages(bundle: Path, sess: rs.Session, frames: list[bytes], broker_url: str,
 
     t_decode = best_of(decode_all)
     packets = decode_all()
-    flat = [p for ps in packets for p in ps]
+    from alanet.firmware_bridge.protocol import Frame
+
+    flat = [p for ps in packets for p in ps if type(p) is Frame]
     angles = [f.angles for f in flat]
     emg = [f.emg for f in flat]
 

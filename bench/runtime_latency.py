@@ -125,6 +125,7 @@ def capacity(bundle: Path, sess: rs.Session, wearers: int, seconds: float, work:
     enc = Encoder()
     # the bytes of 4 frames per read (~67 ms at 60 Hz), like a serial read loop delivers them
     frames = [enc.frame(int(i * 1000 / rs.FS), sess.angles[i].tolist(), sess.emg[i].tolist(), seq=i) for i in range(n)]
+    frames[0] = enc.hello(0) + frames[0]  # a wearable announces itself before its first frame
     chunks = [b"".join(frames[i:i + 4]) for i in range(0, n, 4)]
     with EmbeddedBroker() as broker:
         cfg = load_config(None, {"port": "/dev/null", "bundle": str(bundle), "broker": broker.url, "gateway": "cap",

@@ -25,6 +25,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--decision", action="append", metavar="KEY=VALUE", default=[],
                    help="override a decision parameter recorded in the manifest, e.g. raise_threshold=0.5 "
                    "(repeatable; defaults depend on the task)")
+    p.add_argument("--bundle-version", dest="bundle_version", type=int, metavar="N",
+                   help="release number signed into the manifest; gateways refuse a bundle older than the newest "
+                   "they have run (default: the conversion time in seconds since 1970)")
+    p.add_argument("--for-gateway", dest="for_gateway", action="append", metavar="ID", default=[],
+                   help="only these gateways may install the bundle (repeatable; default: any gateway)")
     p.add_argument("--archive", action="store_true",
                    help="also write the single-file transport form BUNDLE_DIR.tar")
     p.add_argument("--route", choices=("unrolled", "loop"), default="unrolled",

@@ -228,15 +228,35 @@ def _decision(run: Run, overrides: dict[str, Any]) -> dict[str, Any]:
         raise InputError(f"--decision: {exc.message}") from None
     if "class_index" in dec and not 0 <= int(dec["class_index"]) < len(run.labels):
         raise InputError(f"--decision: class_index {dec['class_index']} out of range for {len(run.labels)} labels")
+    from alanet.device.decisions import make_decider
+
+    try:  # what the gateway will build (the bundle's verification checks the same)
+        make_decider(run.task, dec, run.labels)
+    except ValueError as exc:
+        raise InputError(f"--decision: {exc}") from None
     return dec
 
 
 def convert_run(run_dir: str | Path, quantization: str, out: str | Path, *, route: str = "unrolled",
                 sign: str | Path | None = None, force: bool = False, min_agreement: float | None = None,
                 timeout_s: float = 1800.0, quiet: bool = False,
-                decision: dict[str, Any] | None = None) -> ConvertResult:
-    """Convert a run into a bundle at ``out``; ConversionError/InputError leave nothing behind."""
+                decision: dict[str, Any] | None = None, bundle_version: int | None = None,
+                gateways: list[str] | None = None) -> ConvertResult:
+    """Convert a run into a bundle at ``out``; ConversionError/InputError leave nothing behind.
+
+    ``bundle_version`` (default: now, in seconds since 1970) and ``gateways`` (the only
+    gateways that may install it) go into the signed manifest.
+    """
     t0 = time.monotonic()
+    if bundle_version is None:
+        bundle_version = int(time.time())
+    if bundle_version < 0:
+        raise InputError(f"--bundle-version: must be >= 0, got {bundle_version}")
+    from alanet.device.config import ID_RE
+
+    for g in gateways or []:
+        if not ID_RE.match(g):
+            raise InputError(f"--for-gateway: {g!r} is not a gateway id")
     if quantization not in QUANTIZATIONS:
         raise InputError(f"unknown quantisation {quantization!r} (choose from {', '.join(QUANTIZATIONS)})")
     out = Path(out)
@@ -293,6 +313,9 @@ def convert_run(run_dir: str | Path, quantization: str, out: str | Path, *, rout
         if "float_ops" in info:  # int8: ops the converter kept in float
             manifest["training"]["float_ops"] = info["float_ops"]
         manifest["decision"] = dec
+        manifest["bundle_version"] = bundle_version
+        if gateways:
+            manifest["gateways"] = list(dict.fromkeys(gateways))
         manifest["parity"]["skipped_padded_windows"] = pw.skipped_padded
         manifest["parity"]["windows"] = str(run.config.get("parity_windows", "held-out participants"))
         if att is not None and att_parity is not None:
@@ -316,7 +339,8 @@ def parse_decision(items: list[str]) -> dict[str, Any]:
 
 def cmd_convert(args: argparse.Namespace) -> int:
     res = convert_run(args.run_dir, args.quantize, args.out, route=args.route, sign=args.sign, force=args.force,
-                      min_agreement=args.min_agreement, decision=parse_decision(args.decision))
+                      min_agreement=args.min_agreement, decision=parse_decision(args.decision),
+                      bundle_version=args.bundle_version, gateways=args.for_gateway)
     p = res.parity
     f1 = "" if p.macro_f1_keras is None else f", macro F1 Keras {p.macro_f1_keras:.3f} / TFLite {p.macro_f1_tflite:.3f}"
     print(f"wrote {res.bundle} ({args.quantize}, {res.route}, {res.model_bytes / 1024:.1f} KiB): "

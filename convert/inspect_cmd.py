@@ -28,6 +28,8 @@ def inspect_bundle(path: str | Path, trusted_keys: list[Path] | None = None) -> 
         "task": b.task,
         "labels": b.labels,
         "created": m["created"],
+        "bundle_version": b.version,
+        "gateways": b.gateways,
         "quantization": b.quantization,
         "route": m.get("route"),
         "stateful": b.stateful,
@@ -55,7 +57,8 @@ def _text(r: dict[str, Any]) -> str:
         f", macro F1 Keras {p['macro_f1_keras']:.3f} / TFLite {p['macro_f1_tflite']:.3f}"
     lines = [
         f"bundle      {r['path']}",
-        f"model id    {r['model_id']}  (created {r['created']})",
+        f"model id    {r['model_id']}  (created {r['created']}, bundle version {r['bundle_version']}"
+        f"{', for ' + ', '.join(r['gateways']) if r['gateways'] else ''})",
         f"task        {r['task']}: {', '.join(r['labels'])}",
         f"input       {r['window']} frames x {r['channels']} channels at {r['sample_rate_hz']:g} Hz, "
         f"stride {r['stride']}; tensor {r['input']['shape']} {r['input']['dtype']}",

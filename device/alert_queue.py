@@ -13,12 +13,28 @@ while someone frees space still reach the disk. Past the reserve the queue does 
 fail the gateway either: the alert is held in memory (and still published), the
 condition is logged once, and held alerts move to disk as soon as a write succeeds
 again; only alerts held in memory at that moment are lost if the process then dies.
+
+A corrupt file (an SD card's damaged page, a truncated copy) is planned for too. At
+open (``PRAGMA quick_check``) or whenever SQLite reports corruption later, the file
+and its WAL are moved aside as ``<queue>.corrupt-<time>`` (kept for inspection, never
+deleted), the alerts still readable in them are salvaged (by SQL when SQLite can
+read the file, else by scanning its bytes for queue rows: an alert id, its topic and
+its JSON payload naming the same id), and a fresh queue starts with them. It is logged
+loudly and stays visible in :attr:`AlertQueue.recovered` (the gateway reports it on its
+status topic). Deleted rows are overwritten (``secure_delete``), so a salvage does not
+bring back alerts that were already delivered, except from the WAL's older pages
+(at-least-once: subscribers drop those by id).
+
+Past ``max_items`` the oldest alerts are dropped; every such trim is logged with its
+count and counted in :attr:`AlertQueue.trimmed`.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import re
 import sqlite3
 import threading
 import time
@@ -27,6 +43,10 @@ from pathlib import Path
 
 log = logging.getLogger("alanet.alert_queue")
 
+_ROW = re.compile(rb"([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})([\x20-\x7a\x7c\x7e]{1,512}?)(?=\{)")
+_JSON = json.JSONDecoder()
+MAX_PAYLOAD = 64 << 10
+
 
 @dataclass(frozen=True)
 class QueuedAlert:
@@ -34,6 +54,47 @@ class QueuedAlert:
     topic: str
     payload: bytes
     created: float
+    n: int = 0  # position in the queue (row number; 0 for an alert held in memory)
+
+
+def _corruption(exc: BaseException) -> bool:
+    """An SQLite error that means the file is damaged (not a full disk, a lock or a closed handle)."""
+    return isinstance(exc, sqlite3.DatabaseError) and not isinstance(exc, (sqlite3.OperationalError,
+                                                                           sqlite3.ProgrammingError,
+                                                                           sqlite3.IntegrityError))
+
+
+def salvage(path: Path) -> list[QueuedAlert]:
+    """The alerts still readable in a (corrupt) queue file ``path`` and its ``-wal``, oldest first.
+
+    By SQL when SQLite can read the table, else by scanning the bytes for rows. Never raises.
+    """
+    try:
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=1)
+        try:
+            rows = db.execute("SELECT id, topic, payload, created FROM alerts ORDER BY n").fetchall()
+        finally:
+            db.close()
+        if rows:
+            return [QueuedAlert(str(r[0]), str(r[1]), bytes(r[2]), float(r[3])) for r in rows]
+    except (sqlite3.Error, ValueError, TypeError):
+        pass
+    found: dict[str, QueuedAlert] = {}
+    for part in (path, path.with_name(path.name + "-wal")):
+        try:
+            data = part.read_bytes()
+        except OSError:
+            continue
+        for m in _ROW.finditer(data):
+            aid = m.group(1).decode()
+            text = data[m.end():m.end() + MAX_PAYLOAD].decode("latin-1")
+            try:
+                obj, end = _JSON.raw_decode(text)
+            except ValueError:
+                continue
+            if isinstance(obj, dict) and obj.get("id") == aid:
+                found.setdefault(aid, QueuedAlert(aid, m.group(2).decode(), text[:end].encode("latin-1"), time.time()))
+    return list(found.values())
 
 
 class AlertQueue:
@@ -46,21 +107,70 @@ class AlertQueue:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.max_items = max_items
         self._lock = threading.Lock()
-        try:
-            self._db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None, timeout=10)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")
-            self._db.execute(
-                "CREATE TABLE IF NOT EXISTS alerts (n INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT UNIQUE NOT NULL, "
-                "topic TEXT NOT NULL, payload BLOB NOT NULL, created REAL NOT NULL)")
-        except sqlite3.DatabaseError as exc:
-            raise OSError(f"{self.path}: cannot open the alert queue: {exc}") from None
-        self._depth = self._count()
+        self.trimmed = 0  # oldest alerts dropped past max_items
+        self.recovered: str | None = None  # set when a corrupt file was moved aside (what happened)
+        self.generation = 0  # +1 at every recovery (positions ``n`` start again from 1)
         self._held: dict[str, QueuedAlert] = {}  # alerts the disk refused (see the module docstring)
         self._acked_unsaved: set[str] = set()  # acknowledged, but the disk refused the delete
         self._disk_failing = False
+        try:
+            self._connect()
+            ok = self._db.execute("PRAGMA quick_check").fetchone()[0]
+            if ok != "ok":
+                raise sqlite3.DatabaseError(f"quick_check: {ok}")
+        except sqlite3.DatabaseError as exc:
+            if not _corruption(exc):
+                raise OSError(f"{self.path}: cannot open the alert queue: {exc}") from None
+            self._recover(exc)
+        self._depth = self._count()
         self._reserve = self.path.with_name(self.path.name + ".reserve")
         self._make_reserve()
+
+    def _connect(self) -> None:
+        self._db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None, timeout=10)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.execute("PRAGMA secure_delete=ON")
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS alerts (n INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT UNIQUE NOT NULL, "
+            "topic TEXT NOT NULL, payload BLOB NOT NULL, created REAL NOT NULL)")
+
+    def _recover(self, exc: BaseException) -> None:
+        """Move the corrupt file (and its WAL) aside, salvage what it holds, start afresh with that.
+
+        The files move before the connection closes: closing would delete a WAL SQLite cannot use.
+        """
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        aside = self.path.with_name(f"{self.path.name}.corrupt-{stamp}")
+        k = 1
+        while aside.exists():
+            k += 1
+            aside = self.path.with_name(f"{self.path.name}.corrupt-{stamp}-{k}")
+        for suffix in ("", "-wal", "-shm"):
+            src = self.path.with_name(self.path.name + suffix)
+            if src.exists():
+                os.replace(src, aside.with_name(aside.name + suffix))
+        try:
+            self._db.close()
+        except (AttributeError, sqlite3.Error):
+            pass
+        rescued = salvage(aside)
+        self._connect()
+        self._db.execute("BEGIN")
+        for a in rescued[-self.max_items:]:
+            self._db.execute("INSERT OR IGNORE INTO alerts (id, topic, payload, created) VALUES (?, ?, ?, ?)",
+                             (a.id, a.topic, a.payload, a.created))
+        self._db.execute("COMMIT")
+        self.generation += 1
+        self.recovered = (f"{self.path} was corrupt ({exc}); moved aside as {aside.name}, "
+                          f"{len(rescued)} alert(s) salvaged into a fresh queue")
+        log.error("ALERT QUEUE CORRUPT: %s", self.recovered)
+
+    def _recover_now(self, exc: BaseException) -> None:
+        """Corruption found while running (lock held): recover, keep the count right."""
+        self._recover(exc)
+        self._acked_unsaved.clear()
+        self._depth = self._count()
 
     def _make_reserve(self) -> None:
         if self._reserve.exists():
@@ -92,35 +202,47 @@ class AlertQueue:
         module docstring); it is still returned by :meth:`pending`.
         """
         with self._lock:
-            if self._held and not self._flush_held():
+            try:
+                self._put(alert_id, topic, payload)
+            except sqlite3.DatabaseError as exc:
+                if not _corruption(exc):
+                    raise
+                self._recover_now(exc)
+                self._put(alert_id, topic, payload)
+
+    def _put(self, alert_id: str, topic: str, payload: bytes) -> None:
+        if self._held and not self._flush_held():
+            self._hold(alert_id, topic, payload)
+            return
+        try:
+            self._insert(alert_id, topic, bytes(payload), time.time())
+        except sqlite3.OperationalError as exc:
+            try:
+                if not self._release_reserve():
+                    raise
+                self._insert(alert_id, topic, bytes(payload), time.time())
+            except sqlite3.OperationalError:
+                self._disk_error(exc)
                 self._hold(alert_id, topic, payload)
                 return
+        for done in list(self._acked_unsaved):  # deletes the full disk refused earlier
             try:
-                self._insert(alert_id, topic, bytes(payload), time.time())
-            except sqlite3.OperationalError as exc:
-                try:
-                    if not self._release_reserve():
-                        raise
-                    self._insert(alert_id, topic, bytes(payload), time.time())
-                except sqlite3.OperationalError:
-                    self._disk_error(exc)
-                    self._hold(alert_id, topic, payload)
-                    return
-            for done in list(self._acked_unsaved):  # deletes the full disk refused earlier
-                try:
-                    self._depth -= self._db.execute("DELETE FROM alerts WHERE id = ?", (done,)).rowcount
-                    self._acked_unsaved.discard(done)
-                except sqlite3.OperationalError:
-                    break
+                self._depth -= self._db.execute("DELETE FROM alerts WHERE id = ?", (done,)).rowcount
+                self._acked_unsaved.discard(done)
+            except sqlite3.OperationalError:
+                break
 
     def _insert(self, alert_id: str, topic: str, payload: bytes, created: float) -> None:
         cur = self._db.execute("INSERT OR IGNORE INTO alerts (id, topic, payload, created) VALUES (?, ?, ?, ?)",
                                (alert_id, topic, payload, created))
         self._depth += cur.rowcount
         if self._depth > self.max_items:
-            self._db.execute("DELETE FROM alerts WHERE n IN (SELECT n FROM alerts ORDER BY n LIMIT ?)",
-                             (self._depth - self.max_items,))
+            k = self._depth - self.max_items
+            self._db.execute("DELETE FROM alerts WHERE n IN (SELECT n FROM alerts ORDER BY n LIMIT ?)", (k,))
             self._depth = self._count()
+            self.trimmed += k
+            log.warning("alert queue %s: more than %d alerts queued: dropped the %d oldest (%d dropped since start)",
+                        self.path, self.max_items, k, self.trimmed)
 
     def _hold(self, alert_id: str, topic: str, payload: bytes) -> None:
         if alert_id not in self._held:
@@ -162,17 +284,46 @@ class AlertQueue:
                 self._disk_error(exc)
                 self._acked_unsaved.add(alert_id)
                 return True
+            except sqlite3.DatabaseError as exc:
+                if not _corruption(exc):
+                    raise
+                self._recover_now(exc)
+                cur = self._db.execute("DELETE FROM alerts WHERE id = ?", (alert_id,))
             self._depth -= cur.rowcount
             return cur.rowcount > 0
+
+    def _rows(self, sql: str, args: tuple) -> list:
+        try:
+            return self._db.execute(sql, args).fetchall()
+        except sqlite3.DatabaseError as exc:
+            if not _corruption(exc):
+                raise
+            self._recover_now(exc)
+            return self._db.execute(sql, args).fetchall()
 
     def pending(self, limit: int | None = None) -> list[QueuedAlert]:
         """Queued alerts, oldest first (on disk, then held in memory)."""
         with self._lock:
-            sql = "SELECT id, topic, payload, created FROM alerts ORDER BY n"
-            rows = self._db.execute(sql + (" LIMIT ?" if limit else ""), (limit,) if limit else ()).fetchall()
-            out = [QueuedAlert(r[0], r[1], bytes(r[2]), float(r[3])) for r in rows if r[0] not in self._acked_unsaved]
+            sql = "SELECT id, topic, payload, created, n FROM alerts ORDER BY n"
+            rows = self._rows(sql + (" LIMIT ?" if limit else ""), (limit,) if limit else ())
+            out = [QueuedAlert(r[0], r[1], bytes(r[2]), float(r[3]), int(r[4])) for r in rows
+                   if r[0] not in self._acked_unsaved]
             out += list(self._held.values())
         return out[:limit] if limit else out
+
+    def after(self, n: int, limit: int) -> list[QueuedAlert]:
+        """Up to ``limit`` alerts on disk queued after position ``n`` (oldest first), then those held in memory.
+
+        A sender hands alerts over in windows by remembering the last position it took,
+        so it never reads the whole backlog again.
+        """
+        with self._lock:
+            rows = self._rows("SELECT id, topic, payload, created, n FROM alerts WHERE n > ? ORDER BY n LIMIT ?",
+                              (n, limit))
+            out = [QueuedAlert(r[0], r[1], bytes(r[2]), float(r[3]), int(r[4])) for r in rows
+                   if r[0] not in self._acked_unsaved]
+            out += list(self._held.values())[:limit]
+        return out
 
     @property
     def held_in_memory(self) -> int:

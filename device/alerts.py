@@ -121,7 +121,8 @@ class AlertWatcher:
         self.connected = threading.Event()
         if persistent and not (client_id or cfg.client_id):
             raise InputError("--session: a persistent session needs a client id")
-        self.client = make_client(cfg, client_id, clean_session=not persistent)
+        self.client = make_client(cfg, cfg.client_id or client_id, protocol=cfg.protocol or "3.1.1",  # a subscriber: any broker
+                                  persistent=persistent)
         self.client.on_connect = self._on_connect
         self.client.on_message = self._on_message
         self._mqtt = mqtt

@@ -96,6 +96,16 @@ class Bundle:
     def stateful(self) -> bool:
         return bool(self.manifest["stateful"])
 
+    @property
+    def version(self) -> int:
+        """The signed, monotonic ``bundle_version`` (0 when the manifest has none)."""
+        return int(self.manifest.get("bundle_version", 0))
+
+    @property
+    def gateways(self) -> list[str]:
+        """Gateway ids this bundle is meant for (empty: any gateway)."""
+        return list(self.manifest.get("gateways") or [])
+
 
 def default_decision(task: str, labels: Sequence[str] | None = None) -> dict[str, Any]:
     """Default decision parameters recorded in the manifest (the gateway reads them there).
@@ -158,6 +168,12 @@ def validate_manifest(manifest: Mapping[str, Any], where: str = MANIFEST_FILE) -
     cw = manifest["decision"].get("class_weights")
     if cw is not None and len(cw) != k:
         raise BundleError(f"{where}: field decision/class_weights: {len(cw)} weights for {k} labels")
+    from alanet.device.decisions import make_decider
+
+    try:  # the gateway builds exactly this decider: settings it would refuse are refused here
+        make_decider(manifest["task"], manifest["decision"], manifest["labels"])
+    except (ValueError, TypeError) as exc:
+        raise BundleError(f"{where}: field decision: {exc}") from None
     for i, st in enumerate(manifest["self_test"]):
         if len(st["output"]) != k:
             raise BundleError(f"{where}: field self_test/{i}/output: {len(st['output'])} values for {k} labels")
@@ -270,10 +286,13 @@ def pack(dir: str | os.PathLike[str], archive: str | os.PathLike[str] | None = N
 
 
 def unpack(archive: str | os.PathLike[str], dest: str | os.PathLike[str]) -> Path:
-    """Unpack a bundle archive into the new directory ``dest``; returns ``dest``.
+    """Unpack a bundle archive (a plain, uncompressed tar) into the new directory ``dest``; returns ``dest``.
 
-    Only the bundle's own regular files at the top level are accepted: any other
-    member (a path with directories, ``..``, a link, a device) is refused.
+    Only the bundle's own regular files at the top level are accepted. Members are read
+    one at a time and the first one that is not allowed (a path with directories,
+    ``..``, a link, a device, a duplicate, a fourth file) stops the unpacking, so a
+    hostile archive costs at most its own size in reading, never a decompression or a
+    scan of thousands of headers.
     """
     from alanet.atomic import staged_dir
 
@@ -281,17 +300,21 @@ def unpack(archive: str | os.PathLike[str], dest: str | os.PathLike[str]) -> Pat
     if Path(dest).exists():
         raise BundleError(f"{dest}: already exists")
     try:
-        tar = tarfile.open(src, mode="r:*")
+        tar = tarfile.open(src, mode="r:")  # plain tar only: no gzip/bz2/xz bombs
     except (OSError, tarfile.TarError) as exc:
-        raise BundleError(f"{src}: not a bundle archive ({exc})") from None
+        raise BundleError(f"{src}: not a bundle archive (a plain tar file; {exc})") from None
     with tar, staged_dir(dest) as stage:
         seen: set[str] = set()
-        for member in tar.getmembers():
-            name = member.name
-            if name.startswith("./"):
-                name = name[2:]
+        while True:
+            try:
+                member = tar.next()
+            except (tarfile.TarError, OSError, ValueError) as exc:
+                raise BundleError(f"{src}: damaged archive ({exc})") from None
+            if member is None:
+                break
+            name = member.name[2:] if member.name.startswith("./") else member.name
             if name not in BUNDLE_FILES or not member.isfile():
-                raise BundleError(f"{src}: archive member {member.name!r} is not allowed in a bundle")
+                raise BundleError(f"{src}: archive member {member.name[:80]!r} is not allowed in a bundle")
             if name in seen:
                 raise BundleError(f"{src}: archive member {name!r} appears twice")
             if member.size > 64 << 20:
@@ -299,7 +322,8 @@ def unpack(archive: str | os.PathLike[str], dest: str | os.PathLike[str]) -> Pat
             seen.add(name)
             f = tar.extractfile(member)
             assert f is not None
-            (stage / name).write_bytes(f.read())
+            with open(stage / name, "wb") as out:
+                shutil.copyfileobj(f, out, 1 << 20)
         for needed in (MANIFEST_FILE, MODEL_FILE):
             if needed not in seen:
                 raise BundleError(f"{src}: archive has no {needed}")

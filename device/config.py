@@ -14,9 +14,10 @@ try:
     import tomllib
 except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib  # type: ignore[no-redef]
+import uuid
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 from urllib.parse import unquote, urlsplit
 
 from alanet.errors import InputError
@@ -24,23 +25,32 @@ from alanet.errors import InputError
 ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 DEFAULT_BROKER = "mqtt://127.0.0.1:1883"
 DEFAULT_BAUD = 115200
+MQTT_PROTOCOLS = ("5", "3.1.1")
+MACHINE_ID_FILES = ("/etc/machine-id", "/var/lib/dbus/machine-id")
+_CREDENTIALS = re.compile(r"(//[^/@?#:]*:)[^/?#]*@")
+
+
+def redact_url(url: str) -> str:
+    """``url`` with any password replaced by ``***`` (for logs, messages and payloads)."""
+    return _CREDENTIALS.sub(r"\1***@", str(url))
 
 
 @dataclass(frozen=True)
 class BrokerConfig:
     """Where and how to reach the MQTT broker."""
 
-    url: str = DEFAULT_BROKER
+    url: str = DEFAULT_BROKER  # for display: never holds the password (see redact_url)
     host: str = "127.0.0.1"
     port: int = 1883
     tls: bool = False
     username: str | None = None
-    password: str | None = None
+    password: str | None = field(default=None, repr=False)
     ca_file: str | None = None
     cert_file: str | None = None
     key_file: str | None = None
     client_id: str | None = None
     keepalive: int = 30
+    protocol: str | None = None  # MQTT version: "5" (PUBACK reason codes), "3.1.1", or None: 5, else 3.1.1
 
 
 @dataclass(frozen=True)
@@ -78,6 +88,8 @@ class GatewayConfig:
     max_gap_frames: int = 3
     homeassistant_discovery: bool = False
     homeassistant_prefix: str = "homeassistant"
+    retry_max_s: float = 300.0  # longest wait before alerts the broker refused are sent again
+    ack_timeout_s: float = 60.0  # reconnect when the broker acknowledges nothing this long
     sessions: SessionsConfig = field(default_factory=SessionsConfig)
     source: str = "<flags>"  # where the config came from, for messages
 
@@ -88,7 +100,6 @@ class GatewayConfig:
     @property
     def sessions_dir(self) -> Path:
         return Path(self.sessions.dir) if self.sessions.dir else Path(self.state_dir) / "sessions"
-
 
 
 def _where(src: str, key: str) -> str:
@@ -136,18 +147,22 @@ def _file(src: str, key: str, v: Any) -> str:
 
 
 def parse_broker_url(url: str, src: str = "<flags>", key: str = "mqtt.broker") -> BrokerConfig:
-    """``mqtt://[user[:pass]@]host[:port]`` or ``mqtts://…`` (TLS, default port 8883)."""
+    """``mqtt://[user[:pass]@]host[:port]`` or ``mqtts://…`` (TLS, default port 8883).
+
+    The returned ``url`` is redacted (``mqtt://user:***@host``): it is what logs show.
+    """
+    shown = redact_url(url)
     try:
         u = urlsplit(url)
         port = u.port
     except ValueError as exc:
-        raise InputError(f"{_where(src, key)}: bad broker URL {url!r}: {exc}") from None
+        raise InputError(f"{_where(src, key)}: bad broker URL {shown!r}: {redact_url(str(exc))}") from None
     if u.scheme not in ("mqtt", "mqtts") or not u.hostname:
-        raise InputError(f"{_where(src, key)}: bad broker URL {url!r} (expected mqtt://host[:port] or mqtts://host[:port])")
+        raise InputError(f"{_where(src, key)}: bad broker URL {shown!r} (expected mqtt://host[:port] or mqtts://host[:port])")
     if u.path not in ("", "/") or u.query or u.fragment:
-        raise InputError(f"{_where(src, key)}: bad broker URL {url!r}: no path or query allowed")
+        raise InputError(f"{_where(src, key)}: bad broker URL {shown!r}: no path or query allowed")
     tls = u.scheme == "mqtts"
-    return BrokerConfig(url=url, host=u.hostname, port=port or (8883 if tls else 1883), tls=tls,
+    return BrokerConfig(url=shown, host=u.hostname, port=port or (8883 if tls else 1883), tls=tls,
                         username=unquote(u.username) if u.username else None,
                         password=unquote(u.password) if u.password else None)
 
@@ -156,7 +171,7 @@ SECTIONS: dict[str, set[str]] = {
     "": {"gateway", "state_dir", "model", "mqtt", "wearable", "runtime", "homeassistant", "flash", "sessions"},
     "model": {"bundle", "trusted_keys", "allow_unsigned"},
     "mqtt": {"broker", "username", "password", "password_file", "ca_file", "cert_file", "key_file", "client_id",
-             "keepalive", "heartbeat_s", "publish_state"},
+             "keepalive", "heartbeat_s", "publish_state", "protocol", "retry_max_s", "ack_timeout_s"},
     "wearable": {"wearer", "port", "baud"},
     "runtime": {"max_gap_frames"},
     "homeassistant": {"discovery", "prefix"},
@@ -185,9 +200,29 @@ def default_state_dir() -> str:
     return str(Path(base) / "alanet")
 
 
-def default_gateway_id() -> str:
-    name = re.sub(r"[^A-Za-z0-9_.-]", "-", socket.gethostname())[:64].strip("-.") or "gateway"
-    return name if ID_RE.match(name) else "gateway"
+def machine_suffix(id_files: Sequence[str | os.PathLike[str]] = MACHINE_ID_FILES) -> str:
+    """8 hex digits that tell this machine from others: its machine-id, else its MAC address; "" if neither."""
+    for f in id_files:
+        try:
+            mid = Path(f).read_text(encoding="ascii").strip().lower()
+        except (OSError, UnicodeDecodeError):
+            continue
+        if re.fullmatch(r"[0-9a-f]{32}", mid) and mid.strip("0"):
+            return mid[:8]
+    node = uuid.getnode()
+    if not node >> 40 & 1:  # a real MAC address (getnode sets the multicast bit on a random one)
+        return f"{node:012x}"[-8:]
+    return ""
+
+
+def default_gateway_id(id_files: Sequence[str | os.PathLike[str]] = MACHINE_ID_FILES) -> str:
+    """``<host name>-<machine suffix>``: every Raspberry Pi is called ``raspberrypi``, so the host
+    name alone would give a fleet one gateway id (and one MQTT client id): topics and sessions would collide."""
+    name = re.sub(r"[^A-Za-z0-9_.-]", "-", socket.gethostname())[:55].strip("-.") or "gateway"
+    if not ID_RE.match(name):
+        name = "gateway"
+    suffix = machine_suffix(id_files)
+    return f"{name}-{suffix}" if suffix else name
 
 
 def load_config(path: str | os.PathLike[str] | None = None, overrides: Mapping[str, Any] | None = None) -> GatewayConfig:
@@ -252,7 +287,15 @@ def load_config(path: str | os.PathLike[str] | None = None, overrides: Mapping[s
         upd["password"] = _str(src, "mqtt.password", mqtt["password"])
     if "password_file" in mqtt:
         pf = _file(src, "mqtt.password_file", mqtt["password_file"])
-        upd["password"] = Path(pf).read_text().strip()
+        try:
+            upd["password"] = Path(pf).read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise InputError(f"{_where(src, 'mqtt.password_file')}: cannot read {pf}: {exc.strerror} "
+                             "(the gateway's user must be able to read it)") from None
+        except UnicodeDecodeError:
+            raise InputError(f"{_where(src, 'mqtt.password_file')}: {pf} is not UTF-8 text") from None
+        if not upd["password"]:
+            raise InputError(f"{_where(src, 'mqtt.password_file')}: {pf} is empty")
     for k in ("ca_file", "cert_file", "key_file"):
         if k in mqtt:
             upd[k] = _file(src, f"mqtt.{k}", mqtt[k])
@@ -264,10 +307,19 @@ def load_config(path: str | os.PathLike[str] | None = None, overrides: Mapping[s
         upd["client_id"] = _str(src, "mqtt.client_id", mqtt["client_id"])
     if "keepalive" in mqtt:
         upd["keepalive"] = _int(src, "mqtt.keepalive", mqtt["keepalive"], 5, 3600)
+    if "protocol" in mqtt:
+        proto = mqtt["protocol"]
+        if isinstance(proto, (int, float)) and not isinstance(proto, bool):
+            proto = f"{proto:g}"
+        if proto not in MQTT_PROTOCOLS:
+            raise InputError(f"{_where(src, 'mqtt.protocol')}: must be \"5\" or \"3.1.1\", got {mqtt['protocol']!r}")
+        upd["protocol"] = proto
     broker = replace(broker, **upd)
     if broker.password and not broker.username:
         raise InputError(f"{_where(src, 'mqtt.password')}: a password needs mqtt.username")
     heartbeat = _num(src, "mqtt.heartbeat_s", mqtt.get("heartbeat_s", 10.0), 0.1)
+    retry_max = _num(src, "mqtt.retry_max_s", mqtt.get("retry_max_s", 300.0), 1.0)
+    ack_timeout = _num(src, "mqtt.ack_timeout_s", mqtt.get("ack_timeout_s", 60.0), 1.0)
     publish_state = _bool(src, "mqtt.publish_state", mqtt.get("publish_state", True))
     max_gap = _int(src, "runtime.max_gap_frames", runtime.get("max_gap_frames", 3), 0, 600)
 
@@ -285,8 +337,8 @@ def load_config(path: str | os.PathLike[str] | None = None, overrides: Mapping[s
                          wearables=wearables, trusted_keys=trusted, allow_unsigned=allow_unsigned,
                          flash_enabled=flash_enabled, flash_allow_unsigned=flash_allow_unsigned,
                          heartbeat_s=heartbeat, publish_state=publish_state, max_gap_frames=max_gap,
-                         homeassistant_discovery=ha_discovery, homeassistant_prefix=ha_prefix, sessions=sess,
-                         source=src)
+                         homeassistant_discovery=ha_discovery, homeassistant_prefix=ha_prefix,
+                         retry_max_s=retry_max, ack_timeout_s=ack_timeout, sessions=sess, source=src)
 
 
 def _wearables(src: str, items: Any, ov: Mapping[str, Any]) -> tuple[WearableConfig, ...]:

@@ -138,6 +138,15 @@ class ProtectiveDecider:
         self._episode_start = 0.0
         self._n = 0
 
+    def reset_smoothing(self) -> None:
+        """Forget the smoothed probability and the run in progress; an open episode stays open.
+
+        For a window that could not be classified: the next window starts the smoothing
+        afresh, and the episode can still be cleared normally.
+        """
+        self.smoothed = None
+        self._run = 0
+
     def update(self, probs: Sequence[float], t_start: float, t_end: float) -> Event | None:
         """Feed one window's class probabilities; return an event when the state flips."""
         r = self.rule
@@ -187,6 +196,12 @@ class PainDecider:
         self._level_start = 0.0
         self._n = 0
         self.smoothed: np.ndarray | None = None
+
+    def reset_smoothing(self) -> None:
+        """Forget the averaging horizon and any pending change; the confirmed level stays."""
+        self._hist.clear()
+        self.smoothed = None
+        self._candidate, self._run = None, 0
 
     def update(self, probs: Sequence[float], t_start: float, t_end: float) -> Event | None:
         """Feed one window; return an event when the confirmed pain level changes."""

@@ -21,7 +21,7 @@ import logging
 from typing import Any, Iterator, Mapping, Sequence
 
 from alanet.device.sessions import SessionManager, parse_command
-from alanet.firmware_bridge.protocol import Exercise, Frame
+from alanet.firmware_bridge.protocol import Exercise, Frame, Hello
 
 log = logging.getLogger("alanet.sessions")
 
@@ -88,25 +88,31 @@ class GatewaySessions:
 
     # ---- main-loop hooks ----
     def runs(self, i: int, packets: Sequence[Any]) -> Iterator[list[Any]]:
-        """``packets`` split at the wearable's EXERCISE packets, which are applied in between."""
+        """``packets`` split at the wearable's EXERCISE packets, which are applied in between (and,
+        while raw frames are logged, after each HELLO, so only frames the pipeline accepts are logged)."""
         name = self.names[i]
         m = self.manager
         raw = m.raw_frames and m.active(name) is not None
         if not raw and not any(type(p) is Exercise for p in packets):  # the usual case: nothing to split
             yield list(packets)
             return
+        pipeline = self.gw.wearables[i].pipeline
         run: list[Any] = []
         for p in packets:
             if type(p) is Exercise:
                 if run:
                     yield run
                     run = []
-                if self.gw.wearables[i].pipeline.refusal is None and m.device_exercise(name, p.code, p.name):
-                    self.publish_state(name)  # (a refused wearable's exercise is ignored like its frames)
+                # like its frames, the exercise of a wearable without an accepted HELLO is ignored
+                if pipeline.accepting and m.device_exercise(name, p.code, p.name):
+                    self.publish_state(name)
             else:
-                if raw and type(p) is Frame:
+                if raw and type(p) is Frame and pipeline.accepts(p):  # only frames the pipeline takes
                     m.on_frame(name, p.seq, p.t_ms, p.angles, p.emg)
                 run.append(p)
+                if raw and type(p) is Hello:  # the pipeline judges it before the next frames are checked
+                    yield run
+                    run = []
         if run:
             yield run
 

@@ -1,4 +1,4 @@
-"""One wearer's processing chain: packets → features → ring window → model → decision.
+"""One wearer's processing chain: packets → checks → features → ring window → model → decision.
 
 Sans-I/O like the codec: :meth:`WearerPipeline.handle` takes decoded packets and
 returns :class:`WindowResult` objects; the runtime does the serial and MQTT I/O.
@@ -6,9 +6,25 @@ Per frame the work is the shared :class:`~alanet.device.features.StreamingFeatur
 and one ring-buffer write; normalisation runs once per window (on the window, with
 the bundle's statistics), so the per-frame cost stays a few microseconds.
 
+What a wearable must do before its frames count (``firmware_bridge/PROTOCOL.md``):
+announce itself with a HELLO the gateway accepts; then each DATA frame must have the
+HELLO's channel counts and values within the physical bounds, and each RAW_EMG block
+the HELLO's raw rate and channel count. Anything else is dropped and counted in
+:class:`PipelineCounters` (never raised). A HELLO that changes the wearable's
+description mid-stream restarts the window.
+
 Sequence gaps: a jump of at most ``max_gap_frames`` missing frames is bridged by
 repeating the last frame; a longer gap (or a device restart) resets the features
 and the window, which must then refill before the next decision.
+
+Faults: a window whose model output is not finite is skipped (no result, no
+decision) and the decision smoothing restarts. Any exception while handling a packet
+is caught, counted and noted (:meth:`WearerPipeline.take_faults`), and the window
+restarts: one bad packet never stops the wearer, let alone the gateway.
+
+Everything that depends on the model lives in one :class:`ModelSlot`; switching
+models (:meth:`WearerPipeline.set_model`) builds the new slot completely and then
+assigns it, so a refused switch changes nothing.
 """
 
 from __future__ import annotations
@@ -24,9 +40,20 @@ from alanet.device.attention import Attention, AttentionSpec, summarise
 from alanet.device.decisions import PAIN, PROTECTIVE, Event, PainDecider, ProtectiveDecider, make_decider
 from alanet.device.features import EnvelopeFilter, Normalizer, StreamingFeatures
 from alanet.device.windowing import RingWindow
-from alanet.firmware_bridge.protocol import SEQ_MOD, T_MS_MOD, Frame, Hello, RawEmg, hello_problem
+from alanet.firmware_bridge.protocol import (
+    SEQ_MOD,
+    T_MS_MOD,
+    Frame,
+    Hello,
+    RawEmg,
+    frame_problem,
+    hello_problem,
+    raw_problem,
+)
 
 log = logging.getLogger(__name__)
+
+MAX_NOTED_FAULTS = 16  # faults kept for take_faults() between two calls (all are counted)
 
 
 @dataclass(frozen=True)
@@ -67,7 +94,7 @@ class WindowResult:
     seq: int  # sequence number of the window's last frame
     t_start: float  # stream seconds (device clock)
     t_end: float
-    probs: np.ndarray  # [K]
+    probs: np.ndarray  # [K], finite
     smoothed: float
     state: str | None  # protective: "active"/"none"; pain: current level label or None
     event: Event | None
@@ -81,91 +108,267 @@ class PipelineCounters:
     bridged: int = 0  # frames synthesised to bridge short gaps
     gaps: int = 0  # sequence gaps seen
     lost: int = 0  # frames missing inside those gaps
-    resets: int = 0  # window restarts (long gap, device restart)
-    windows: int = 0
+    resets: int = 0  # window restarts (long gap, device restart, wearable changed, fault)
+    windows: int = 0  # windows classified
     events: int = 0
     inference_s: float = 0.0
     refused: int = 0  # frames dropped because the wearable's HELLO was refused
+    no_hello: int = 0  # frames dropped because no HELLO had been accepted yet
+    bad_shape: int = 0  # frames whose channel counts differ from the HELLO's
+    out_of_range: int = 0  # frames with a value outside the physical bounds
+    raw_rejected: int = 0  # RAW_EMG blocks dropped (rate, shape, range, or no usable HELLO)
+    skipped: int = 0  # windows skipped because the model output was not finite
+    faults: int = 0  # exceptions caught while handling a packet
+
+
+@dataclass
+class ModelSlot:
+    """The model-dependent part of a wearer's pipeline: built whole, switched in one assignment."""
+
+    spec: ModelSpec
+    ring: RingWindow
+    decider: ProtectiveDecider | PainDecider
+    mean: np.ndarray  # [C] float32
+    inv_std: np.ndarray  # [C] float32
+    norm: np.ndarray  # [L, C] float32 scratch for the normalised window
+
+    @classmethod
+    def build(cls, spec: ModelSpec, ring: RingWindow | None = None,
+              decider: ProtectiveDecider | PainDecider | None = None) -> "ModelSlot":
+        """A complete slot for ``spec``; ValueError (nothing built) if its settings are unusable."""
+        if spec.n_channels != 30:
+            raise ValueError(f"model expects {spec.n_channels} channels; this gateway feeds the 30 EmoPain channels")
+        if not 1 <= spec.stride <= spec.length:
+            raise ValueError(f"window {spec.length} / stride {spec.stride} is not usable")
+        if decider is None:
+            decider = make_decider(spec.task, spec.decision, spec.labels)  # ValueError on bad settings
+        return cls(spec, ring if ring is not None else RingWindow(spec.n_channels, spec.length, spec.stride),
+                   decider, spec.normalizer.mean.astype(np.float32),
+                   (1.0 / spec.normalizer.std).astype(np.float32),
+                   np.zeros((spec.length, spec.n_channels), np.float32))
+
+
+@dataclass(frozen=True)
+class ModelSwitch:
+    """A planned model switch of one pipeline (:meth:`WearerPipeline.plan_model`)."""
+
+    slot: ModelSlot
+    kept_decider: bool
+    features: StreamingFeatures | None = None  # set when the sample rate changes (everything restarts)
+    refusal: str | None = None  # the HELLO verdict at the new rate (with ``features``)
+
+
+def _wearable_identity(h: Hello) -> tuple:
+    """What a HELLO says about the wearable (not when it was sent)."""
+    return (h.device_id, h.firmware, h.protocol_version, h.n_angles, h.n_emg, h.sample_rate_hz, h.raw_emg_rate_hz,
+            h.layout)
+
+
+def _every_decade(n: int) -> bool:
+    """True for 1, 10, 100, ...: log a repeating condition without flooding the log."""
+    while n >= 10 and n % 10 == 0:
+        n //= 10
+    return n == 1
 
 
 class WearerPipeline:
-    """Features, window, model and decision state of one wearer."""
+    """Checks, features, window, model and decision state of one wearer."""
 
     def __init__(self, wearer: str, spec: ModelSpec, max_gap_frames: int = 3) -> None:
-        if spec.n_channels != 30:
-            raise ValueError(f"model expects {spec.n_channels} channels; this gateway feeds the 30 EmoPain channels")
         self.wearer = wearer
-        self.spec = spec
+        self.slot = ModelSlot.build(spec)
         self.max_gap = int(max_gap_frames)
-        self.fs = spec.sample_rate_hz
-        self.features = StreamingFeatures(self.fs)
-        self.ring = RingWindow(spec.n_channels, spec.length, spec.stride)
-        self.decider: ProtectiveDecider | PainDecider = make_decider(spec.task, spec.decision, spec.labels)
+        self.features = StreamingFeatures(spec.sample_rate_hz)
         self.counters = PipelineCounters()
-        self._mean = spec.normalizer.mean.astype(np.float32)
-        self._inv_std = (1.0 / spec.normalizer.std).astype(np.float32)
-        self._norm = np.zeros((spec.length, spec.n_channels), np.float32)
         self._last: Frame | None = None
         self._t_base = 0  # unwrapped device clock offset (ms)
         self._last_t_ms: int | None = None
-        self._window_t_ms: float = 0.0
         self.refusal: str | None = None
-        self.hello: Hello | None = None
+        self.hello: Hello | None = None  # the last HELLO seen (accepted when ``refusal`` is None)
         self._env: EnvelopeFilter | None = None
         self._env_rate = 0.0
         self._env_last: np.ndarray | None = None
+        self._faults: list[str] = []
+        self.last_fault: str | None = None
+
+    # ---- the model slot ----
+    @property
+    def spec(self) -> ModelSpec:
+        return self.slot.spec
+
+    @property
+    def ring(self) -> RingWindow:
+        return self.slot.ring
+
+    @property
+    def decider(self) -> ProtectiveDecider | PainDecider:
+        return self.slot.decider
+
+    @property
+    def fs(self) -> float:
+        return self.slot.spec.sample_rate_hz
+
+    def plan_model(self, spec: ModelSpec) -> "ModelSwitch":
+        """Everything a switch to ``spec`` needs, built completely; ValueError if it cannot be.
+
+        Nothing changes until :meth:`apply_model`. Plan and apply with no packet handled
+        in between (the plan carries the ring's frames as they are now).
+        """
+        old = self.slot.spec
+        if spec.n_channels != old.n_channels:
+            raise ValueError(f"model expects {spec.n_channels} channels, the pipeline feeds {old.n_channels}")
+        if abs(spec.sample_rate_hz - old.sample_rate_hz) > 1e-6 * old.sample_rate_hz:
+            refusal = self._hello_verdict(self.hello, spec.sample_rate_hz) if self.hello is not None else self.refusal
+            return ModelSwitch(ModelSlot.build(spec), False, StreamingFeatures(spec.sample_rate_hz), refusal)
+        keep = (spec.task, tuple(spec.labels), dict(spec.decision)) == (old.task, tuple(old.labels), dict(old.decision))
+        ring = self.slot.ring
+        if (spec.length, spec.stride) != (ring.length, ring.stride):
+            ring = ring.resized(spec.length, spec.stride)
+        return ModelSwitch(ModelSlot.build(spec, ring, self.slot.decider if keep else None), keep)
+
+    def apply_model(self, switch: "ModelSwitch") -> bool:
+        """Switch to a planned model (assignments only: cannot fail); returns True when the decider was kept."""
+        old = self.slot.spec
+        new = switch.slot.spec
+        if switch.features is not None:  # another sample rate: features and window start afresh
+            self.slot, self.features, self._last, self.refusal = switch.slot, switch.features, None, switch.refusal
+            log.info("%s: model %s → %s at %g Hz (window restarts)", self.wearer, old.model_id, new.model_id,
+                     new.sample_rate_hz)
+            return False
+        self.slot = switch.slot
+        log.info("%s: model %s → %s (%s decision state)", self.wearer, old.model_id, new.model_id,
+                 "kept" if switch.kept_decider else "new")
+        return switch.kept_decider
+
+    def set_model(self, spec: ModelSpec) -> bool:
+        """Switch to ``spec`` between two packets; returns True when the decision state was kept.
+
+        Every frame already held stays: when window or stride change, the newest frames
+        are carried into the new ring (:meth:`RingWindow.resized`). At another sample
+        rate the features and window start afresh and the HELLO is judged again. The
+        decider (and an open episode) carries on when task, labels and decision
+        settings are unchanged. The new state is built completely first (ValueError,
+        with nothing changed, when it cannot be); then it is switched in.
+        """
+        return self.apply_model(self.plan_model(spec))
+
+    # ---- faults ----
+    def take_faults(self) -> list[str]:
+        """The faults noted since the last call (at most ``MAX_NOTED_FAULTS``; all are counted)."""
+        out, self._faults = self._faults, []
+        return out
+
+    def _fault(self, what: str) -> None:
+        self.counters.faults += 1
+        self.last_fault = what
+        if len(self._faults) < MAX_NOTED_FAULTS:
+            self._faults.append(what)
 
     # ---- packets ----
     def handle(self, packets: Sequence[Frame | Hello | RawEmg]) -> list[WindowResult]:
-        """Process decoded packets in order; return the windows they completed."""
+        """Process decoded packets in order; return the windows they completed. Never raises."""
         out: list[WindowResult] = []
         for p in packets:
-            if type(p) is Frame:
-                if self.refusal is None:
+            try:
+                if type(p) is Frame:
                     r = self._frame(p)
-                    if r is not None:
+                    if r:
                         out.extend(r)
-                else:
-                    self.counters.refused += 1
-            elif type(p) is Hello:
-                self._hello(p)
-            elif type(p) is RawEmg:
-                self._raw(p)
+                elif type(p) is Hello:
+                    self._hello(p)
+                elif type(p) is RawEmg:
+                    self._raw(p)
+            except Exception as exc:  # noqa: BLE001 - one packet's fault must not stop the wearer
+                self._fault(f"{type(p).__name__} packet: {type(exc).__name__}: {exc}"[:300])
+                if _every_decade(self.counters.faults):
+                    log.exception("%s: fault %d while handling a %s packet; the window restarts", self.wearer,
+                                  self.counters.faults, type(p).__name__)
+                self._restart_window()
         return out
 
-    def _hello(self, h: Hello) -> None:
+    def _hello_verdict(self, h: Hello, fs: float) -> str | None:
         problem = hello_problem(h)
-        if problem is None and abs(h.sample_rate_hz - self.fs) > 1e-3 * self.fs:
-            problem = f"wearable {h.device_id!r} samples at {h.sample_rate_hz:g} Hz, the model needs {self.fs:g} Hz"
+        if problem is None and abs(h.sample_rate_hz - fs) > 1e-3 * fs:
+            problem = f"wearable {h.device_id!r} samples at {h.sample_rate_hz:g} Hz, the model needs {fs:g} Hz"
+        return problem
+
+    def _hello(self, h: Hello) -> None:
+        problem = self._hello_verdict(h, self.fs)
+        prev = self.hello if self.refusal is None else None
         if problem != self.refusal:
             if problem:
                 log.error("%s: %s; its frames are ignored", self.wearer, problem)
             else:
-                log.info("%s: wearable %s (firmware %s, %g Hz)", self.wearer, h.device_id, h.firmware, h.sample_rate_hz)
+                log.info("%s: wearable %r (firmware %r, %g Hz)", self.wearer, h.device_id, h.firmware,
+                         h.sample_rate_hz)
+        if problem is None and prev is not None and _wearable_identity(prev) != _wearable_identity(h):
+            log.warning("%s: the wearable's HELLO changed (now %r, firmware %r, %g Hz): the window restarts",
+                        self.wearer, h.device_id, h.firmware, h.sample_rate_hz)
+            self._restart_window()
+            self._env, self._env_rate, self._env_last = None, 0.0, None
         self.refusal = problem
         self.hello = h
 
+    @property
+    def accepting(self) -> bool:
+        """True once the wearable's HELLO is accepted: only then do its DATA (and EXERCISE) packets count."""
+        return self.hello is not None and self.refusal is None
+
+    def accepts(self, f: Frame) -> bool:
+        """Whether DATA frame ``f`` passes the HELLO and physical-bounds checks now (nothing is counted)."""
+        return self.hello is not None and self.refusal is None and frame_problem(f, self.hello) is None
+
+    def _drop(self, counter: str, what: str) -> None:
+        n = getattr(self.counters, counter) + 1
+        setattr(self.counters, counter, n)
+        if _every_decade(n):
+            log.warning("%s: %s (%d so far)", self.wearer, what, n)
+
     def _raw(self, r: RawEmg) -> None:
         """Raw sEMG blocks: envelope with the shared filter; the latest value replaces the frames' sEMG."""
-        if not r.samples:
+        h = self.hello
+        if h is None or self.refusal is not None:
+            self._drop("raw_rejected", "raw sEMG block before an accepted HELLO dropped")
+            return
+        problem = raw_problem(r, h)
+        if problem is not None:
+            self._drop("raw_rejected", f"raw sEMG block dropped ({problem} does not fit the HELLO)")
             return
         if self._env is None or r.rate_hz != self._env_rate:
             try:
-                self._env = EnvelopeFilter(r.rate_hz, channels=len(r.samples[0]))
+                env = EnvelopeFilter(r.rate_hz, channels=h.n_emg)
             except ValueError as exc:
-                log.error("%s: raw sEMG at %g Hz unusable: %s", self.wearer, r.rate_hz, exc)
+                self._drop("raw_rejected", f"raw sEMG at {r.rate_hz:g} Hz unusable: {exc}")
                 return
-            self._env_rate = r.rate_hz
+            self._env, self._env_rate = env, r.rate_hz
         self._env_last = self._env.process(np.asarray(r.samples, np.float64))[-1]
 
-    def reset(self) -> None:
-        """Restart the window (the decision state is kept: an open episode stays open)."""
+    def _restart_window(self) -> None:
         self.features.reset()
-        self.ring.reset()
+        self.slot.ring.reset()
         self._last = None
         self.counters.resets += 1
 
+    def reset(self) -> None:
+        """Restart the window (the decision state is kept: an open episode stays open)."""
+        self._restart_window()
+
     def _frame(self, f: Frame) -> list[WindowResult] | None:
+        h = self.hello
+        if h is None:
+            self._drop("no_hello", "DATA before any HELLO dropped (the wearable must announce itself first)")
+            return None
+        if self.refusal is not None:
+            self.counters.refused += 1
+            return None
+        problem = frame_problem(f, h)
+        if problem is not None:
+            if problem == "shape":
+                self._drop("bad_shape", f"frame of {len(f.angles)}+{len(f.emg)} channels dropped "
+                                        f"(the HELLO says {h.n_angles}+{h.n_emg})")
+            else:
+                self._drop("out_of_range", "frame with a value outside the physical bounds dropped")
+            return None
         last = self._last
         out: list[WindowResult] | None = None
         if last is not None:
@@ -196,7 +399,7 @@ class WearerPipeline:
 
     def _push(self, f: Frame, seq: int, t_ms: float) -> WindowResult | None:
         emg = f.emg if self._env_last is None else self._env_last
-        w = self.ring.push(self.features.push(f.angles, emg))
+        w = self.slot.ring.push(self.features.push(f.angles, emg))
         if w is None:
             return None
         return self._classify(w, seq, t_ms)
@@ -208,40 +411,58 @@ class WearerPipeline:
         self._last_t_ms = t
         return (self._t_base + t_ms) / 1000.0
 
-    # ---- per window ----
+    # ---- per window: normalise → predict → conclude ----
+    def _normalize(self, window: np.ndarray) -> np.ndarray:
+        """The window normalised with the bundle's statistics, in the slot's scratch buffer."""
+        s = self.slot
+        np.subtract(window, s.mean, out=s.norm)
+        s.norm *= s.inv_std
+        return s.norm
+
     def _attention(self) -> Attention | None:
+        """The last prediction's attention, summarised (models with attention outputs only)."""
         spec = self.spec
         if spec.attention is None or spec.attention_spec is None:
             return None
         raw = spec.attention()
         return None if raw is None else summarise(raw[0], raw[1], spec.attention_spec, self.fs)
 
-    def _classify(self, window: np.ndarray, seq: int, t_ms: float) -> WindowResult:
-        np.subtract(window, self._mean, out=self._norm)
-        self._norm *= self._inv_std
+    def _classify(self, window: np.ndarray, seq: int, t_ms: float) -> WindowResult | None:
+        x = self._normalize(window)
         t0 = time.perf_counter()
-        probs = self.spec.predict(self._norm)
+        probs = self.slot.spec.predict(x)
         dt = time.perf_counter() - t0
-        c = self.counters
+        return self._conclude(probs, seq, t_ms, dt)
+
+    def _conclude(self, probs: np.ndarray, seq: int, t_ms: float, dt: float) -> WindowResult | None:
+        """Decide on one window's probabilities; None (window skipped) when they are not finite."""
+        s, c = self.slot, self.counters
         c.inference_s += dt
         t_end = self._stream_seconds(t_ms) + 1.0 / self.fs
-        t_start = round(t_end - self.spec.length / self.fs, 3) + 0.0  # ms resolution, no -0.0
+        if not np.all(np.isfinite(probs)):
+            c.skipped += 1
+            s.decider.reset_smoothing()
+            self._fault(f"model {s.spec.model_id}: output not finite for the window ending at seq {seq}; "
+                        "window skipped, smoothing restarted")
+            return None
+        t_start = round(t_end - s.spec.length / self.fs, 3) + 0.0  # ms resolution, no -0.0
         t_end = round(t_end, 3) + 0.0
-        ev = self.decider.update(probs, t_start, t_end)
+        ev = s.decider.update(probs, t_start, t_end)
         if ev is not None:
             c.events += 1
-        d = self.decider
+        d = s.decider
         if isinstance(d, ProtectiveDecider):
             smoothed = float(d.smoothed or 0.0)
             state: str | None = "active" if d.active else "none"
         else:
             sm = d.smoothed if d.smoothed is not None else probs
             smoothed = float(np.max(sm))
-            state = self.spec.labels[d.level] if d.level is not None and d.level < len(self.spec.labels) else None
+            labels = s.spec.labels
+            state = labels[d.level] if d.level is not None and d.level < len(labels) else None
         r = WindowResult(self.wearer, c.windows, seq, t_start, t_end, probs, smoothed, state, ev, dt * 1000.0,
                          self._attention())
         c.windows += 1
         return r
 
 
-__all__ = ["ModelSpec", "WindowResult", "WearerPipeline", "PipelineCounters", "PAIN", "PROTECTIVE"]
+__all__ = ["ModelSpec", "ModelSlot", "ModelSwitch", "WindowResult", "WearerPipeline", "PipelineCounters", "PAIN", "PROTECTIVE"]

@@ -6,9 +6,14 @@ MQTT (:class:`~alanet.device.mqtt_link.MqttLink`), live state, a retained status
 heartbeat and the retained model description.
 
 All processing happens on one thread (the caller's): serial reader threads only hand
-byte chunks over a queue, paho's thread only hands acknowledgements over. SIGTERM and
+byte chunks over a bounded queue (when it is full, reads are dropped and counted; the
+decoder resynchronises), paho's thread only hands acknowledgements over. SIGTERM and
 SIGINT stop the loop; the retained status then says ``offline`` and the alert queue
 keeps whatever the broker has not acknowledged.
+
+Each wearer is isolated: its decoder and pipeline never raise, and a fault while
+publishing one wearer's window is caught, logged, counted and reported on that
+wearer's state topic (``"fault"``), so one wearer's bad stream never stops the others.
 """
 
 from __future__ import annotations
@@ -70,14 +75,29 @@ def alert_payload(gateway: str, wearer: str, ev: Event, model_id: str, seq: int 
     return d
 
 
+DATA_QUEUE_MAX = 4096  # serial reads waiting for the main loop (each at most 64 KiB)
+LOOP_BUDGET_S = 0.05  # longest the main loop processes serial data before it serves MQTT
+FAULT_REPORT_S = 5.0  # at most one fault report per wearer this often (every fault is counted)
+
+
 @dataclass
 class Wearable:
+    """One wearer's slot in the gateway: its config, decoder, pipeline, serial link and fault record."""
+
     cfg: WearableConfig
     pipeline: WearerPipeline
     decoder: Any
     link: Any = None  # SerialLink
     serial_state: str = "starting"
     reconnects: int = 0  # of links already closed
+    faults: int = 0  # faults of the runtime's own work for this wearer (publishing its windows)
+    last_fault: str | None = None
+    last_t_end: float = 0.0  # stream time of the last window
+    reported_faults: int = 0  # faults (pipeline + runtime) already reported on the state topic
+    next_report: float = 0.0  # monotonic time before which no new fault report goes out
+
+    def fault_count(self) -> int:
+        return self.faults + self.pipeline.counters.faults
 
 
 def load_model(cfg: GatewayConfig) -> tuple[Any, ModelSpec]:
@@ -145,13 +165,17 @@ class Gateway:
         self.on_result = on_result
         self.flash: Any = None  # alanet.device.flash.gateway.GatewayFlash while running
         self.stop_event = threading.Event()
-        self._data: queue.SimpleQueue[tuple[int, bytes] | None] = queue.SimpleQueue()
+        self._data: queue.Queue[tuple[int, bytes] | None] = queue.Queue(maxsize=DATA_QUEUE_MAX)
+        self.dropped_reads = 0  # serial reads dropped because the main loop fell behind
         self.started = time.monotonic()
         self.alerts = 0
         gw = cfg.gateway
         self.status_topic = topic(gw, "status")
+        self._status_now = threading.Event()  # publish the status at the next loop turn (a new problem)
         self.link = MqttLink(cfg.broker, client_id=f"alanet-{gw}", alert_queue=self.queue,
-                             will_topic=self.status_topic, will_payload=self._offline_payload(clean=False))
+                             will_topic=self.status_topic, will_payload=self._offline_payload(clean=False),
+                             on_problem=self._status_now.set, retry_max_s=cfg.retry_max_s,
+                             ack_timeout_s=cfg.ack_timeout_s)
         from alanet.firmware_bridge.codec import Decoder
 
         self.wearables = [Wearable(w, WearerPipeline(w.wearer, self.spec, cfg.max_gap_frames), Decoder())
@@ -179,7 +203,7 @@ class Gateway:
 
     def counters(self) -> dict[str, Any]:
         c: dict[str, Any] = dict(frames=0, crc_errors=0, gaps=0, lost=0, bridged=0, resets=0, windows=0,
-                                 resyncs=0, serial_reconnects=0)
+                                 resyncs=0, serial_reconnects=0, rejected=0, skipped_windows=0, faults=0)
         inf = 0.0
         for w in self.wearables:
             p, s = w.pipeline.counters, w.decoder.stats
@@ -192,21 +216,46 @@ class Gateway:
             c["crc_errors"] += s.crc_errors
             c["resyncs"] += s.resyncs
             c["serial_reconnects"] += w.reconnects + int(getattr(w.link, "reconnects", 0) or 0)
+            c["rejected"] += p.refused + p.no_hello + p.bad_shape + p.out_of_range + p.raw_rejected
+            c["skipped_windows"] += p.skipped
+            c["faults"] += w.fault_count()
             inf += p.inference_s
         c["alerts"] = self.alerts
         c["inference_ms"] = round(1000.0 * inf / c["windows"], 4) if c["windows"] else 0.0
         c["queue_depth"] = len(self.queue)
+        c["dropped_reads"] = self.dropped_reads
+        c.update(self.link.counters())
+        c["queue_trimmed"] = self.queue.trimmed
         return c
 
+    def problems(self) -> list[dict[str, Any]]:
+        """What an operator must know about (also in the retained status): corrupt queue, refused publishes."""
+        out: list[dict[str, Any]] = []
+        if self.queue.recovered is not None:
+            out.append({"what": "alert_queue_corrupt", "detail": self.queue.recovered})
+        if self.queue.trimmed:
+            out.append({"what": "alert_queue_trimmed", "detail": f"{self.queue.trimmed} oldest alert(s) dropped past "
+                                                                 f"{self.queue.max_items} queued"})
+        p = self.link.publish_problem()
+        if p is not None:
+            out.append({"what": "publish_refused", "detail": p})
+        return out
+
+    def wearer_status(self, w: Wearable) -> dict[str, Any]:
+        p = w.pipeline.counters
+        h = w.pipeline.hello
+        return {"port": w.cfg.port, "serial": w.serial_state, "frames": p.frames, "windows": p.windows,
+                "device": h.device_id if h else None, "refused": w.pipeline.refusal,
+                "rejected": {"no_hello": p.no_hello, "refused": p.refused, "bad_shape": p.bad_shape,
+                             "out_of_range": p.out_of_range, "raw": p.raw_rejected},
+                "skipped_windows": p.skipped, "faults": w.fault_count(),
+                "last_fault": w.last_fault or w.pipeline.last_fault}
+
     def status_payload(self) -> bytes:
-        wearers = {w.cfg.wearer: {"port": w.cfg.port, "serial": w.serial_state, "frames": w.pipeline.counters.frames,
-                                  "windows": w.pipeline.counters.windows,
-                                  "device": w.pipeline.hello.device_id if w.pipeline.hello else None,
-                                  "refused": w.pipeline.refusal}
-                   for w in self.wearables}
+        wearers = {w.cfg.wearer: self.wearer_status(w) for w in self.wearables}
         return _dumps({"schema": STATUS_SCHEMA, "gateway": self.cfg.gateway, "state": "online", "time": utc_now(),
                        "uptime_s": round(time.monotonic() - self.started, 1), "model": self.spec.model_id,
-                       "counters": self.counters(), "wearers": wearers})
+                       "counters": self.counters(), "problems": self.problems(), "wearers": wearers})
 
     def model_payload(self) -> bytes:
         m = getattr(self.bundle, "manifest", {}) or {}
@@ -244,7 +293,7 @@ class Gateway:
 
         for i, w in enumerate(self.wearables):
             def on_data(b: bytes, i: int = i) -> None:
-                self._data.put((i, b))
+                self.on_serial_data(i, b)
 
             def on_state(state: str, w: Wearable = w) -> None:
                 if state != w.serial_state:
@@ -254,16 +303,72 @@ class Gateway:
             w.link = SerialLink(w.cfg.port, w.cfg.baud, on_data=on_data, on_state=on_state)
             w.link.start()
 
+    def on_serial_data(self, i: int, data: bytes) -> None:
+        """Hand one serial read of wearable ``i`` to the main loop (serial reader threads).
+
+        Never blocks: when the main loop has fallen ``DATA_QUEUE_MAX`` reads behind, the
+        read is dropped and counted (the decoder resynchronises at the next delimiter).
+        """
+        try:
+            self._data.put_nowait((i, data))
+        except queue.Full:
+            self.dropped_reads += 1
+            if self.dropped_reads in (1, 10, 100, 1000) or self.dropped_reads % 10000 == 0:
+                log.error("the main loop is %d serial reads behind: %d read(s) dropped so far", DATA_QUEUE_MAX,
+                          self.dropped_reads)
+
     # ---- main loop ----
     def process(self, i: int, data: bytes) -> None:
-        """Decode one chunk from wearable ``i`` and act on the windows it completes."""
+        """Decode one chunk from wearable ``i`` and act on the windows it completes. Never raises.
+
+        The decoder and the pipeline never raise; a fault while publishing a window is
+        caught here and counted against this wearer only.
+        """
         w = self.wearables[i]
         packets = w.decoder.feed(data)
-        if not packets:
+        if packets:
+            try:  # the session hooks split the packets at EXERCISE packets (and log raw frames)
+                for run in self.sessions.runs(i, packets) if self.sessions is not None else (packets,):
+                    for r in w.pipeline.handle(run):
+                        w.last_t_end = r.t_end
+                        try:
+                            self._on_window(i, r)
+                        except Exception as exc:  # noqa: BLE001 - one wearer's fault must not stop the gateway
+                            self._runtime_fault(w, f"publishing window {r.window}", exc)
+            except Exception as exc:  # noqa: BLE001 - the same for the session hooks
+                self._runtime_fault(w, "running the session hooks", exc)
+        if w.fault_count() != w.reported_faults:
+            self._report_faults(i)
+
+    @staticmethod
+    def _runtime_fault(w: Wearable, doing: str, exc: Exception) -> None:
+        """Count and note a fault of the runtime's own work for wearer ``w`` (logged 1, 10, 100, every 1000)."""
+        w.faults += 1
+        w.last_fault = f"{doing}: {type(exc).__name__}: {exc}"[:300]
+        if w.faults in (1, 10, 100) or w.faults % 1000 == 0:
+            log.exception("%s: fault %d while %s", w.cfg.wearer, w.faults, doing)
+
+    def _report_faults(self, i: int) -> None:
+        """Log and publish a wearer's new faults on its state topic (at most every ``FAULT_REPORT_S``)."""
+        w = self.wearables[i]
+        noted = w.pipeline.take_faults()
+        now = time.monotonic()
+        if now < w.next_report:
             return
-        for run in self.sessions.runs(i, packets) if self.sessions is not None else (packets,):
-            for r in w.pipeline.handle(run):
-                self._on_window(i, r)
+        w.next_report = now + FAULT_REPORT_S
+        n = w.fault_count()
+        new = n - w.reported_faults
+        w.reported_faults = n
+        what = (noted[-1] if noted else None) or w.last_fault or w.pipeline.last_fault or "fault"
+        log.error("%s: %d new fault(s), %d in all; latest: %s", w.cfg.wearer, new, n, what)
+        # no classification: every probability 0 (consumers that do not know "fault" see nothing raised)
+        st = {"schema": STATE_SCHEMA, "gateway": self.cfg.gateway, "wearer": w.cfg.wearer, "task": self.spec.task,
+              "t_end": round(w.last_t_end, 3), "probabilities": {label: 0.0 for label in self.spec.labels},
+              "smoothed": 0.0, "state": None, "model": self.spec.model_id, "fault": what, "faults": n}
+        try:
+            self.link.publish(self._state_topics[i], _dumps(st))
+        except Exception:  # noqa: BLE001 - the report is best effort; the fault is counted and logged
+            log.exception("%s: cannot publish the fault report", w.cfg.wearer)
 
     def _on_window(self, i: int, r: WindowResult) -> None:
         gw = self.cfg.gateway
@@ -292,7 +397,10 @@ class Gateway:
 
     def stop(self) -> None:
         self.stop_event.set()
-        self._data.put(None)
+        try:
+            self._data.put_nowait(None)  # wake the loop (a full queue wakes it anyway)
+        except queue.Full:
+            pass
 
     def run(self, install_signals: bool = True) -> int:
         """Connect, read, decide, publish until :meth:`stop` (or SIGTERM/SIGINT)."""
@@ -301,9 +409,9 @@ class Gateway:
                 signal.signal(sig, lambda *_: self.stop())
         cfg = self.cfg
         pending = len(self.queue)
-        log.info("gateway %s: model %s (%s, window %d, stride %d) loaded in %.2f s; broker %s; %d alert(s) queued",
-                 cfg.gateway, self.spec.model_id, self.spec.task, self.spec.length, self.spec.stride,
-                 self.model_load_s, cfg.broker.url, pending)
+        log.info("gateway %s: model %s (%s, window %d, stride %d) loaded in %.2f s; broker %s (MQTT %s); "
+                 "%d alert(s) queued", cfg.gateway, self.spec.model_id, self.spec.task, self.spec.length,
+                 self.spec.stride, self.model_load_s, cfg.broker.url, cfg.broker.protocol or "5, else 3.1.1", pending)
         try:
             self.link.start()
             first = self.link.wait_first_outcome(5.0)
@@ -331,8 +439,11 @@ class Gateway:
                     item = data.get(timeout=0.05)
                 except queue.Empty:
                     item = None
+                budget = time.monotonic() + LOOP_BUDGET_S  # then serve MQTT, even under a flood
                 while item is not None:
                     self.process(*item)
+                    if time.monotonic() > budget:
+                        break
                     try:
                         item = data.get_nowait()
                     except queue.Empty:
@@ -341,7 +452,8 @@ class Gateway:
                     self.flash.apply_pending()  # model switches, between two frames
                 self.link.poll()
                 now = time.monotonic()
-                if now >= next_beat:
+                if now >= next_beat or self._status_now.is_set():
+                    self._status_now.clear()
                     next_beat = now + cfg.heartbeat_s
                     self.link.set_retained(self.status_topic, self.status_payload())
         finally:

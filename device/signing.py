@@ -136,10 +136,10 @@ def load_public_key(source: KeySource):
     return key
 
 
-def sign_manifest(manifest_bytes: bytes, signing_key: KeySource) -> bytes:
-    """The ``signature`` file content for these exact manifest bytes."""
+def sign_bytes(data: bytes, signing_key: KeySource) -> bytes:
+    """A ``signature`` document (JSON) for these exact bytes: a manifest, or a gateway command."""
     key = load_private_key(signing_key)
-    sig = key.sign(manifest_bytes)
+    sig = key.sign(data)
     doc = {"algorithm": ALGORITHM, "key_id": key_id(key.public_key()), "signature": base64.b64encode(sig).decode()}
     return (json.dumps(doc, indent=2) + "\n").encode()
 
@@ -161,15 +161,19 @@ def parse_signature(signature_bytes: bytes) -> tuple[str, bytes]:
     return kid, sig
 
 
-def verify_manifest(manifest_bytes: bytes, signature_bytes: bytes, trusted_keys: Iterable[KeySource]) -> str:
-    """Return the key id of the trusted key that signed ``manifest_bytes``; else SignatureError."""
+def verify_bytes(data: bytes, signature_bytes: bytes, trusted_keys: Iterable[KeySource]) -> str:
+    """Return the key id of the trusted key that signed ``data``; else SignatureError."""
     InvalidSignature, _, _, _ = _crypto()
     _, sig = parse_signature(signature_bytes)
     keys = [load_public_key(k) for k in trusted_keys]
     for key in keys:
         try:
-            key.verify(sig, manifest_bytes)
+            key.verify(sig, data)
             return key_id(key)
         except InvalidSignature:
             continue
     raise SignatureError("signature: not signed by a trusted key")
+
+
+sign_manifest = sign_bytes  # the ``signature`` file of a bundle signs manifest.json's exact bytes
+verify_manifest = verify_bytes

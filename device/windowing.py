@@ -162,3 +162,24 @@ class RingWindow:
         if self._n >= L and (self._n - L) % self.stride == 0:
             return self._buf[self._pos:self._pos + L]
         return None
+
+    def latest(self, k: int) -> np.ndarray:
+        """A copy of the newest ``k`` frames (oldest first); fewer when fewer are held."""
+        k = min(k, self._n, self.length)
+        end = self._pos + self.length  # the doubled buffer keeps the last L frames contiguous
+        return self._buf[end - k:end].copy()
+
+    def resized(self, length: int, stride: int) -> "RingWindow":
+        """A new ring of ``length``/``stride`` holding this one's newest frames.
+
+        When it holds every frame the new length needs (or all frames since the reset),
+        the frame count carries on, so windows stay aligned to the stream and none is
+        skipped; otherwise the new window fills from the carried frames.
+        """
+        new = RingWindow(self._buf.shape[1], length, stride)
+        carried = self.latest(length)
+        for frame in carried:
+            new.push(frame)
+        if len(carried) == min(self._n, length):
+            new._n = self._n
+        return new

@@ -47,7 +47,7 @@ def cmd_serial_monitor(args: Any) -> int:
                 if isinstance(p, Hello):
                     problem = hello_problem(p)
                     verdict = f"REFUSED: {problem}" if problem else "accepted"
-                    print(f"HELLO {p.device_id} fw {p.firmware} v{p.protocol_version} {p.layout} "
+                    print(f"HELLO {p.device_id!r} fw {p.firmware!r} v{p.protocol_version} {p.layout!r} "
                           f"{p.n_angles}+{p.n_emg} ch @ {p.sample_rate_hz:g} Hz -> {verdict}", file=err)  # fmt: skip
                 elif isinstance(p, Exercise):
                     print(f"EXERCISE {p.name or 'none'} (code {p.code})", file=err)

@@ -19,6 +19,7 @@ On the wire: ``COBS(packet) + b"\\x00"``.
 
 from __future__ import annotations
 
+import math
 import struct
 from dataclasses import dataclass
 
@@ -64,6 +65,19 @@ LAYOUTS: dict[str, tuple[int, int]] = {"emopain-13a4e": (13, 4)}
 DEFAULT_LAYOUT = "emopain-13a4e"
 N_ANGLES = 13
 N_EMG = 4
+
+# Physical bounds (PROTOCOL.md §3.4). A value outside them is a firmware "invalid"
+# marker (±3.4e38 is common) or a broken sensor, never a measurement: the gateway
+# drops the packet and counts it, so such values never reach the features or a model.
+#: Largest |joint angle| in rad (a joint cannot turn further than one full turn either way).
+MAX_ABS_ANGLE_RAD = 2.0 * math.pi
+#: Largest |sEMG envelope| (a.u.; EmoPain envelopes are of order 1).
+MAX_ABS_EMG = 1.0e5
+#: Largest |raw sEMG sample| (a.u.; a 24-bit ADC's counts fit).
+MAX_ABS_RAW_EMG = 1.0e7
+#: Accepted DATA sample rates (Hz) and raw sEMG rates (Hz; 0 = no raw sEMG).
+MAX_SAMPLE_RATE_HZ = 1000.0
+MAX_RAW_EMG_RATE_HZ = 20000.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,6 +162,49 @@ def hello_problem(hello: Hello, *, expect_layout: str | None = DEFAULT_LAYOUT) -
         )
     if expect_layout is not None and hello.layout != expect_layout:
         return f"wearable {hello.device_id!r} sends layout {hello.layout!r}, the model needs {expect_layout!r}"
-    if not hello.sample_rate_hz > 0:
-        return f"wearable {hello.device_id!r} announces sample rate {hello.sample_rate_hz} Hz"
+    if not 0 < hello.sample_rate_hz <= MAX_SAMPLE_RATE_HZ:
+        return f"wearable {hello.device_id!r} announces sample rate {hello.sample_rate_hz:g} Hz (0 < rate <= {MAX_SAMPLE_RATE_HZ:g})"
+    if not 0 <= hello.raw_emg_rate_hz <= MAX_RAW_EMG_RATE_HZ:
+        return (f"wearable {hello.device_id!r} announces raw sEMG rate {hello.raw_emg_rate_hz:g} Hz "
+                f"(0 <= rate <= {MAX_RAW_EMG_RATE_HZ:g})")
+    return None
+
+
+def _within(values: tuple[float, ...], limit: float) -> bool:
+    # The sum catches NaN and ±inf (min/max may step over a NaN); then min/max are exact.
+    return not values or (-limit <= min(values) and max(values) <= limit and math.isfinite(sum(values)))
+
+
+def frame_problem(frame: Frame, hello: Hello) -> str | None:
+    """Why a DATA frame must be dropped given the wearable's accepted HELLO, or ``None``.
+
+    The channel counts must be the HELLO's and every value must lie within the
+    physical bounds (``MAX_ABS_ANGLE_RAD``, ``MAX_ABS_EMG``; NaN and ±inf never do).
+    The reason is short and fixed per kind, so callers can count and log it once.
+    """
+    a, e = frame.angles, frame.emg
+    if len(a) != hello.n_angles or len(e) != hello.n_emg:
+        return "shape"
+    # inline (this runs for every frame): min/max bound the values, the sum catches NaN and ±inf
+    if a and not (-MAX_ABS_ANGLE_RAD <= min(a) and max(a) <= MAX_ABS_ANGLE_RAD):
+        return "range"
+    if e and not (-MAX_ABS_EMG <= min(e) and max(e) <= MAX_ABS_EMG):
+        return "range"
+    if not math.isfinite(sum(a) + sum(e)):
+        return "range"
+    return None
+
+
+def raw_problem(raw: RawEmg, hello: Hello) -> str | None:
+    """Why a RAW_EMG block must be dropped given the accepted HELLO, or ``None``.
+
+    The block's rate must be the HELLO's ``raw_emg_rate_hz`` (which must be > 0), every
+    sample row must have ``n_emg`` channels and every value lie within ``MAX_ABS_RAW_EMG``.
+    """
+    if not hello.raw_emg_rate_hz > 0 or abs(raw.rate_hz - hello.raw_emg_rate_hz) > 1e-3 * hello.raw_emg_rate_hz:
+        return "rate"
+    if not raw.samples or any(len(row) != hello.n_emg for row in raw.samples):
+        return "shape"
+    if not all(_within(row, MAX_ABS_RAW_EMG) for row in raw.samples):
+        return "range"
     return None

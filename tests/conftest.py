@@ -25,10 +25,12 @@ def free_port() -> int:
 class Mosquitto:
     """A real Mosquitto on 127.0.0.1:<port>, restartable (with or without persistence)."""
 
-    def __init__(self, workdir: Path, port: int | None = None, persistence: bool = True) -> None:
+    def __init__(self, workdir: Path, port: int | None = None, persistence: bool = True,
+                 extra: tuple[str, ...] = ()) -> None:
         self.workdir = workdir
         self.port = port or free_port()
         self.persistence = persistence
+        self.extra = tuple(extra)  # more config lines (an acl_file, ...)
         self.proc: subprocess.Popen[bytes] | None = None
         self.conf = workdir / "mosquitto.conf"
         self.log = workdir / "mosquitto.log"
@@ -47,6 +49,7 @@ class Mosquitto:
             "max_queued_messages 100000",
             f"persistence {'true' if self.persistence else 'false'}",
             f"persistence_location {self.workdir}/",
+            *self.extra,
         ]
         return "\n".join(lines) + "\n"
 
@@ -88,6 +91,22 @@ def mosquitto(tmp_path: Path) -> Iterator[Mosquitto]:
     broker = Mosquitto(tmp_path).start()
     yield broker
     broker.stop()
+
+
+@pytest.fixture(scope="session")
+def sess():
+    """The flashing tests' session (60 s of synthetic rehab movement)."""
+    import runtime_support as rs
+
+    return rs.make_session(seed=3, duration_s=60.0)
+
+
+@pytest.fixture(scope="session")
+def bundles(tmp_path_factory, sess):
+    """The family of real bundles the flashing tests use (``test_flash_support.build_bundles``)."""
+    from test_flash_support import build_bundles
+
+    return build_bundles(tmp_path_factory.getbasetemp(), sess)
 
 
 def run_cli(*args: str, cwd: Path | None = None, timeout: float = 600, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

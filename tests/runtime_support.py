@@ -58,6 +58,14 @@ class Session:
         return int(self.angles.shape[0])
 
 
+def hello(sample_rate_hz: float = FS, device_id: str = "test-wear"):
+    """The HELLO of an EmoPain-layout wearable (a pipeline drops DATA until it has one)."""
+    from alanet.firmware_bridge.protocol import DEFAULT_LAYOUT, LAYOUTS, PROTOCOL_VERSION, Hello
+
+    n_a, n_e = LAYOUTS[DEFAULT_LAYOUT]
+    return Hello(0, 0, device_id, "test-1.0", PROTOCOL_VERSION, n_a, n_e, float(sample_rate_hz), 0.0, DEFAULT_LAYOUT)
+
+
 def make_session(seed: int = 3, duration_s: float = 120.0) -> Session:
     from alanet.train.data.synthetic import synth_session
 
@@ -73,8 +81,10 @@ def session_windows(sess: Session, norm: Normalizer) -> tuple[np.ndarray, np.nda
 
 
 def build_bundle(out_dir: Path, sess: Session, k: float = 6.0, decision: dict | None = None,
-                 model_id: str = "test-protective", task: str = "protective") -> Path:
+                 model_id: str = "test-protective", task: str = "protective", length: int = L,
+                 stride: int = S) -> Path:
     """A real, verified bundle (protective: 2 classes; pain: 3) whose model reacts to the session's movement."""
+    L, S = length, stride  # noqa: N806 - the window of this bundle
     from alanet.device.bundle import default_decision, encode_window, write_bundle
     from alanet.device.inference import ModelRunner
     from alanet.device.schema import EMOPAIN
@@ -151,6 +161,7 @@ class PtyWearable:
 
         self.enc = Encoder(device_id="test-wear")
         self.written = 0
+        self.hello_sent = False
         self._stop = threading.Event()
         self._drain_lock = threading.Lock()
 
@@ -180,10 +191,16 @@ class PtyWearable:
 
     def hello(self) -> None:
         self.write(self.enc.hello(0))
+        self.hello_sent = True
 
     def frames(self, sess: Session, start: int, stop: int, pace_hz: float | None = None,
                on_written=None) -> None:
-        """Write frames [start, stop) (seq = frame index, t_ms = index / fs); optional pacing."""
+        """Write frames [start, stop) (seq = frame index, t_ms = index / fs); optional pacing.
+
+        Like a wearable at boot, the first call announces it with a HELLO unless :meth:`hello` already did.
+        """
+        if not self.hello_sent:
+            self.hello()
         t0 = time.perf_counter()
         for i in range(start, stop):
             if pace_hz:
@@ -203,7 +220,8 @@ class PtyWearable:
                 pass
 
 
-def cached_bundle(sess_seed: int = 3, duration_s: float = 120.0, task: str = "protective") -> tuple[Session, Path]:
+def cached_bundle(sess_seed: int = 3, duration_s: float = 120.0, task: str = "protective", length: int = L,
+                  stride: int = S) -> tuple[Session, Path]:
     """The session and its test bundle, built once per machine and code version (temp dir cache)."""
     import hashlib
     import tempfile
@@ -213,8 +231,10 @@ def cached_bundle(sess_seed: int = 3, duration_s: float = 120.0, task: str = "pr
     for a in (sess.angles, sess.emg):
         h.update(a.tobytes())
     h.update(task.encode())
+    if (length, stride) != (L, S):
+        h.update(f"{length}/{stride}".encode())
     root = Path(tempfile.gettempdir()) / f"alanet-test-bundle-{h.hexdigest()[:16]}"
     dest = root / "bundle"
     if not (dest / "manifest.json").is_file():
-        build_bundle(root, sess, task=task, model_id=f"test-{task}")
+        build_bundle(root, sess, task=task, model_id=f"test-{task}", length=length, stride=stride)
     return sess, dest

@@ -4,6 +4,8 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
 from alanet.device.alert_queue import AlertQueue
 
 
@@ -68,3 +70,114 @@ def test_full_disk_holds_alerts_in_memory_then_commits_them(tmp_path):
     again = AlertQueue(tmp_path / "q.sqlite")
     assert [a.id for a in again.pending()] == [f"a{i}" for i in range(39)] + ["a40"]
     again.close()
+
+
+def _alerts(q, n, start=0):
+    import json
+    import uuid
+
+    ids = []
+    for i in range(start, start + n):
+        aid = str(uuid.uuid4())
+        q.put(aid, f"alanet/gw/w{i % 3}/alert", json.dumps({"schema": "alanet.alert/1", "id": aid, "n": i}).encode())
+        ids.append(aid)
+    return ids
+
+
+def _kill_with_alerts(path, n, checkpoint):
+    """A gateway process that queued ``n`` alerts and died (in the WAL, or checkpointed into the file)."""
+    code = textwrap.dedent(f"""
+        import json, os, uuid
+        from alanet.device.alert_queue import AlertQueue
+        q = AlertQueue({str(path)!r})
+        for i in range({n}):
+            aid = str(uuid.uuid4())
+            q.put(aid, "alanet/gw/w1/alert", json.dumps({{"schema": "alanet.alert/1", "id": aid, "n": i}}).encode())
+        print(json.dumps([a.id for a in q.pending()]))
+        if {checkpoint!r}:
+            q._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        os.kill(os.getpid(), 9)
+    """)
+    r = subprocess.run([sys.executable, "-c", code], timeout=60, capture_output=True, text=True)
+    assert r.returncode == -9, r.stderr
+    import json
+
+    return json.loads(r.stdout)
+
+
+@pytest.mark.parametrize("where", ["file", "wal"])
+def test_a_corrupt_file_is_moved_aside_and_its_alerts_salvaged(tmp_path, caplog, where):
+    """'file is not a database' at open used to stop the gateway for good (a crash loop under systemd).
+
+    ``file``: the alerts were checkpointed into the database file, whose header is then
+    damaged. ``wal``: they sit in the WAL, whose header is damaged too (SQLite then
+    ignores the WAL and finds a damaged file). Either way the bytes are scanned.
+    """
+    import logging
+
+    path = tmp_path / "alerts.sqlite"
+    ids = _kill_with_alerts(path, 20, checkpoint=where == "file")
+    with open(path, "r+b") as f:  # a damaged first page: SQLite cannot even read the header
+        f.write(b"\xde\xad\xbe\xef" * 25)
+    if where == "wal":
+        with open(path.with_name(path.name + "-wal"), "r+b") as f:
+            f.write(b"\x00" * 32)
+    with caplog.at_level(logging.ERROR):
+        q = AlertQueue(path)
+    assert q.recovered and "corrupt" in q.recovered and "20 alert(s) salvaged" in q.recovered
+    assert any("ALERT QUEUE CORRUPT" in r.getMessage() for r in caplog.records)
+    aside = list(tmp_path.glob("alerts.sqlite.corrupt-*"))
+    assert aside and not any(p.name.endswith(".reserve") for p in aside)  # kept for inspection
+    assert sorted(a.id for a in q.pending()) == sorted(ids)
+    assert all(a.payload.startswith(b'{"schema": "alanet.alert/1"') and a.topic == "alanet/gw/w1/alert"
+               for a in q.pending())
+    _alerts(q, 3)
+    assert len(q) == 23
+    q.close()
+    assert len(AlertQueue(path).pending()) == 23  # the fresh queue is a healthy file
+
+
+def test_a_file_that_is_not_a_database_at_all_gives_a_fresh_queue(tmp_path):
+    path = tmp_path / "alerts.sqlite"
+    path.write_bytes(b"this is not a database, it is a text file\n" * 100)
+    q = AlertQueue(path)
+    assert q.recovered and len(q) == 0
+    _alerts(q, 2)
+    assert len(q) == 2
+
+
+def test_corruption_found_while_running_is_recovered(tmp_path):
+    """Damage discovered after open (here: the table's pages overwritten under the running queue)."""
+    path = tmp_path / "alerts.sqlite"
+    q = AlertQueue(path)
+    ids = _alerts(q, 200)
+    q._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    size = path.stat().st_size
+    with open(path, "r+b") as f:  # every page but the first: b-tree pages turn to garbage
+        f.seek(4096)
+        f.write(b"\x0d\xff" * ((size - 4096) // 2))
+    q._db.execute("PRAGMA shrink_memory")  # the page cache goes (memory pressure): the next read sees the disk
+    q.put("after-damage", "alanet/gw/w1/alert", b'{"id": "after-damage"}')  # must not raise
+    assert q.recovered and q.generation == 1
+    left = {a.id for a in q.pending()}
+    assert "after-damage" in left and left <= set(ids) | {"after-damage"}
+
+
+def test_every_trim_is_logged_with_its_count(tmp_path, caplog):
+    import logging
+
+    q = AlertQueue(tmp_path / "q.sqlite", max_items=3)
+    with caplog.at_level(logging.WARNING):
+        for i in range(5):
+            q.put(f"id{i}", "t", b"x")
+    trims = [r.getMessage() for r in caplog.records if "dropped" in r.getMessage()]
+    assert len(trims) == 2 and "dropped the 1 oldest (2 dropped since start)" in trims[-1]
+    assert q.trimmed == 2
+
+
+def test_after_reads_the_queue_by_position(tmp_path):
+    q = AlertQueue(tmp_path / "q.sqlite")
+    ids = _alerts(q, 10)
+    first = q.after(0, 4)
+    assert [a.id for a in first] == ids[:4]
+    assert [a.id for a in q.after(first[-1].n, 100)] == ids[4:]

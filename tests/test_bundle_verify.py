@@ -170,6 +170,9 @@ def test_unpack_refuses_path_traversal_and_links(tmp_path, name):
 def test_validate_manifest_accepts_pain_decision(signed):
     m = json.loads((signed[0] / "manifest.json").read_text())
     m["decision"] = default_decision("pain")
+    with pytest.raises(BundleError, match="decision: unknown decision key"):  # a pain rule on a protective task
+        validate_manifest(m)
+    m["task"] = "pain"
     validate_manifest(m)
     m["decision"] = {"horizon_windows": 8}
     with pytest.raises(BundleError, match="decision"):

@@ -119,8 +119,16 @@ def test_keygen_writes_private_0600_and_public(tmp_path):
 
 
 @pytest.mark.parametrize("flag, needle", [("raise_threshold=1.5", "greater than the maximum"),
-                                          ("foo=1", "unknown key(s) foo"), ("novalue", "expected KEY=VALUE")])
+                                          ("foo=1", "unknown key(s) foo"), ("novalue", "expected KEY=VALUE"),
+                                          ("clear_threshold=0.9", "clear_threshold <= raise_threshold")])
 def test_bad_decision_override(tiny_run, tmp_path, flag, needle):
     out = tmp_path / "b"
     _assert_refused(run_cli("convert", str(tiny_run), "--quantize", "float16", "--out", str(out), "--decision", flag),
                     out, needle)
+
+
+@pytest.mark.parametrize("args, needle", [(["--bundle-version", "-1"], "--bundle-version: must be >= 0"),
+                                          (["--for-gateway", "ward/3"], "--for-gateway: 'ward/3' is not a gateway id")])
+def test_bad_bundle_version_or_gateway_list(tiny_run, tmp_path, args, needle):
+    out = tmp_path / "b"
+    _assert_refused(run_cli("convert", str(tiny_run), "--quantize", "float16", "--out", str(out), *args), out, needle)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import numpy as np
 import pytest
@@ -22,9 +23,16 @@ def tiny_run(tmp_path_factory):
 @pytest.mark.parametrize("quant", ["float32", "float16", "dynamic", "int8"])
 def test_every_quantisation_converts_and_passes_parity(tiny_run, tmp_path, quant):
     out = tmp_path / f"bundle-{quant}"
-    res = run_cli("convert", str(tiny_run), "--quantize", quant, "--out", str(out))
+    extra = ["--bundle-version", "7", "--for-gateway", "ward3", "--for-gateway", "ward4"] if quant == "float16" else []
+    t0 = int(time.time())
+    res = run_cli("convert", str(tiny_run), "--quantize", quant, "--out", str(out), *extra)
     assert res.returncode == 0, res.stderr
     assert "agreement" in res.stdout
+    b = load_bundle(out)
+    if extra:  # the release number and the target gateways go into the (signed) manifest
+        assert (b.version, b.gateways) == (7, ["ward3", "ward4"])
+    else:  # by default the conversion time: a newer conversion is a newer version
+        assert t0 <= b.version <= int(time.time()) and b.gateways == []
 
     b = load_bundle(out)  # schema, hash and self-test
     m = b.manifest

@@ -1,7 +1,9 @@
 """The fault matrix's fast scenarios as tests: every alert the gateway decides arrives,
 once after de-duplication by id, through broker outages and restarts, a SIGKILL,
-serial unplugs, corrupted bytes, sequence gaps and clock jumps; bad configs and
-tampered bundles are refused with one clear line.
+serial unplugs, corrupted bytes, sequence gaps and clock jumps, an ACL that denies the
+alert topic, a corrupt queue file, a broker that stops acknowledging, replayed bundles
+and commands, and hostile flash offers; bad configs and tampered bundles are refused
+with one clear line.
 
 Each scenario is the same script the benchmark runs (``bench/faults.py``): the real
 ``alanet run`` process, a real Mosquitto, a pty wearable and a QoS 1 subscriber.
@@ -103,3 +105,39 @@ def test_tampered_bundle_refused(tmp_path, fx):
     o = faults.tampered_bundle(tmp_path, fx)
     assert o.ok, o.problems
     assert len(o.details["cases"]) == 5
+
+
+def test_acl_denied_alerts_stay_queued_until_the_acl_is_fixed(tmp_path, fx):
+    o = faults.acl_denied(tmp_path, fx)
+    check(o)
+    d = o.details
+    assert d["delivered_while_denied"] == 0 and d["queue_depth_while_denied"] == o.decided
+    assert d["publish_refused"] >= o.decided and "publish_refused" in d["status_problems"]
+
+
+def test_a_corrupt_queue_file_is_set_aside_and_its_alerts_still_arrive(tmp_path, fx):
+    o = faults.corrupt_queue(tmp_path, fx)
+    check(o)
+    assert o.details["decided_before_the_damage"] > 0 and o.details["kept_aside"]
+    assert any(p["what"] == "alert_queue_corrupt" for p in o.details["status_problems"])
+
+
+def test_a_broker_that_stops_acknowledging(tmp_path, fx):
+    o = faults.non_acking_broker(tmp_path, fx)
+    check(o)
+    assert o.details["acks_swallowed"] > 0 and o.details["ack_stalls"] >= 1 and o.recover_s is not None
+
+
+def test_replayed_bundle_and_command_change_nothing(tmp_path, fx):
+    o = faults.downgrade_replay(tmp_path, fx)
+    check(o)
+    assert o.details["model_at_end"] == "fault-r2" and o.details["replayed_bundle"]["status"] == "refused"
+    assert o.details["unsigned_command"] == "no answer"
+
+
+def test_hostile_flash_offers_cost_no_memory_and_no_alert(tmp_path, fx):
+    o = faults.hostile_flash_offer(tmp_path, fx)
+    check(o)
+    d = o.details
+    assert d["rss_peak_mb"] < 2 * d["rss_before_mb"] and d["flood_refused_busy"] >= 48
+    assert set(d["refusals"]) == {"tiny", "gzbundle", "gzbomb", "junktar"}

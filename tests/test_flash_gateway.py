@@ -8,21 +8,11 @@ from dataclasses import replace
 import pytest
 
 import runtime_support as rs
-from test_flash_support import GW, ModelWatcher, build_bundles, wait_until
+from test_flash_support import GW, ModelWatcher, wait_until
 
 from alanet.device.config import load_config
 from alanet.device.flash.sender import REFUSED, TOOK, read_archive, send_to_fleet
 from alanet.device.runtime import Gateway, load_model
-
-
-@pytest.fixture(scope="module")
-def sess():
-    return rs.make_session(seed=3, duration_s=60.0)
-
-
-@pytest.fixture(scope="module")
-def bundles(tmp_path_factory, sess):
-    return build_bundles(tmp_path_factory.getbasetemp(), sess)
 
 
 def start_gateway(cfg, results):
@@ -60,11 +50,11 @@ def test_flash_a_running_gateway_mid_session(tmp_path, mosquitto, bundles, sess)
         n_windows = (sess.n - rs.L) // rs.S + 1
         wait_until(lambda: len(results) >= n_windows, 30)
         # Roll back and forth again over MQTT: the gateway keeps running throughout.
-        back = send_to_fleet(None, [GW], mosquitto.url, timeout=30, progress=False)[0]
+        back = send_to_fleet(None, [GW], mosquitto.url, timeout=30, progress=False, sign=bundles.key)[0]
         assert back.status == TOOK and back.model == "flash-v1" and gw.spec.model_id == "flash-v1", back
         rep = watch.wait_for(lambda r: r.get("model") == "flash-v1" and r.get("state") == "active")
         assert rep["previous"] == "flash-v2"
-        again = send_to_fleet(None, [GW], mosquitto.url, timeout=30, progress=False)[0]
+        again = send_to_fleet(None, [GW], mosquitto.url, timeout=30, progress=False, sign=bundles.key)[0]
         assert again.status == TOOK and gw.spec.model_id == "flash-v2"
     finally:
         gw.stop()

@@ -16,7 +16,7 @@ import paho.mqtt.client as mqtt
 import pytest
 
 import runtime_support as rs
-from test_flash_support import GW, ModelWatcher, StandInRuntime, build_bundles, offline_probs, validate, wait_until
+from test_flash_support import GW, ModelWatcher, StandInRuntime, offline_probs, validate, wait_until
 
 from alanet.device.bundle import load_bundle
 from alanet.device.flash import agent as agent_mod
@@ -24,16 +24,6 @@ from alanet.device.flash import protocol as P
 from alanet.device.flash.agent import FlashAgent
 from alanet.device.flash.sender import NO_ANSWER, REFUSED, TOOK, read_archive, send_to_fleet
 from alanet.device.flash.store import BundleStore
-
-
-@pytest.fixture(scope="module")
-def sess():
-    return rs.make_session(seed=3, duration_s=60.0)
-
-
-@pytest.fixture(scope="module")
-def bundles(tmp_path_factory, sess):
-    return build_bundles(tmp_path_factory.getbasetemp(), sess)
 
 
 @pytest.fixture
@@ -162,7 +152,8 @@ def test_cli_flash_all_and_rollback(mosquitto, gateway, bundles, cli):
     assert "found 1 gateway(s) online: gw-flash" in r.stderr and "1 of 1 gateway(s) took the bundle" in r.stdout
     assert "chunk" in r.stderr  # the progress bar
     wait_until(lambda: rt.pipeline.spec.model_id == "flash-v2")
-    r = cli("flash", "--rollback", "--broker", mosquitto.url, "--gateway", GW, "--timeout", "30")
+    r = cli("flash", "--rollback", "--broker", mosquitto.url, "--gateway", GW, "--timeout", "30",
+            "--sign", str(bundles.key))
     assert r.returncode == 0, r.stdout + r.stderr
     assert "1 of 1 gateway(s) took the rollback" in r.stdout
     assert rt.pipeline.spec.model_id == "flash-v1"
@@ -171,9 +162,9 @@ def test_cli_flash_all_and_rollback(mosquitto, gateway, bundles, cli):
     assert [m for _, m in rt.swaps] == ["flash-v2", "flash-v1"]
 
 
-def test_rollback_without_previous_is_refused(mosquitto, gateway):
+def test_rollback_without_previous_is_refused(mosquitto, gateway, bundles):
     agent, rt, watch = gateway
-    out = send_to_fleet(None, [GW], mosquitto.url, timeout=15, progress=False)[0]
+    out = send_to_fleet(None, [GW], mosquitto.url, timeout=15, progress=False, sign=bundles.key)[0]
     assert out.status == REFUSED and "no previous bundle" in out.reason
     assert rt.pipeline.spec.model_id == "flash-v1"
 
@@ -192,9 +183,9 @@ def test_broker_restart_in_the_middle_of_a_transfer(mosquitto, gateway, bundles,
 
     monkeypatch.setattr(agent_mod.TransferDir, "put", put)
     archive, name = read_archive(bundles.v2)
-    chunk = 512
+    chunk = 1024  # the smallest chunk a gateway accepts
     n_chunks = -(-len(archive) // chunk)
-    assert n_chunks >= 40
+    assert n_chunks >= 20
     result: list = []
     th = threading.Thread(target=lambda: result.append(send_to_fleet(archive, [GW], mosquitto.url, name=name,
                                                                        timeout=60, chunk_size=chunk,
@@ -249,7 +240,7 @@ def test_mqtt311_gateway(mosquitto, tmp_path, bundles, sess):
                    on_activate=rt.on_activate, mqtt5=False).start()
     try:
         assert a.wait_connected(10)
-        out = flash(mosquitto, bundles.v2, chunk_size=1000)
+        out = flash(mosquitto, bundles.v2, chunk_size=1024)
         assert out.status == TOOK and rt.pipeline.spec.model_id == "flash-v2"
     finally:
         a.stop()

@@ -6,23 +6,12 @@ import json
 
 import pytest
 
-import runtime_support as rs
-from test_flash_support import build_bundles, validate
+from test_flash_support import validate
 
 from alanet.device.bundle import BundleError
 from alanet.device.flash import protocol as P
 from alanet.device.flash.store import BundleStore, Fit, TrustPolicy, load_startup_bundle, verify_bundle
 from alanet.errors import InputError
-
-
-@pytest.fixture(scope="module")
-def sess():
-    return rs.make_session(seed=3, duration_s=60.0)
-
-
-@pytest.fixture(scope="module")
-def bundles(tmp_path_factory, sess):
-    return build_bundles(tmp_path_factory.getbasetemp(), sess)
 
 
 # ---- verification ----
@@ -65,7 +54,7 @@ def test_store_install_rollback_and_startup(tmp_path, bundles):
     assert store.state() == st
     assert not any(store.staging.iterdir())
     # Re-installing the same bundle reuses its slot; only current and previous are kept.
-    store.install(bundles.v1, pol)
+    store.install(bundles.v1, pol, allow_downgrade=True)  # v1 is older than v2: forced, as with --allow-downgrade
     store.install(bundles.v2, pol)
     slots = sorted(p.name for p in store.root.iterdir() if not p.name.startswith(".") and p.is_dir())
     assert len(slots) == 2
@@ -80,7 +69,7 @@ def test_store_install_rollback_and_startup(tmp_path, bundles):
     model.write_bytes(bytes(data))
     assert load_startup_bundle(store, None, pol).model_id == "flash-v2"
     # Installing the same bundle again repairs its damaged slot.
-    store.install(bundles.v1, pol)
+    store.install(bundles.v1, pol, allow_downgrade=True)
     assert load_startup_bundle(store, None, pol).model_id == "flash-v1"
     pointer = json.loads((store.root / "pointer.json").read_text())
     assert pointer["schema"] == "alanet.bundles/1"
@@ -131,7 +120,7 @@ def test_gateway_send_resends_missing_and_retries():
     assert s.on_tick(0.5) == []
     again = s.on_tick(1.5)
     assert [t for t, _ in again] == ["alanet/gw/cmd/flash/t1/end"]
-    resend = s.on_reply({"type": "missing", "missing": [1, 7], "received": 2}, 2.0)
+    resend = s.on_reply({"type": "missing", "missing": [[1, 2], [7, 9]], "received": 2}, 2.0)
     assert [t for t, _ in resend] == ["alanet/gw/cmd/flash/t1/chunk/1", "alanet/gw/cmd/flash/t1/end"]
     assert resend[0][1] == data[4000:8000] and s.received == 2 and s.resent == 1
     assert s.on_reply({"type": "result", "state": "refused", "reason": "no"}, 3.0) == []
@@ -203,7 +192,7 @@ def test_chunks_in_any_order_with_duplicates_and_gaps(tmp_path, bundles):
         agent.handle(P.end_topic("gw", tid), offer.to_bytes())
         last = [d for t, d in sent if t == P.reply_topic("gw", tid)][-1]
         if drop:
-            assert last["type"] == "missing" and last["missing"] == sorted(drop)
+            assert last["type"] == "missing" and [i for a, b in last["missing"] for i in range(a, b)] == sorted(drop)
             for i in drop:
                 agent.handle(P.chunk_topic("gw", tid, i), archive[i * chunk:(i + 1) * chunk])
             agent.handle(P.end_topic("gw", tid), offer.to_bytes())

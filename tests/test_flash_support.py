@@ -2,9 +2,10 @@
 
 One real TFLite model (``runtime_support.build_bundle``: TensorFlow's converter in a
 subprocess, run by LiteRT here) is re-wrapped into bundles with ``write_bundle``:
-v1 and v2 (v2 has other normalisation statistics, so its probabilities differ),
-signed with a trusted key, unsigned, signed with a foreign key, with a flipped model
-byte, and for another channel layout. No tests here.
+v1 and v2 (bundle versions 1 and 2; v2 has other normalisation statistics, so its
+probabilities differ), signed with a trusted key, unsigned, signed with a foreign key,
+with a flipped model byte, for another channel layout, and v3 for another gateway
+only. No tests here.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ class Bundles:
     v2_flipped: Path
     other_layout: Path
     v3_unsigned: Path
+    v3_elsewhere: Path  # signed, bundle_version 3, for gateway "gw-elsewhere" only
 
     @property
     def pub(self) -> Path:
@@ -57,18 +59,19 @@ def build_bundles(base: Path, sess: rs.Session) -> Bundles:
     root = base / "flash-bundles"
     names = dict(key=root / "trusted.key", foreign_key=root / "foreign.key", v1=root / "v1", v2=root / "v2",
                  v2_unsigned=root / "v2-unsigned", v2_foreign=root / "v2-foreign", v2_flipped=root / "v2-flipped",
-                 other_layout=root / "other-layout", v3_unsigned=root / "v3-unsigned")
+                 other_layout=root / "other-layout", v3_unsigned=root / "v3-unsigned",
+                 v3_elsewhere=root / "v3-elsewhere")
     if (root / "done").exists():
         return Bundles(root, **names)
     shutil.rmtree(root, ignore_errors=True)
     root.mkdir(parents=True)
     base_dir = rs.build_bundle(root / "base", sess, model_id="flash-v1")
-    manifest = json.loads((base_dir / MANIFEST_FILE).read_text())
+    manifest = dict(json.loads((base_dir / MANIFEST_FILE).read_text()), bundle_version=1)
     model = (base_dir / MODEL_FILE).read_bytes()
     write_keypair(names["key"])
     write_keypair(names["foreign_key"])
 
-    v2m = dict(manifest, model_id="flash-v2")
+    v2m = dict(manifest, model_id="flash-v2", bundle_version=2)
     v2m["normalization"] = dict(manifest["normalization"], std=[s * 1.7 for s in manifest["normalization"]["std"]])
     write_bundle(names["v1"], manifest, model, signing_key=names["key"])
     write_bundle(names["v2"], v2m, model, signing_key=names["key"])
@@ -83,7 +86,9 @@ def build_bundles(base: Path, sess: rs.Session) -> Bundles:
     chans = list(manifest["channels"])
     other["channels"] = chans[:26] + chans[26:][::-1]  # the sEMG channels in another order
     write_bundle(names["other_layout"], other, model, signing_key=names["key"])
-    write_bundle(names["v3_unsigned"], dict(v2m, model_id="flash-v3"), model)
+    write_bundle(names["v3_unsigned"], dict(v2m, model_id="flash-v3", bundle_version=3), model)
+    write_bundle(names["v3_elsewhere"], dict(v2m, model_id="flash-v3-elsewhere", bundle_version=3,
+                                             gateways=["gw-elsewhere"]), model, signing_key=names["key"])
     (root / "done").write_text("ok")
     return Bundles(root, **names)
 
@@ -101,6 +106,7 @@ class StandInRuntime:
 
         self.sess = sess
         self.pipeline = WearerPipeline("w1", ModelSpec.from_bundle(bundle, ModelRunner.from_bundle(bundle)))
+        self.pipeline.handle([rs.hello()])  # the wearable announced itself
         self.results: list[tuple[str, object]] = []  # (model id, WindowResult)
         self.swaps: list[tuple[int, str]] = []  # (frames fed before the swap, model id)
         self._pending: list[tuple[object, threading.Event]] = []

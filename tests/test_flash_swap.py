@@ -40,6 +40,7 @@ def test_swap_keeps_every_frame(sess, length, stride):
     norm_b = Normalizer(norm_a.mean + 0.1, norm_a.std * 2.0)
     seen: list = []
     pipe = WearerPipeline("w1", spec(norm_a, rs.L, rs.S, seen, "a"))
+    pipe.handle([rs.hello()])
     swap_at = 1003  # not on a window boundary
     results = []
     for i in range(sess.n):

@@ -35,8 +35,9 @@ def model(built):
 
 
 def frames(sess, idx, seq0=0):
-    return [Frame((seq0 + i) % 2**32, int(round(i * 1000 / rs.FS)), tuple(map(float, sess.angles[i])),
-                  tuple(map(float, sess.emg[i]))) for i in idx]
+    """The wearable's HELLO, then its frames ``idx``."""
+    return [rs.hello()] + [Frame((seq0 + i) % 2**32, int(round(i * 1000 / rs.FS)), tuple(map(float, sess.angles[i])),
+                                 tuple(map(float, sess.emg[i]))) for i in idx]
 
 
 def offline(b, runner, angles, emg):

@@ -17,6 +17,16 @@ moved into the :class:`~alanet.device.flash.store.BundleStore` and made current,
 If anything fails, the pointer stays (or goes back) where it was, the old model keeps
 running, and the reason is reported: on the reply topic and, retained, on
 ``alanet/<gw>/model``.
+
+Hostile input is bounded before any signature can be checked: offers within the
+protocol's limits (chunk size, chunk count, archive size), at most
+``MAX_ACTIVE_TRANSFERS`` staged transfers, nothing remembered for a transfer whose
+offer was never accepted, missing chunks answered as ranges, archives read as plain
+tar member by member (:func:`~alanet.device.bundle.unpack`), and under MQTT 5 the
+broker is asked never to deliver a packet larger than a chunk (``MaximumPacketSize``).
+A verified bundle must also be meant for this gateway and not older than the newest
+it has run (:func:`~alanet.device.flash.store.admission_problem`). Rollback obeys only
+signed, fresh commands (:mod:`~alanet.device.flash.command`).
 """
 
 from __future__ import annotations
@@ -27,8 +37,6 @@ import logging
 import os
 import queue
 import shutil
-import ssl
-import tarfile
 import threading
 import time
 import uuid
@@ -37,19 +45,22 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
 
-from alanet.device.bundle import Bundle, unpack
+from alanet.device.bundle import Bundle, BundleError, unpack
 from alanet.device.config import BrokerConfig, parse_broker_url
+from alanet.device.flash import command as C
 from alanet.device.flash import protocol as P
-from alanet.device.flash.store import BundleStore, Fit, StoreState, TrustPolicy, verify_bundle
+from alanet.device.flash.store import BundleStore, Fit, StoreState, TrustPolicy, admission_problem, verify_bundle
+from alanet.device.mqtt_link import connect_async, make_client
 from alanet.errors import InputError
 
 log = logging.getLogger("alanet.flash")
 
 RESULTS_DIR = ".results"
 KEEP_RESULTS = 50
+COMMANDS_FILE = "commands.json"  # the issue time of the last signed command obeyed (replay guard)
+INBOX_MAX = 256  # end / rollback messages waiting for the worker (each at most MAX_COMMAND_BYTES)
+MAX_PACKET = P.MAX_CHUNK + 4096  # the largest MQTT packet the broker may deliver to the agent (MQTT 5)
 
 
 def _one_line(text: str, limit: int = 500) -> str:
@@ -60,36 +71,6 @@ def _one_line(text: str, limit: int = 500) -> str:
 
 def utc_now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-
-
-def make_client(broker: BrokerConfig, client_id: str, *, mqtt5: bool = True, persistent: bool = True) -> mqtt.Client:
-    """A paho 2.x client for ``broker`` (TLS, credentials), persistent session unless told otherwise."""
-    if mqtt5:
-        c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
-    else:
-        c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=not persistent,
-                        protocol=mqtt.MQTTv311)
-    if broker.username:
-        c.username_pw_set(broker.username, broker.password)
-    if broker.tls:
-        c.tls_set(ca_certs=broker.ca_file, certfile=broker.cert_file, keyfile=broker.key_file,
-                  cert_reqs=ssl.CERT_REQUIRED, tls_version=ssl.PROTOCOL_TLS_CLIENT)
-    c.reconnect_delay_set(min_delay=0.2, max_delay=5)
-    c.max_inflight_messages_set(100)
-    c.max_queued_messages_set(0)
-    return c
-
-
-def connect_async(c: mqtt.Client, broker: BrokerConfig, *, mqtt5: bool, persistent: bool,
-                  session_expiry_s: int, keepalive: int = 30) -> None:
-    """Start connecting (in the background once ``loop_start`` runs)."""
-    if mqtt5:
-        props = Properties(PacketTypes.CONNECT)
-        props.SessionExpiryInterval = session_expiry_s if persistent else 0
-        c.connect_async(broker.host, broker.port, keepalive=keepalive,
-                        clean_start=False if persistent else True, properties=props)
-    else:
-        c.connect_async(broker.host, broker.port, keepalive=keepalive)
 
 
 def as_broker(broker: BrokerConfig | str) -> BrokerConfig:
@@ -147,6 +128,13 @@ class TransferDir:
             return P.Offer.from_bytes(self.offer_path.read_bytes(), self.root.name.removeprefix("flash-"))
         except (OSError, P.ProtocolError):
             return None
+
+    def idle_s(self) -> float:
+        """Seconds since anything was written to the transfer (a chunk, the offer)."""
+        try:
+            return time.time() - self.root.stat().st_mtime
+        except OSError:
+            return float("inf")
 
     def put(self, index: int, data: bytes) -> bool:
         """Store chunk ``index`` (atomically); False if it was already there."""
@@ -212,14 +200,17 @@ class FlashAgent:
         self.mqtt5 = mqtt5
         self.session_expiry_s = int(session_expiry_s)
         self.progress_every = progress_every
-        self.client = make_client(self.broker, client_id or f"alanet-{gateway_id}-flash", mqtt5=mqtt5)
+        self.client = make_client(self.broker, client_id or f"alanet-{gateway_id}-flash", protocol="5" if mqtt5 else "3.1.1",
+                                  persistent=True, reconnect=(0.2, 5), max_inflight=100)
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
-        self._inbox: queue.SimpleQueue[tuple[str, Any] | None] = queue.SimpleQueue()
         self._connected = threading.Event()
         self._worker: threading.Thread | None = None
-        self._transfers: dict[str, TransferDir] = {}
+        self._inbox: queue.Queue[tuple[str, Any] | None] = queue.Queue(maxsize=INBOX_MAX)
+        self.dropped = 0  # commands dropped because the inbox was full
+        self.refused_commands = 0  # rollback commands ignored (unsigned, foreign, stale, malformed)
+        self._transfers: dict[str, TransferDir] = {}  # accepted transfers only
         self._last_progress: dict[str, int] = {}
         self.last_result: FlashResult | None = None
         self.results_dir = store.root / RESULTS_DIR
@@ -232,8 +223,8 @@ class FlashAgent:
         self.store.prune()
         self._worker = threading.Thread(target=self._work, name=f"flash-{self.gateway}", daemon=True)
         self._worker.start()
-        connect_async(self.client, self.broker, mqtt5=self.mqtt5, persistent=True,
-                      session_expiry_s=self.session_expiry_s)
+        connect_async(self.client, self.broker, persistent=True, session_expiry_s=self.session_expiry_s,
+                      max_packet=MAX_PACKET)
         self.client.loop_start()
         return self
 
@@ -241,7 +232,10 @@ class FlashAgent:
         return self._connected.wait(timeout)
 
     def stop(self) -> None:
-        self._inbox.put(None)
+        try:
+            self._inbox.put(None, timeout=5)
+        except queue.Full:
+            pass
         if self._worker is not None:
             self._worker.join(10)
         self.client.disconnect()
@@ -254,7 +248,10 @@ class FlashAgent:
             return
         client.subscribe([(P.flash_filter(self.gateway), 1), (P.rollback_topic(self.gateway), 1)])
         self._connected.set()
-        self._inbox.put(("connected", None))
+        try:
+            self._inbox.put_nowait(("connected", None))
+        except queue.Full:
+            pass
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
         self._connected.clear()
@@ -262,15 +259,25 @@ class FlashAgent:
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
         # Offers and chunks are written here, before paho sends the PUBACK: the broker holds
         # back the rest while the disk is slow, and an acknowledged chunk is in its staging file. The rest
-        # (``end`` runs the verification, rollback) goes to the worker thread.
+        # (``end`` runs the verification, rollback) goes to the worker thread, through a bounded inbox.
         cmd = P.parse_command(self.gateway, msg.topic)
-        if cmd is not None and cmd.kind in ("chunk", "begin"):
+        if cmd is None:
+            return
+        if cmd.kind != "chunk" and len(msg.payload) > P.MAX_COMMAND_BYTES:
+            log.warning("flash: %s of %d bytes ignored (at most %d)", cmd.kind, len(msg.payload), P.MAX_COMMAND_BYTES)
+            return
+        if cmd.kind in ("chunk", "begin"):
             try:
                 self.handle(msg.topic, bytes(msg.payload))
             except Exception:  # noqa: BLE001 - a bad chunk must not kill paho's thread
                 log.exception("flash: storing %s failed", msg.topic)
             return
-        self._inbox.put((msg.topic, bytes(msg.payload)))
+        try:
+            self._inbox.put_nowait((msg.topic, bytes(msg.payload)))
+        except queue.Full:
+            self.dropped += 1
+            if self.dropped in (1, 10, 100) or self.dropped % 1000 == 0:
+                log.warning("flash: %d command(s) dropped: more than %d waiting (a flood?)", self.dropped, INBOX_MAX)
 
     # ---- worker thread ----
     def _work(self) -> None:
@@ -309,18 +316,19 @@ class FlashAgent:
             self._chunk(cmd, payload)
             return
         with self._tlock:
-            td = self._transfer(tid)
             try:
                 offer = P.Offer.from_bytes(payload, tid)
-                td.save_offer(offer)
+                td = self._accept(tid, offer)
             except P.ProtocolError as exc:
                 result: FlashResult | None = FlashResult("refused", self._running_id(), str(exc), tid,
                                                          previous=self._previous_id())
+                td = self._staged(tid)  # a staged transfer this message contradicts ends here
             else:
                 result = None
         if result is not None:
-            self._finish(tid, td, result)
+            self._finish(tid, td, result, final=False)
             return
+        assert td is not None
         if cmd.kind == "begin":
             log.info("flash %s: receiving %s (%d bytes in %d chunks)", tid, offer.name or "a bundle", offer.size, offer.chunks)
             self._progress(tid, td, offer, force=True)
@@ -330,11 +338,11 @@ class FlashAgent:
             for i in list(td.have()):
                 if i >= offer.chunks or (td.root / f"chunk-{i:06d}").stat().st_size != offer.chunk_len(i):
                     td.drop(i)
-            missing = P.missing_chunks(td.have(), offer.chunks)
+            missing = P.missing_ranges(td.have(), offer.chunks)
             if missing:
                 self._publish(P.reply_topic(self.gateway, tid),
-                              P.reply(self.gateway, tid, "missing", received=offer.chunks - len(missing),
-                                      chunks=offer.chunks, missing=missing[:P.MAX_MISSING_LISTED]))
+                              P.reply(self.gateway, tid, "missing", received=len(td.have()), chunks=offer.chunks,
+                                      missing=missing))
                 return
             try:
                 archive: Path | P.ProtocolError = td.assemble(offer)
@@ -342,10 +350,40 @@ class FlashAgent:
                 archive = exc
         self._finish(tid, td, self._install(tid, td, offer, archive))
 
-    def _transfer(self, tid: str) -> TransferDir:
+    def _staged(self, tid: str) -> TransferDir | None:
+        """The transfer ``tid`` if its offer was accepted (in memory or on disk from before a restart)."""
         td = self._transfers.get(tid)
         if td is None:
-            td = self._transfers[tid] = TransferDir(self.store.staging / f"flash-{tid}")
+            root = self.store.staging / f"flash-{tid}"
+            if not (root / "offer.json").is_file():
+                return None  # nothing is remembered for a transfer whose offer was never accepted
+            td = self._transfers[tid] = TransferDir(root)
+        return td
+
+    def _accept(self, tid: str, offer: P.Offer) -> TransferDir:
+        """Stage the transfer ``tid`` (or find it staged); ProtocolError when the gateway is busy."""
+        td = self._staged(tid)
+        if td is None:
+            others = [d for d in self.store.staging.glob("flash-*") if d.is_dir() and d.name != f"flash-{tid}"]
+            live: list[str] = []
+            staged = 0
+            for d in others:
+                other = self._transfers.get(d.name.removeprefix("flash-")) or TransferDir(d)
+                if other.idle_s() > P.TRANSFER_IDLE_S:  # abandoned by its sender: it gives its place
+                    log.warning("flash %s: abandoned after %.0f s without a chunk; removed", d.name[6:], other.idle_s())
+                    shutil.rmtree(d, ignore_errors=True)
+                    self._transfers.pop(d.name.removeprefix("flash-"), None)
+                    self._last_progress.pop(d.name.removeprefix("flash-"), None)
+                else:
+                    live.append(d.name[6:])
+                    o = other.offer()
+                    staged += o.size if o is not None else 0
+            if len(live) >= P.MAX_ACTIVE_TRANSFERS or staged + offer.size > P.MAX_STAGED_BYTES:
+                raise P.ProtocolError(f"busy: {len(live)} transfer(s) in progress ({', '.join(sorted(live)[:4])}; "
+                                      f"{staged >> 20} MiB staged); try again when they end")
+            td = TransferDir(self.store.staging / f"flash-{tid}")
+        td.save_offer(offer)
+        self._transfers[tid] = td
         return td
 
     def _chunk(self, cmd: P.Command, payload: bytes) -> None:
@@ -355,9 +393,9 @@ class FlashAgent:
         with self._tlock:
             if self._stored_result(tid) is not None:
                 return
-            td = self._transfer(tid)
-            offer = td.offer()
-            if offer is None:  # begin not seen (yet): ``end`` carries the offer and gets it re-sent
+            td = self._staged(tid)
+            offer = td.offer() if td is not None else None
+            if td is None or offer is None:  # begin not seen (yet): ``end`` carries the offer and gets it re-sent
                 log.debug("flash %s: chunk %d before the offer; dropped", tid, index)
                 return
             if index >= offer.chunks or len(payload) != offer.chunk_len(index):
@@ -383,6 +421,14 @@ class FlashAgent:
     def _running_id(self) -> str | None:
         return self.running.model_id if self.running is not None else None
 
+    def floor(self) -> int:
+        """The lowest bundle_version this gateway may switch to by flash: the newest it has run."""
+        try:
+            st = self.store.state().floor
+        except InputError:
+            st = 0
+        return max(st, self.running.version if self.running is not None else 0)
+
     def _previous_id(self) -> str | None:
         try:
             prev = self.store.state().previous
@@ -401,14 +447,15 @@ class FlashAgent:
             if isinstance(archive, P.ProtocolError):
                 raise archive
             shutil.rmtree(td.root / "bundle", ignore_errors=True)  # left by an interrupted attempt
-            if not tarfile.is_tarfile(archive):
-                raise P.ProtocolError("archive: not a bundle archive (not a tar file)")
-            staged = unpack(archive, td.root / "bundle")
+            staged = unpack(archive, td.root / "bundle")  # plain tar, member by member
             try:
-                offered = str(json.loads((staged / "manifest.json").read_text())["model_id"])
+                offered = str(json.loads((staged / "manifest.json").read_text())["model_id"])[:128]
             except (OSError, ValueError, KeyError, TypeError):
                 pass
             bundle = verify_bundle(staged, self.policy, self._current_fit())
+            problem = admission_problem(bundle, gateway=self.gateway, floor=self.floor())
+            if problem is not None:
+                raise BundleError(f"manifest.json: {problem}")
         except (InputError, P.ProtocolError) as exc:
             reason = _one_line(str(exc).replace(f"{td.root}/archive.tar", "archive").replace(f"{td.root}/", ""))
             log.error("flash %s: refused %s: %s", tid, offered or "bundle", reason)
@@ -426,7 +473,7 @@ class FlashAgent:
                 log.warning("flash: could not keep the running bundle for rollback: %s", exc)
         name, b = self.store.commit(staged, bundle)
         assert b is not None
-        return b, self.store.activate(name)
+        return b, self.store.activate(name, floor=max(self.floor(), b.version))
 
     def _activate(self, tid: str | None, switch: Callable[[], tuple[Bundle, StoreState]], offered: str | None) -> FlashResult:
         """Move the store pointer (``switch``), run ``on_activate``; undo the pointer if it fails."""
@@ -453,42 +500,75 @@ class FlashAgent:
             return FlashResult("active", bundle.model_id, None, tid, bundle.model_id, self._previous_id())
 
     def _rollback(self, payload: bytes) -> None:
+        """A rollback command: obeyed only when signed by a trusted key, for this gateway, and fresh."""
         try:
-            req = P.loads(payload, "rollback")
-            tid = str(req.get("request", ""))
-            if not P.ID_RE.match(tid):
-                raise P.ProtocolError("rollback: request must be an id (letters, digits, '_', '-')")
+            cmd = C.read_command(payload, gateway=self.gateway, trusted_keys=self.policy.trusted_keys,
+                                 allow_unsigned=self.policy.allow_unsigned)
         except P.ProtocolError as exc:
-            log.error("flash: %s", exc)
+            self.refused_commands += 1
+            log.error("flash: rollback ignored: %s", _one_line(str(exc), 300))
             return
+        tid = cmd.request
         done = self._stored_result(tid)
-        if done is not None:
+        if done is not None:  # a repeated delivery: the same answer, nothing done again
             self._publish(P.reply_topic(self.gateway, tid), P.reply(self.gateway, tid, "result", **done))
             return
+        stale = C.stale_problem(cmd, self._last_issued())
+        if stale is not None:
+            self.refused_commands += 1
+            log.error("flash: rollback %s ignored: %s", tid, stale)
+            self._finish(tid, None, FlashResult("refused", self._running_id(), stale, tid,
+                                                previous=self._previous_id()), final=False)
+            return
+        if cmd.gateway is not None:
+            self._save_last_issued(cmd.issued)  # before acting: a crash must not reopen it to a replay
 
         def switch() -> tuple[Bundle, StoreState]:
             target = self.store.rollback_target()
             bundle = verify_bundle(self.store.path(target), self.policy, self._current_fit())
             return bundle, self.store.rollback()
 
+        log.info("flash: rollback %s (signed by %s)", tid, cmd.signed_by or "nobody: unsigned, allowed here")
         result = self._activate(tid, switch, None)
         self._finish(tid, None, result)
 
-    def _finish(self, tid: str, td: TransferDir | None, result: FlashResult) -> None:
-        """Remember, report (reply + retained model topic) and clean up."""
+    def _last_issued(self) -> float:
+        try:
+            v = json.loads((self.store.root / COMMANDS_FILE).read_text()).get("last_issued", 0.0)
+            return float(v) if isinstance(v, (int, float)) else 0.0
+        except (OSError, ValueError, AttributeError):
+            return 0.0
+
+    def _save_last_issued(self, issued: float) -> None:
         from alanet.atomic import write_text
 
-        self.last_result = result
+        write_text(self.store.root / COMMANDS_FILE, json.dumps({"last_issued": issued}))
+
+    def _finish(self, tid: str, td: TransferDir | None, result: FlashResult, final: bool = True) -> None:
+        """Answer; for a real flash or rollback attempt (``final``) also remember the result and report it.
+
+        ``final=False``: a message refused before it was an attempt (a malformed or
+        unwelcome offer, a stale or foreign command) is answered on the reply topic only:
+        nothing is written to disk, so a flood of them costs no disk writes, and the
+        retained model report keeps telling about the last real attempt. Either way the
+        transfer's staging (``td``) is removed.
+        """
+        from alanet.atomic import write_text
+
         d = result.to_dict()
-        with self._tlock:
-            write_text(self.results_dir / f"{tid}.json", json.dumps(d))
-            if td is not None:
+        if final:
+            self.last_result = result
+            with self._tlock:
+                write_text(self.results_dir / f"{tid}.json", json.dumps(d))
+            self._prune_results()
+        if td is not None:
+            with self._tlock:
                 shutil.rmtree(td.root, ignore_errors=True)
                 self._transfers.pop(tid, None)
                 self._last_progress.pop(tid, None)
-        self._prune_results()
         self._publish(P.reply_topic(self.gateway, tid), P.reply(self.gateway, tid, "result", **d))
-        self.publish_model_report()
+        if final:
+            self.publish_model_report()
 
     def _stored_result(self, tid: str) -> dict[str, Any] | None:
         try:

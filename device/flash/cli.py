@@ -19,7 +19,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         epilog="examples: alanet flash bundle/ --broker mqtt://broker:1883 --gateway gw1 gw2 | "
         "alanet flash bundle.tar --broker mqtt://broker --all | "
         "alanet flash bundle/ --to /media/sd/var/lib/alanet --trust release.pub | "
-        "alanet flash --rollback --broker mqtt://broker --gateway gw1")
+        "alanet flash --rollback --broker mqtt://broker --gateway gw1 --sign release.key")
     p.add_argument("bundle", nargs="?", metavar="BUNDLE", help="bundle directory or .tar archive")
     p.add_argument("--broker", help="mqtt://[user[:pass]@]host[:port] or mqtts://...")
     p.add_argument("--gateway", nargs="+", metavar="ID", help="gateway id(s) to flash")
@@ -28,13 +28,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--rollback", action="store_true", help="go back to the previous bundle (no BUNDLE)")
     p.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for the gateways (default %(default)s)")
     p.add_argument("--chunk-size", dest="chunk_size", type=int, default=32768,
-                   help="bytes per MQTT message (default %(default)s)")
+                   help="bytes per MQTT message, 1024..262144 (default %(default)s; raised when the archive would "
+                   "need more than 4096 chunks)")
     p.add_argument("--ca-file", dest="ca_file", help="CA certificate for mqtts://")
     p.add_argument("--no-progress", dest="no_progress", action="store_true", help="no progress bars")
     p.add_argument("--trust", action="append", metavar="KEY.pub",
                    help="with --to: public key a signature must verify against (repeatable)")
     p.add_argument("--allow-unsigned", dest="allow_unsigned", action="store_true",
                    help="with --to and no --trust: accept unsigned bundles")
+    p.add_argument("--sign", metavar="KEY",
+                   help="with --rollback over MQTT: the private key that signs the command (gateways with trusted "
+                   "keys obey only signed commands)")
+    p.add_argument("--allow-downgrade", dest="allow_downgrade", action="store_true",
+                   help="with --to: install a bundle older (bundle_version) than the newest this gateway has run")
     p.add_argument("--sample-rate", dest="sample_rate", type=float, default=60.0,
                    help="with --to: the wearable's sample rate in Hz (default %(default)s)")
     p.set_defaults(func=lazy("alanet.device.flash.sender:cmd_flash"))

@@ -5,12 +5,15 @@ runs on its own threads. :class:`GatewayFlash` joins them:
 
 - ``on_activate(bundle)`` (agent thread) builds the LiteRT runner and ModelSpec, queues
   them and waits until the main loop has applied them, so the agent reports ``active``
-  only once the new model really runs (or raises, and the store pointer goes back).
+  only once the new model really runs (or raises, and the store pointer goes back). A
+  switch the loop has not applied within ``APPLY_TIMEOUT_S`` is cancelled: it is
+  reported refused and never applied later.
 - :meth:`GatewayFlash.apply_pending` (main loop, between two ``process()`` calls, i.e.
-  between frames and never inside a window) switches every wearer's pipeline with
-  :func:`~alanet.device.flash.swap.swap_model`, updates the gateway's bundle/spec and
-  hands the retained ``alanet/<gw>/model`` report to the gateway's MQTT link (which
-  re-sends it after every reconnect).
+  between frames and never inside a window) plans the switch of every wearer's
+  pipeline first (:meth:`~alanet.device.pipeline.WearerPipeline.plan_model`) and
+  applies them only when every plan succeeded (all wearers switch, or none), updates
+  the gateway's bundle/spec and hands the retained ``alanet/<gw>/model`` report to the
+  gateway's MQTT link (which re-sends it after every reconnect).
 - :func:`startup_model` loads the store's current bundle (then its previous, then the
   configured one), with the full verification, when the gateway starts.
 """
@@ -30,6 +33,21 @@ from alanet.device.schema import EMOPAIN
 
 log = logging.getLogger("alanet.flash")
 APPLY_TIMEOUT_S = 15.0
+
+
+class _Switch:
+    """One requested model switch, shared by the agent thread and the main loop (under ``lock``)."""
+
+    def __init__(self, bundle: Bundle, spec: Any) -> None:
+        self.bundle, self.spec = bundle, spec
+        self.state = "pending"  # → "applied" | "failed" | "cancelled"
+        self.error: str | None = None
+        self.done = threading.Event()
+        self.lock = threading.Lock()
+
+    def finish(self, state: str, error: str | None = None) -> None:
+        self.state, self.error = state, error
+        self.done.set()
 
 
 def trust_policy(cfg: Any) -> TrustPolicy:
@@ -57,7 +75,7 @@ class GatewayFlash:
         self.gw = gw
         cfg = gw.cfg
         self.store = BundleStore(cfg.state_dir)
-        self._pending: queue.SimpleQueue[tuple[Bundle, Any, threading.Event, list]] = queue.SimpleQueue()
+        self._pending: queue.SimpleQueue[_Switch] = queue.SimpleQueue()
         self._reports: queue.SimpleQueue[bytes] = queue.SimpleQueue()
         self.swaps = 0
         self._stopping = False
@@ -94,11 +112,12 @@ class GatewayFlash:
     def _fail_pending(self, why: str) -> None:
         while True:
             try:
-                _, _, done, err = self._pending.get_nowait()
+                sw = self._pending.get_nowait()
             except queue.Empty:
                 return
-            err.append(why)
-            done.set()
+            with sw.lock:
+                if sw.state == "pending":
+                    sw.finish("failed", why)
 
     # ---- agent thread ----
     def on_activate(self, bundle: Bundle) -> None:
@@ -106,37 +125,40 @@ class GatewayFlash:
         from alanet.device.pipeline import ModelSpec
 
         spec = ModelSpec.from_bundle(bundle, ModelRunner.from_bundle(bundle))
-        done, err = threading.Event(), []
-        self._pending.put((bundle, spec, done, err))
+        sw = _Switch(bundle, spec)
+        self._pending.put(sw)
         if self._stopping:
             self._fail_pending("the gateway is stopping")
-        if not done.wait(APPLY_TIMEOUT_S):
-            raise RuntimeError(f"the gateway did not switch within {APPLY_TIMEOUT_S:g} s")
-        if err:
-            raise RuntimeError(err[0])
+        sw.done.wait(APPLY_TIMEOUT_S)
+        with sw.lock:
+            if sw.state == "pending":  # too late: cancelled, the loop will skip it
+                sw.finish("cancelled", f"the gateway did not switch within {APPLY_TIMEOUT_S:g} s (cancelled)")
+        if sw.state != "applied":
+            raise RuntimeError(sw.error or "not applied")
 
     # ---- main loop ----
     def apply_pending(self) -> None:
         """Switch models and publish reports; call from the gateway's main loop between frames."""
-        from alanet.device.flash.swap import swap_model
-
         while True:
             try:
-                bundle, spec, done, err = self._pending.get_nowait()
+                sw = self._pending.get_nowait()
             except queue.Empty:
                 break
-            try:
-                for w in self.gw.wearables:  # checked up front: all pipelines switch or none
-                    if spec.n_channels != w.pipeline.spec.n_channels:
-                        raise ValueError(f"{w.cfg.wearer}: model {spec.model_id} does not fit the running pipeline")
-                for w in self.gw.wearables:
-                    swap_model(w.pipeline, spec)
-                self.gw.bundle, self.gw.spec = bundle, spec
+            with sw.lock:
+                if sw.state != "pending":  # cancelled on timeout, or failed at stop: never applied late
+                    continue
+                try:
+                    # plan every wearer first: all pipelines switch, or none does
+                    plans = [(w, w.pipeline.plan_model(sw.spec)) for w in self.gw.wearables]
+                except Exception as exc:  # noqa: BLE001 - reported back to the agent, old model stays
+                    sw.finish("failed", str(exc))
+                    continue
+                for w, plan in plans:
+                    w.pipeline.apply_model(plan)
+                self.gw.bundle, self.gw.spec = sw.bundle, sw.spec
                 self.swaps += 1
-                log.info("model %s running (switch %d)", spec.model_id, self.swaps)
-            except Exception as exc:  # noqa: BLE001 - reported back to the agent, old model stays
-                err.append(str(exc))
-            done.set()
+                sw.finish("applied")
+                log.info("model %s running (switch %d)", sw.spec.model_id, self.swaps)
         while True:
             try:
                 payload = self._reports.get_nowait()

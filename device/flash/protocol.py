@@ -5,15 +5,22 @@ Topics (``<gw>`` is the gateway id, ``<tid>`` the transfer id of one ``alanet fl
     alanet/<gw>/cmd/flash/<tid>/begin       JSON offer            sender → gateway  QoS 1
     alanet/<gw>/cmd/flash/<tid>/chunk/<i>   raw archive bytes     sender → gateway  QoS 1
     alanet/<gw>/cmd/flash/<tid>/end         JSON offer (again)    sender → gateway  QoS 1
-    alanet/<gw>/cmd/rollback                JSON {"request": tid} sender → gateway  QoS 1
+    alanet/<gw>/cmd/rollback                signed command        sender → gateway  QoS 1
     alanet/<gw>/flash/<tid>                 JSON reply            gateway → sender  QoS 1
     alanet/<gw>/model                       JSON model report     gateway, retained
 
 The offer (schema ``alanet.flash/1``) names the archive's size, SHA-256, chunk size
 and chunk count. ``end`` carries the offer too, so a gateway that missed ``begin``
 still knows what to expect; every message is idempotent. On ``end`` the gateway
-answers ``missing`` (the chunk indices it lacks) or, once it has them all and has
-verified and installed the bundle (or refused it), ``result``. It sends ``progress``
+answers ``missing`` (the ranges of chunk indices it lacks, ``[[start, end), ...]``) or,
+once it has them all and has verified and installed the bundle (or refused it),
+``result``.
+
+Bounds, so that a few small messages cannot make a gateway allocate much: chunks are
+at least ``MIN_CHUNK`` bytes (unless the archive is one chunk), at most ``MAX_CHUNKS``
+of them, the archive at most ``MAX_ARCHIVE`` bytes, and a gateway stages at most
+``MAX_ACTIVE_TRANSFERS`` transfers and ``MAX_STAGED_BYTES`` at a time. The rollback command is signed
+(:mod:`~alanet.device.flash.command`). It sends ``progress``
 while chunks arrive. The sender re-sends what is missing and re-sends ``end`` when no
 answer comes (after a reconnect, or ``retry_s``), so a broker restart in the middle
 of a transfer only costs a few re-sent chunks.
@@ -35,9 +42,15 @@ FLASH_SCHEMA = "alanet.flash/1"
 REPLY_SCHEMA = "alanet.flash-reply/1"
 MODEL_SCHEMA = "alanet.model/1"
 DEFAULT_CHUNK = 32 * 1024
+MIN_CHUNK = 1024
 MAX_CHUNK = 256 * 1024
+MAX_CHUNKS = 4096
 MAX_ARCHIVE = 64 << 20
-MAX_MISSING_LISTED = 2000
+MAX_COMMAND_BYTES = 4096  # offers and commands are small JSON; larger payloads are not even parsed
+MAX_MISSING_LISTED = 512  # ranges per ``missing`` reply
+MAX_ACTIVE_TRANSFERS = 2  # transfers a gateway stages at once
+MAX_STAGED_BYTES = 96 << 20  # archive bytes (by their offers) a gateway stages at once
+TRANSFER_IDLE_S = 600.0  # a staged transfer silent this long gives its place to a new one
 ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 Message = tuple[str, bytes]  # (topic, payload)
@@ -116,10 +129,12 @@ def dumps(obj: Mapping[str, Any]) -> bytes:
 
 
 def loads(payload: bytes, what: str) -> dict[str, Any]:
+    if len(payload) > MAX_COMMAND_BYTES:
+        raise ProtocolError(f"{what}: {len(payload)} bytes, at most {MAX_COMMAND_BYTES}")
     try:
         d = json.loads(payload)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ProtocolError(f"{what}: not JSON ({exc})") from None
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        raise ProtocolError(f"{what}: not JSON ({str(exc)[:100]})") from None
     if not isinstance(d, dict):
         raise ProtocolError(f"{what}: not a JSON object")
     return d
@@ -160,9 +175,11 @@ class Offer:
 
         size = integer("size", 1, MAX_ARCHIVE)
         chunk = integer("chunk_size", 1, MAX_CHUNK)
-        n = integer("chunks", 1, MAX_ARCHIVE)
+        n = integer("chunks", 1, MAX_CHUNKS)
         if n != math.ceil(size / chunk):
             raise ProtocolError(f"offer: chunks {n} does not match size {size} / chunk_size {chunk}")
+        if chunk < MIN_CHUNK and n > 1:
+            raise ProtocolError(f"offer: chunk_size must be at least {MIN_CHUNK} (or hold the whole archive), got {chunk}")
         sha = d.get("sha256")
         if not isinstance(sha, str) or not re.fullmatch(r"[0-9a-f]{64}", sha):
             raise ProtocolError("offer: sha256 must be 64 lower-case hex digits")
@@ -176,20 +193,38 @@ class Offer:
 
 
 def make_offer(transfer: str, archive: bytes, chunk_size: int = DEFAULT_CHUNK, name: str = "") -> Offer:
+    """The offer for ``archive``; the chunk size grows when needed to stay within ``MAX_CHUNKS``."""
     import hashlib
 
-    if not 1 <= chunk_size <= MAX_CHUNK:
-        raise ValueError(f"chunk size must be in 1..{MAX_CHUNK}, got {chunk_size}")
+    if not MIN_CHUNK <= chunk_size <= MAX_CHUNK:
+        raise ValueError(f"chunk size must be in {MIN_CHUNK}..{MAX_CHUNK}, got {chunk_size}")
     if not 1 <= len(archive) <= MAX_ARCHIVE:
         raise ValueError(f"archive of {len(archive)} bytes (at most {MAX_ARCHIVE})")
+    chunk_size = max(chunk_size, math.ceil(len(archive) / MAX_CHUNKS))
     return Offer(transfer, len(archive), hashlib.sha256(archive).hexdigest(), chunk_size,
                  math.ceil(len(archive) / chunk_size), name)
 
 
-def missing_chunks(have: Iterable[int], n: int) -> list[int]:
-    """Indices in ``range(n)`` not in ``have``, in order."""
-    s = set(have)
-    return [i for i in range(n) if i not in s]
+def missing_ranges(have: Iterable[int], n: int, limit: int = MAX_MISSING_LISTED) -> list[list[int]]:
+    """The indices in ``range(n)`` not in ``have`` as half-open ranges ``[start, end)``, in order, at most ``limit``.
+
+    Works on what is held (sorted), never on ``range(n)``: the cost follows the chunks received.
+    """
+    out: list[list[int]] = []
+    nxt = 0
+    for i in sorted(i for i in set(have) if 0 <= i < n):
+        if i > nxt:
+            out.append([nxt, i])
+            if len(out) >= limit:
+                return out
+        nxt = i + 1
+    if nxt < n:
+        out.append([nxt, n])
+    return out[:limit]
+
+
+def count_missing(ranges: Iterable[Iterable[int]]) -> int:
+    return sum(b - a for a, b in ranges)
 
 
 def reply(gateway: str, transfer: str, type: str, /, **fields: Any) -> bytes:
@@ -210,6 +245,7 @@ class GatewaySend:
     offer: Offer | None
     chunk: Callable[[int], bytes] = field(repr=False, default=lambda i: b"")
     retry_s: float = 3.0
+    command: bytes = field(repr=False, default=b"")  # the (signed) rollback command, when ``offer`` is None
     state: str = "new"  # new → waiting → done
     received: int = 0
     result: dict[str, Any] | None = None
@@ -237,7 +273,7 @@ class GatewaySend:
         if self.offer is None:
             assert rollback_request is not None
             self.rollback_request = rollback_request
-            return [(rollback_topic(self.gateway), dumps({"schema": FLASH_SCHEMA, "request": rollback_request}))]
+            return [(rollback_topic(self.gateway), self.command)]
         o = self.offer
         msgs: list[Message] = [(begin_topic(self.gateway, o.transfer), o.to_bytes())]
         msgs += [(chunk_topic(self.gateway, o.transfer, i), self.chunk(i)) for i in range(o.chunks)]
@@ -259,7 +295,10 @@ class GatewaySend:
                 self.received = self.offer.chunks
             return []
         if kind == "missing" and self.offer is not None:
-            idx = [i for i in d.get("missing", []) if isinstance(i, int) and 0 <= i < self.offer.chunks]
+            idx = []
+            for r in d.get("missing", []):
+                if isinstance(r, list) and len(r) == 2 and all(isinstance(v, int) for v in r):
+                    idx.extend(range(max(r[0], 0), min(r[1], self.offer.chunks)))
             self.resent += len(idx)
             self.last_sent = now
             return [(chunk_topic(self.gateway, self.offer.transfer, i), self.chunk(i)) for i in idx] + self._end()

@@ -32,8 +32,10 @@ from typing import Any, Sequence
 
 import paho.mqtt.client as mqtt
 
+from alanet.device.flash import command as C
 from alanet.device.flash import protocol as P
-from alanet.device.flash.agent import as_broker, connect_async, make_client
+from alanet.device.flash.agent import as_broker
+from alanet.device.mqtt_link import connect_async, make_client
 from alanet.errors import InputError
 
 log = logging.getLogger("alanet.flash")
@@ -72,7 +74,7 @@ def read_archive(bundle: str | Path) -> tuple[bytes, str]:
     else:
         raise InputError(f"{p}: no such bundle")
     try:
-        with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tar:
             f = tar.extractfile(MANIFEST_FILE)
             name = str(json.loads(f.read()).get("model_id", "")) if f else ""
     except (tarfile.TarError, KeyError, ValueError, AttributeError):
@@ -92,7 +94,8 @@ class _Client:
 
             self.broker = replace(self.broker, ca_file=ca_file)
         self.events: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
-        self.c = make_client(self.broker, f"alanet-flash-{tid}", mqtt5=True)
+        self.c = make_client(self.broker, f"alanet-flash-{tid}", protocol="5", persistent=True, reconnect=(0.2, 5),
+                             max_inflight=100)
         self.reply_filter = reply_filter
         self.subscribed = threading.Event()
         self.connects = 0
@@ -113,7 +116,7 @@ class _Client:
         self.events.put(("connected", self.connects))
 
     def start(self, session_expiry_s: int = 600) -> None:
-        connect_async(self.c, self.broker, mqtt5=True, persistent=True, session_expiry_s=session_expiry_s)
+        connect_async(self.c, self.broker, persistent=True, session_expiry_s=session_expiry_s)
         self.c.loop_start()
 
     def wait_ready(self, timeout: float) -> bool:
@@ -176,8 +179,12 @@ def discover_gateways(broker: Any, wait_s: float = 1.5, ca_file: str | None = No
 
 def send_to_fleet(archive: bytes | None, gateways: Sequence[str], broker: Any, *, name: str = "",
                   timeout: float = 120.0, chunk_size: int = P.DEFAULT_CHUNK, retry_s: float = 3.0,
-                  progress: bool = True, ca_file: str | None = None) -> list[GatewayOutcome]:
-    """Flash ``archive`` (or, with ``archive=None``, roll back) on every gateway; one outcome each."""
+                  progress: bool = True, ca_file: str | None = None, sign: str | Path | None = None) -> list[GatewayOutcome]:
+    """Flash ``archive`` (or, with ``archive=None``, roll back) on every gateway; one outcome each.
+
+    ``sign``: the private key that signs the rollback command (gateways with trusted keys
+    obey only signed commands); bundles carry their own signature.
+    """
     tid = uuid.uuid4().hex[:16]
     offer = P.make_offer(tid, archive, chunk_size, name) if archive is not None else None
 
@@ -185,7 +192,10 @@ def send_to_fleet(archive: bytes | None, gateways: Sequence[str], broker: Any, *
         assert archive is not None and offer is not None
         return archive[i * offer.chunk_size:(i + 1) * offer.chunk_size]
 
-    sends = {g: P.GatewaySend(g, offer, chunk, retry_s=retry_s) for g in gateways}
+    issued = time.time()
+    sends = {g: P.GatewaySend(g, offer, chunk, retry_s=retry_s,
+                              command=b"" if offer else C.make_command("rollback", g, tid, sign, issued))
+             for g in gateways}
     started = {g: 0.0 for g in gateways}
     finished: dict[str, float] = {}
     cl = _Client(broker, tid, f"alanet/+/flash/{tid}", ca_file)
@@ -288,7 +298,8 @@ def summary_table(outcomes: Sequence[GatewayOutcome], what: str = "bundle") -> s
 
 
 def install_to(path: str | Path, bundle: str | Path | None, *, trusted_keys: Sequence[str] = (),
-               allow_unsigned: bool = False, sample_rate_hz: float | None = 60.0, rollback: bool = False) -> str:
+               allow_unsigned: bool = False, sample_rate_hz: float | None = 60.0, rollback: bool = False,
+               allow_downgrade: bool = False) -> str:
     """``alanet flash BUNDLE --to PATH`` / ``--rollback --to PATH``; returns a one-line report."""
     from alanet.device.flash.store import BundleStore, Fit, TrustPolicy
 
@@ -301,7 +312,7 @@ def install_to(path: str | Path, bundle: str | Path | None, *, trusted_keys: Seq
         before = store.rollback()
         return f"{path}: rolled back to {b.model_id} ({target}); {before.current} kept for rollback"
     assert bundle is not None
-    b, before = store.install(bundle, policy, fit)
+    b, before = store.install(bundle, policy, fit, allow_downgrade=allow_downgrade)
     prev = f"; {before.current} kept for rollback" if before.current else ""
     signed = f", signed by key {b.signed_by}" if b.signed_by else ", unsigned"
     return f"{path}: installed {b.model_id} ({store.state().current}{signed}, self-test max |Δ| " \
@@ -320,9 +331,14 @@ def cmd_flash(args: argparse.Namespace) -> int:
             raise InputError("BUNDLE: which bundle to install? (or --rollback)")
         if args.rollback and args.bundle:
             raise InputError("--rollback: takes no BUNDLE")
+        if args.sign:
+            raise InputError("--sign: only for a rollback over MQTT (a local rollback needs no command)")
         print(install_to(args.to, args.bundle, trusted_keys=args.trust or (), allow_unsigned=args.allow_unsigned,
-                         sample_rate_hz=args.sample_rate, rollback=args.rollback))
+                         sample_rate_hz=args.sample_rate, rollback=args.rollback,
+                         allow_downgrade=args.allow_downgrade))
         return 0
+    if args.allow_downgrade:
+        raise InputError("--allow-downgrade: only with --to (over MQTT a gateway never goes below its newest bundle)")
     if not args.bundle and not args.rollback and args.gateway and len(args.gateway) > 1 and Path(args.gateway[-1]).exists():
         args.bundle = args.gateway.pop()  # "--gateway a b BUNDLE": argparse gave BUNDLE to --gateway
     if not args.broker:
@@ -335,8 +351,14 @@ def cmd_flash(args: argparse.Namespace) -> int:
         raise InputError("--rollback: takes no BUNDLE")
     if not args.rollback and not args.bundle:
         raise InputError("BUNDLE: which bundle to send? (or --rollback)")
-    if not 1 <= args.chunk_size <= P.MAX_CHUNK:
-        raise InputError(f"--chunk-size: must be in 1..{P.MAX_CHUNK}, got {args.chunk_size}")
+    if not P.MIN_CHUNK <= args.chunk_size <= P.MAX_CHUNK:
+        raise InputError(f"--chunk-size: must be in {P.MIN_CHUNK}..{P.MAX_CHUNK}, got {args.chunk_size}")
+    if args.sign and not args.rollback:
+        raise InputError("--sign: only with --rollback (a bundle is signed when it is made: alanet convert --sign)")
+    if args.sign:
+        from alanet.device.signing import load_private_key
+
+        load_private_key(args.sign)
     if args.timeout <= 0:
         raise InputError(f"--timeout: must be > 0, got {args.timeout}")
     archive, name = (None, "") if args.rollback else read_archive(args.bundle)
@@ -353,6 +375,7 @@ def cmd_flash(args: argparse.Namespace) -> int:
             if not ID_RE.match(g):
                 raise InputError(f"--gateway: {g!r} is not a valid gateway id")
     outcomes = send_to_fleet(archive, gateways, args.broker, name=name, timeout=args.timeout,
-                             chunk_size=args.chunk_size, progress=not args.no_progress, ca_file=args.ca_file)
+                             chunk_size=args.chunk_size, progress=not args.no_progress, ca_file=args.ca_file,
+                             sign=args.sign)
     print(summary_table(outcomes, "rollback" if args.rollback else "bundle"))
     return 0 if all(o.ok for o in outcomes) else 1

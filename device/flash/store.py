@@ -2,13 +2,16 @@
 
 Layout under ``<state_dir>/bundles/``::
 
-    pointer.json          {"schema": "alanet.bundles/1", "current": NAME, "previous": NAME|null}
+    pointer.json          {"schema": "alanet.bundles/1", "current": NAME, "previous": NAME|null, "floor": N}
     <NAME>/               an installed bundle directory (model.tflite, manifest.json, signature)
     .staging/<ID>/        transfers and installs in progress (chunks, unpacked candidates)
     .lock                 serialises pointer changes between processes
 
 ``NAME`` is ``<model_id>-<first 12 hex of SHA-256 of manifest.json>``, so the same
-bundle installs to the same slot. The pointer file is replaced atomically (written
+bundle installs to the same slot. ``floor`` is the highest ``bundle_version`` ever made
+current here: a flash below it is a downgrade and is refused (:func:`admission_problem`);
+only a local install with ``allow_downgrade`` goes below it (and lowers it). A signed
+rollback command may return to ``previous`` below the floor, which stays. The pointer file is replaced atomically (written
 beside it, fsync'ed, renamed), so a power cut leaves either the old or the new
 pointer. Only ``current`` and ``previous`` are kept; :meth:`BundleStore.prune` removes
 the rest.
@@ -124,10 +127,28 @@ def _same_file(a: Path, b: Path) -> bool:
     return a.stat().st_size == b.stat().st_size and a.read_bytes() == b.read_bytes()
 
 
+def admission_problem(bundle: Bundle, *, gateway: str | None, floor: int) -> str | None:
+    """Why this gateway must not switch to a verified ``bundle``, or None.
+
+    ``gateways`` in the (signed) manifest, when not empty, must name ``gateway``; the
+    (signed) ``bundle_version`` must not be below ``floor``, the newest this gateway has
+    run, so an older signed bundle cannot be replayed to it.
+    """
+    targets = bundle.gateways
+    if gateway is not None and targets and gateway not in targets:
+        shown = ", ".join(targets[:5]) + (f" and {len(targets) - 5} more" if len(targets) > 5 else "")
+        return f"gateways: the bundle is for {shown}, not for {gateway!r}"
+    if bundle.version < floor:
+        return (f"bundle_version: {bundle.version} is below {floor}, the newest this gateway has run (a downgrade "
+                "is refused; force it locally with alanet flash --to STATE_DIR --allow-downgrade)")
+    return None
+
+
 @dataclass(frozen=True)
 class StoreState:
     current: str | None = None
     previous: str | None = None
+    floor: int = 0  # highest bundle_version made current here
 
 
 class BundleStore:
@@ -160,12 +181,14 @@ class BundleStore:
             raise InputError(f"{p}: unreadable bundle pointer ({exc})") from None
         if not isinstance(d, dict) or d.get("schema") != STORE_SCHEMA:
             raise InputError(f"{p}: not a {STORE_SCHEMA} pointer file")
-        return StoreState(d.get("current"), d.get("previous"))
+        floor = d.get("floor", 0)
+        return StoreState(d.get("current"), d.get("previous"),
+                          floor if isinstance(floor, int) and not isinstance(floor, bool) else 0)
 
     def _write_state(self, st: StoreState) -> None:
         from alanet.atomic import write_text
 
-        doc = {"schema": STORE_SCHEMA, "current": st.current, "previous": st.previous,
+        doc = {"schema": STORE_SCHEMA, "current": st.current, "previous": st.previous, "floor": st.floor,
                "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
         write_text(self.root / POINTER_FILE, json.dumps(doc, indent=2) + "\n")
 
@@ -225,14 +248,27 @@ class BundleStore:
             bundle = replace(bundle, path=final, model_path=final / MODEL_FILE)
         return name, bundle
 
-    def activate(self, name: str) -> StoreState:
-        """Make ``name`` current (the old current becomes previous); returns the state before."""
+    def slot_version(self, name: str) -> int:
+        """The ``bundle_version`` of installed bundle ``name`` (0 when unreadable or absent)."""
+        try:
+            v = json.loads((self.path(name) / MANIFEST_FILE).read_text(encoding="utf-8")).get("bundle_version", 0)
+        except (OSError, ValueError, AttributeError):
+            return 0
+        return v if isinstance(v, int) and not isinstance(v, bool) else 0
+
+    def activate(self, name: str, floor: int | None = None) -> StoreState:
+        """Make ``name`` current (the old current becomes previous); returns the state before.
+
+        The floor rises to the bundle's version (``floor`` sets it instead: a forced downgrade).
+        """
         if not self.path(name).is_dir():
             raise InputError(f"{self.root}: no installed bundle {name!r}")
         with self.locked():
             before = self.state()
-            if before.current != name:
-                self._write_state(StoreState(name, before.current))
+            new_floor = max(before.floor, self.slot_version(name)) if floor is None else floor
+            if before.current != name or new_floor != before.floor:
+                prev = before.current if before.current != name else before.previous
+                self._write_state(StoreState(name, prev, new_floor))
         return before
 
     def restore(self, st: StoreState) -> None:
@@ -252,7 +288,7 @@ class BundleStore:
             before = self.state()
             if not before.previous or not self.path(before.previous).is_dir():
                 raise InputError(f"{self.root}: no previous bundle to roll back to")
-            self._write_state(StoreState(before.previous, before.current))
+            self._write_state(StoreState(before.previous, before.current, before.floor))
         return before
 
     def adopt(self, src: str | os.PathLike[str]) -> str | None:
@@ -262,8 +298,9 @@ class BundleStore:
         staged = self.stage(src)
         name, _ = self.commit(staged)
         with self.locked():
-            if not self.state().current:
-                self._write_state(StoreState(name, None))
+            st = self.state()
+            if not st.current:
+                self._write_state(StoreState(name, None, max(st.floor, self.slot_version(name))))
         return name
 
     def prune(self) -> None:
@@ -285,15 +322,21 @@ class BundleStore:
                     pass
 
     def install(self, src: str | os.PathLike[str], policy: TrustPolicy, fit: Fit | None = None,
-                running: str | os.PathLike[str] | None = None) -> tuple[Bundle, StoreState]:
+                running: str | os.PathLike[str] | None = None,
+                allow_downgrade: bool = False) -> tuple[Bundle, StoreState]:
         """Stage, verify and activate ``src`` (the ``--to PATH`` install); returns (bundle, state before).
 
         ``running``: the bundle in use when the store is empty, kept as ``previous``.
+        A bundle older than the store's floor is refused unless ``allow_downgrade`` (the
+        operator forcing it locally; the floor then drops to its version).
         Nothing changes unless every check passes.
         """
         staged = self.stage(src)
         try:
             bundle = verify_bundle(staged, policy, fit)
+            problem = admission_problem(bundle, gateway=None, floor=self.state().floor)
+            if problem is not None and not allow_downgrade:
+                raise BundleError(f"{MANIFEST_FILE}: {problem}")
         except BaseException:
             shutil.rmtree(staged.parent, ignore_errors=True)
             raise
@@ -301,9 +344,9 @@ class BundleStore:
             self.adopt(running)
         name, bundle = self.commit(staged, bundle)
         shutil.rmtree(staged.parent, ignore_errors=True)
-        before = self.activate(name)
-        self.prune()
         assert bundle is not None
+        before = self.activate(name, floor=bundle.version if allow_downgrade else None)
+        self.prune()
         return bundle, before
 
     def load(self, name: str, policy: TrustPolicy, fit: Fit | None = None) -> Bundle:
@@ -340,4 +383,4 @@ def load_startup_bundle(store: BundleStore, fallback: str | os.PathLike[str] | N
 
 
 __all__: Sequence[str] = ["BundleStore", "StoreState", "TrustPolicy", "Fit", "verify_bundle", "load_startup_bundle",
-                          "slot_name"]
+                          "slot_name", "admission_problem"]
