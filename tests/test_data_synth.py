@@ -77,16 +77,29 @@ def test_protective_balance_patients_vs_controls():
     assert set(np.unique(np.concatenate(pat)).tolist()) == {0.0, 1.0}
 
 
-def test_protective_frames_move_differently():
-    """Guarding: within the same exercise, protective frames have less trunk energy on average."""
-    rng = np.random.default_rng(0)
-    bds = [synth_bd(rng, patient=True, pain_level=2, duration_s=120, difficult=False) for _ in range(6)]
-    bd = np.concatenate(bds)
-    moving = (bd[:, 30] == 3)  # bend
-    trunk_energy = bd[:, 13:17].mean(axis=1)
-    prot = bd[:, 32] == 1
-    assert (moving & prot).sum() > 100 and (moving & ~prot).sum() > 100
-    assert trunk_energy[moving & prot].mean() < trunk_energy[moving & ~prot].mean()
+def test_protective_repetitions_move_differently():
+    """One bend, healthy vs guarded (strength 1, no pause or catch): the guarded trunk moves
+    less and slower, the joints move en bloc (the knees no longer lead), and a braced
+    repetition's sEMG drive starts before the movement."""
+    from alanet.train.data.synthetic import (BEND, BEND_D, LAGS, TRUNK, Behaviour, _rep, _Session, _sequencing,
+                                             draw_subject)
+
+    subj = draw_subject(np.random.default_rng(0), patient=True, pain_level=1)
+    base = np.zeros(13)
+
+    def bend(b):
+        ses = _Session(60.0, base)
+        _rep(ses, np.random.default_rng(1), base, BEND_D, BEND, 1.0, b, subj, hold_s=1.0, go_s=1.5)
+        return np.concatenate(ses.angles), np.concatenate(ses.brace)
+
+    healthy, _ = bend(Behaviour())
+    guarded, brace = bend(Behaviour(strength=1.0, brace=True))
+    trunk_range = lambda a: float(np.ptp(a[:, TRUNK], axis=0).mean())  # noqa: E731
+    assert trunk_range(guarded) < 0.9 * trunk_range(healthy)
+    assert len(guarded) > len(healthy)  # slower
+    assert np.any(LAGS[BEND] > 0) and np.all(_sequencing(BEND, subj, Behaviour(strength=1.0)) == 0)
+    moving = np.flatnonzero(np.abs(np.diff(guarded[:, TRUNK], axis=0)).sum(axis=1) > 1e-9)
+    assert brace[: moving[0]].max() > 0  # bracing builds up before the trunk moves
 
 
 def test_subjects_differ():

@@ -38,7 +38,8 @@ def assert_no_leak(result):
         assert not test & set(fold.seen_fit), f"fold {test} fitted on its test participant"
         assert not test & set(fold.seen_val), f"fold {test} selected the model on its test participant"
         assert not test & set(fold.plan.train)
-        assert set(fold.seen_fit) <= set(fold.plan.fit)
+        refit = "refit" in fold.selection  # a refit also fits on the validation participants, after selection
+        assert set(fold.seen_fit) <= set(fold.plan.fit) | (set(fold.plan.val) if refit else set())
         assert not set(fold.seen_val) & set(fold.plan.fit) or fold.val_by_windows
 
 
@@ -239,3 +240,14 @@ def test_whole_batches_tops_up_with_repeats_of_real_windows():
     assert np.array_equal(xi["window"][:, 0], yi) and np.allclose(wi, w[yi])  # rows stay aligned
     same = whole_batches(inputs, y, w, batch=5, steps=2)
     assert same[0] is inputs  # already whole: untouched
+
+
+def test_refit_trains_again_on_fitting_and_validation_participants_never_test():
+    ds = toy_dataset(participants=4)
+    r = run_experiment(cfg("stacked-lstm", test_participants=("S02",), hparams={**TINY["stacked-lstm"], "refit": "always"}),
+                       ds)
+    (fold,) = r.folds
+    assert "refit" in fold.selection and fold.selection["refit"]["windows"] > 0
+    assert set(fold.plan.val) <= set(fold.seen_fit)  # the refit saw the validation participants ...
+    assert "S02" not in fold.seen_fit and "S02" not in fold.seen_val  # ... and never the test one
+    assert_no_leak(r)
