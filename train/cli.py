@@ -1,4 +1,4 @@
-"""Subcommands of alanet.train: ``data`` (synth, check), ``train``, ``evaluate``, ``compare``.
+"""Subcommands of alanet.train: ``data`` (synth, check), ``train``, ``merge``, ``evaluate``, ``compare``.
 
 Argparse only here; implementations are imported lazily.
 """
@@ -36,14 +36,30 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="override a hyperparameter (JSON value), e.g. --hparam units=16 --hparam finetune=true")
     p.add_argument("--finetune", action="store_true", help="ALANet with --hparam encoder=frozen (the paper's form): "
                    "fine-tune encoder + head end to end at the end, kept only when it does better on validation")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, help="random seed (default 0); given explicitly, TensorFlow ops are also "
+                   "made deterministic, so a rerun gives the same weights")
     p.add_argument("--jobs", type=int, default=1, help="parallel LOSO folds (processes)")
-    p.add_argument("--distribute", choices=("mirrored", "multiworker"), help="tf.distribute strategy")
+    p.add_argument("--distribute", choices=("mirrored", "multiworker"), help="tf.distribute strategy: mirrored (all "
+                   "local GPUs) or multiworker (one process per host, the cluster in TF_CONFIG; the chief writes)")
     p.add_argument("--no-final", action="store_true", help="LOSO: skip the final model on all participants")
+    p.add_argument("--folds", metavar="ID,ID", help="LOSO: run only the folds holding out these participants, and "
+                   "with 'final' the final model (one job of a cluster array; see `alanet merge`)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--force", action="store_true", help="replace an existing run directory")
     p.add_argument("--out", required=True, help="run directory to create")
     p.set_defaults(func=lazy("alanet.train.commands:cmd_train"))
+
+    p = sub.add_parser("merge", help="merge LOSO fold runs (one cluster job each) into the complete run",
+                       description="Pool the folds of leave-one-subject-out runs made with `alanet train --eval loso "
+                       "--folds ...` into one run directory, exactly as a full LOSO run pools them (metrics, "
+                       "report, and the final model when one part holds it). Refuses parts from different data or "
+                       "settings, a run or a fold given twice, and (without --partial) a missing fold.")
+    p.add_argument("runs", nargs="+", help="run directories written by `alanet train --eval loso [--folds ...]`")
+    p.add_argument("--out", required=True, help="run directory to create")
+    p.add_argument("--partial", action="store_true", help="accept a set with folds missing: the result is a part "
+                   "itself (pooled over the folds it holds), for a later merge to complete")
+    p.add_argument("--force", action="store_true", help="replace an existing run directory")
+    p.set_defaults(func=lazy("alanet.train.commands:cmd_merge"))
 
     p = sub.add_parser("evaluate", help="re-score a trained run on (other) data",
                        description="Score a run directory's model on a dataset with the run's windows, "

@@ -42,11 +42,13 @@ class ExperimentConfig:
     epochs: int | None = None
     ae_epochs: int | None = None
     seed: int = 0
+    deterministic: bool = False  # deterministic TensorFlow ops (``--seed`` given on the command line)
     jobs: int = 1
     test_participants: tuple[str, ...] = ()
     hparams: dict[str, Any] = field(default_factory=dict)  # overrides of the model defaults
     distribute: str | None = None
     final: bool = True  # LOSO: also train a deployable model on every participant
+    folds: tuple[str, ...] | None = None  # LOSO: run only the folds holding out these participants (None: all)
     val_fraction: float = 0.2
     progress: bool = True
 
@@ -122,6 +124,8 @@ class ExperimentResult:
     example_x: np.ndarray  # normalised windows for attention plots
     example_y: np.ndarray
     parity_held_out: bool = True  # test_x are windows the deployed model never saw (False for LOSO)
+    fold_participants: tuple[str, ...] = ()  # LOSO: the participant each fold holds out, every fold (not only those run)
+    notes: tuple[str, ...] = ()  # extra lines for report.md (a merged run names its parts)
 
 
 def model_groups(model: str, dataset: Dataset) -> list[list[int]]:
@@ -163,6 +167,19 @@ def validate(cfg: ExperimentConfig, dataset: Dataset) -> None:
                          f"(has {', '.join(dataset.participants)})")
     if cfg.jobs < 1:
         raise InputError("--jobs must be >= 1")
+    if cfg.folds is not None:
+        if cfg.eval != "loso":
+            raise InputError("--folds selects leave-one-subject-out folds: it needs --eval loso")
+        if not cfg.folds and not cfg.final:
+            raise InputError("--folds: no fold and no final model to train")
+        unknown = sorted(set(cfg.folds) - set(dataset.participants))
+        if unknown:
+            raise InputError(f"--folds: {', '.join(unknown)} not in the dataset (has {', '.join(dataset.participants)})")
+    if cfg.distribute and cfg.model in CLASSIC_MODELS:
+        raise InputError(f"--distribute {cfg.distribute}: {cfg.model!r} is a scikit-learn model; "
+                         f"only neural models train with tf.distribute")
+    if cfg.distribute == "multiworker" and cfg.jobs > 1:
+        raise InputError("--distribute multiworker runs one process per host: use --jobs 1")
 
 
 def holdout_test_ids(cfg: ExperimentConfig, dataset: Dataset) -> tuple[str, ...]:
@@ -222,6 +239,20 @@ def plan_folds(cfg: ExperimentConfig, dataset: Dataset, tw: TaskWindows) -> list
         fit, val = inner_split(train, tw, cfg.val_fraction, cfg.seed + i)
         plans.append(FoldPlan(tuple(test), fit, val))
     return plans
+
+
+def selected_folds(cfg: ExperimentConfig, plans: list[FoldPlan]) -> list[int]:
+    """Indices of the folds to run: every one, or those holding out ``cfg.folds`` (LOSO).
+
+    A fold keeps its index (and so its seeds) whichever others run beside it, so
+    folds run separately are the folds of the full run."""
+    if cfg.folds is None:
+        return list(range(len(plans)))
+    tests = [p.test[0] for p in plans]
+    missing = sorted(set(cfg.folds) - set(tests))
+    if missing:
+        raise InputError(f"--folds: {', '.join(missing)} has no windows for task {cfg.task!r}, so no fold")
+    return [i for i, t in enumerate(tests) if t in cfg.folds]
 
 
 def check_classes(tw: TaskWindows, plan: FoldPlan) -> None:
@@ -287,8 +318,8 @@ def train_fold(job: FoldJob):
     from alanet.train.augment import PAPER_KINDS, augment
     from alanet.train.fit import configure_tensorflow, fit_model, predict_proba
 
-    if job.threads:
-        configure_tensorflow(job.threads)
+    if job.cfg.model not in CLASSIC_MODELS:
+        configure_tensorflow(job.threads, deterministic=job.cfg.deterministic)  # before TensorFlow touches a device
     plan, seed = job.plan, job.cfg.seed + job.fold_index
     fit_idx = np.flatnonzero(np.isin(job.participant, plan.fit))
     val_idx = np.flatnonzero(np.isin(job.participant, plan.val))
@@ -411,6 +442,7 @@ def run_experiment(cfg: ExperimentConfig, dataset: Dataset) -> ExperimentResult:
     plans = plan_folds(cfg, dataset, tw)
     for plan in plans:
         check_classes(tw, plan)
+    run = selected_folds(cfg, plans)
 
     # Fold inputs are built lazily (each is a normalised copy of the data): at most
     # ``jobs`` folds are in memory at once.
@@ -419,19 +451,19 @@ def run_experiment(cfg: ExperimentConfig, dataset: Dataset) -> ExperimentResult:
 
     folds: list[FoldResult] = []
     fit_results = []
-    bar = tqdm(total=len(plans), desc=f"{cfg.model} {cfg.eval}", unit="fold", file=sys.stderr,
-               disable=not cfg.progress or len(plans) < 2)
-    if cfg.jobs > 1 and len(plans) > 1:
+    bar = tqdm(total=len(run), desc=f"{cfg.model} {cfg.eval}", unit="fold", file=sys.stderr,
+               disable=not cfg.progress or len(run) < 2)
+    if cfg.jobs > 1 and len(run) > 1:
         import multiprocessing as mp
         import os
         from concurrent.futures import FIRST_COMPLETED, wait
 
-        workers = min(cfg.jobs, len(plans))
+        workers = min(cfg.jobs, len(run))
         threads = max(1, (os.cpu_count() or 1) // workers)
         quiet = replace(cfg, progress=False)
         with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
             pending: set = set()
-            for i in range(len(plans)):
+            for i in run:
                 if len(pending) >= workers:
                     done, pending = wait(pending, return_when=FIRST_COMPLETED)
                     folds.extend(f.result() for f in done)
@@ -442,7 +474,7 @@ def run_experiment(cfg: ExperimentConfig, dataset: Dataset) -> ExperimentResult:
                 bar.update(1)
         folds.sort(key=lambda f: plans.index(f.plan))
     else:
-        for i in range(len(plans)):
+        for i in run:
             fold, res = train_fold(job(i))
             folds.append(fold)
             fit_results.append(res if cfg.eval == "holdout" else None)
@@ -457,7 +489,7 @@ def run_experiment(cfg: ExperimentConfig, dataset: Dataset) -> ExperimentResult:
         normalizer = fit_normalizer(dataset, plans[0].train)
         test_ids = plans[0].test
     else:
-        metrics = pooled_metrics(folds, tw.n_classes)
+        metrics = pooled_metrics(folds, tw.n_classes) if folds else {}
         test_ids = ()
         final, decision, normalizer = None, {}, fit_normalizer(dataset, tw.participant.tolist())
         if cfg.final:
@@ -485,7 +517,8 @@ def run_experiment(cfg: ExperimentConfig, dataset: Dataset) -> ExperimentResult:
     ex = _examples(tw.y, test_sel, 8)
     return ExperimentResult(cfg, hp, tw.label_names, groups, folds, metrics, final, decision, normalizer,
                             tuple(test_ids), calib_x, test_x, tw.y[test_sel],
-                            normalise(tw.x[ex], tw.mask[ex], normalizer), tw.y[ex], parity_held_out=bool(test_ids))
+                            normalise(tw.x[ex], tw.mask[ex], normalizer), tw.y[ex], parity_held_out=bool(test_ids),
+                            fold_participants=tuple(p.test[0] for p in plans) if cfg.eval == "loso" else ())
 
 
 def pooled_metrics(folds: list[FoldResult], n_classes: int) -> dict[str, Any]:

@@ -83,13 +83,16 @@ class Validation:
     n_classes: int
 
 
-def configure_tensorflow(threads: int | None = None) -> None:
+def configure_tensorflow(threads: int | None = None, deterministic: bool = False) -> None:
     """Quiet the backend's logs; let every process grow its GPU memory as it needs it
     (parallel LOSO workers share one GPU instead of the first taking all of it);
-    optionally cap the thread pools (parallel LOSO workers on a CPU).
+    optionally cap the thread pools (parallel LOSO workers on a CPU) and make every
+    TensorFlow op deterministic (``--seed`` given: the same run gives the same weights,
+    at some cost in speed on a GPU).
 
-    Keras runs on TensorFlow here; on another Keras backend (``KERAS_BACKEND=jax``)
-    only the GPU-memory setting applies."""
+    Call it in every process before TensorFlow touches a device. Keras runs on
+    TensorFlow here; on another Keras backend (``KERAS_BACKEND=jax``) only the
+    GPU-memory setting applies."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")  # JAX: allocate on demand
     import keras
@@ -110,6 +113,8 @@ def configure_tensorflow(threads: int | None = None) -> None:
             tf.config.threading.set_inter_op_parallelism_threads(threads)
         except RuntimeError:
             pass  # already initialised in this process
+    if deterministic:
+        tf.config.experimental.enable_op_determinism()
 
 
 class _NoStrategy:
@@ -141,6 +146,9 @@ def get_strategy(name: str | None):
     if name == "mirrored":
         return tf.distribute.MirroredStrategy()
     if name == "multiworker":
+        from alanet.train.distributed import patch_keras
+
+        patch_keras()
         return tf.distribute.MultiWorkerMirroredStrategy()
     raise ValueError(f"unknown distribution strategy {name!r}")
 

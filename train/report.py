@@ -135,15 +135,17 @@ def results_row(model: str, task: str, ev: str, m: dict[str, Any], names: Sequen
             f"{m.get('n_params', 0)} |")
 
 
-def _rows(model: str, task: str, ev: str, m: dict[str, Any], names: Sequence[str]) -> list[str]:
+def _rows(model: str, task: str, ev: str, m: dict[str, Any], names: Sequence[str],
+          folds: Sequence[str] | None = None) -> list[str]:
     """One row; LOSO gets two: the pooled predictions of every fold (the headline) and the
-    per-participant vote."""
+    per-participant vote. ``folds``: a part of a LOSO run, pooled over those folds only."""
     if ev != "loso":
         return [results_row(model, task, ev, m, names)]
-    rows = [results_row(model, task, "loso, pooled", m, names)]
+    scope = "loso" if folds is None else f"loso part ({','.join(folds)})"
+    rows = [results_row(model, task, f"{scope}, pooled", m, names)]
     if "participant_vote" in m:
         vote = {**m["participant_vote"], "train_seconds": m.get("train_seconds", 0.0), "n_params": m.get("n_params", 0)}
-        rows.append(results_row(model, task, "loso, participant vote", vote, names))
+        rows.append(results_row(model, task, f"{scope}, participant vote", vote, names))
     return rows
 
 
@@ -162,20 +164,33 @@ def write_report(out: Path, result, dataset) -> None:
              f"window {cfg.window}, stride {cfg.stride}; classes: {', '.join(names)}; seed {cfg.seed}.", ""]
     if cfg.eval == "holdout":
         lines.append(f"Hold-out test participants: {', '.join(result.test_participants)}.")
+    elif cfg.folds is not None:
+        held = ", ".join(f.plan.test[0] for f in result.folds) or "none"
+        lines.append(f"Part of a leave-one-subject-out run: the folds holding out {held} (of "
+                     f"{len(result.fold_participants)})" + (" and the final model" if result.final is not None else "")
+                     + ". `alanet merge` pools the parts into the complete run; the figures here cover these "
+                     "folds only.")
     else:
         mf = m.get("mean_of_folds", {})
         lines.append(f"Leave-one-subject-out over {len(result.folds)} participants: the table gives the pooled "
                      f"predictions of every fold and a per-participant vote (mean of per-fold macro F1 over each "
                      f"fold's present classes: {mf.get('macro_f1', 0):.3f} ± {mf.get('macro_f1_std', 0):.3f}).")
-    lines += ["Model selection and decision calibration used an inner validation split of the training "
-              "participants only.", "", TABLE_HEAD, *_rows(cfg.model, cfg.task, cfg.eval, m, names), ""]
+    lines += [*result.notes, "Model selection and decision calibration used an inner validation split of the "
+              "training participants only.", ""]
+    if "accuracy" in m:
+        part = None if cfg.folds is None else [f.plan.test[0] for f in result.folds]
+        lines += [TABLE_HEAD, *_rows(cfg.model, cfg.task, cfg.eval, m, names, part), ""]
+    if cfg.eval == "loso" and result.final is None:
+        lines += ["No deployable model in this run (folds only). Train it on every participant with "
+                  "`alanet train ... --eval loso --folds final --out RUN` and merge that run in with "
+                  "`alanet merge`.", ""]
     dec = result.decision
     if dec:
         rule = (f"class {names[dec['class_index']]!r} when p ≥ {dec['window_threshold']:.2f}"
                 if "window_threshold" in dec else
                 f"prior-corrected argmax, weights {dec['class_weights']}" if dec.get("class_weights") else "argmax")
         lines += [f"Decision rule of the deployed model: {rule} ({dec.get('calibration', '')}).", ""]
-    if cfg.eval == "loso":
+    if cfg.eval == "loso" and result.folds:
         lines += ["## Folds", "", "| Test participant | Accuracy | Macro F1 (present classes) | MCC | Train time (s) |",
                   "|---|---|---|---|---|"]
         for f in result.folds:
@@ -210,5 +225,7 @@ def comparison_table(run_dirs: Sequence[str | Path]) -> str:
             m = json.loads((d / "metrics.json").read_text())
         except (OSError, ValueError) as exc:
             raise InputError(f"{d}: not a run directory ({exc})") from None
-        rows.extend(_rows(cfg["model"], cfg["task"], cfg["eval"], m, cfg["label_names"]))
+        if "accuracy" not in m:
+            continue  # a part of a LOSO run holding only the final model: nothing scored
+        rows.extend(_rows(cfg["model"], cfg["task"], cfg["eval"], m, cfg["label_names"], cfg.get("folds")))
     return "\n".join(rows) + "\n"

@@ -7,6 +7,7 @@ Layout (self-describing)::
     normalization.json    z-score statistics of the training participants
     model.keras | model.pkl   the full classifier (Keras) or a scikit-learn pipeline
     parity_windows.npz    calib_x, test_x (normalised windows), test_y
+    folds.npz             LOSO: every fold's test predictions (what ``alanet merge`` pools)
     metrics.json, history.json, report.md, plots/*.png
 """
 
@@ -30,7 +31,7 @@ from alanet.errors import InputError
 from alanet.train.models import CLASSIC_MODELS, build_model, custom_objects
 
 CONFIG, NORMALIZATION, KERAS_MODEL, CLASSIC_MODEL = "config.json", "normalization.json", "model.keras", "model.pkl"
-PARITY, METRICS, HISTORY = "parity_windows.npz", "metrics.json", "history.json"
+PARITY, METRICS, HISTORY, FOLDS = "parity_windows.npz", "metrics.json", "history.json", "folds.npz"
 
 
 def library_versions() -> dict[str, str]:
@@ -174,14 +175,16 @@ def _json(obj: Any) -> str:
     return json.dumps(obj, indent=2, default=default) + "\n"
 
 
-def write_run(stage: Path, result, dataset, fingerprint: str) -> None:
-    """Write every file of the run into ``stage`` (a staged directory)."""
+def write_run(stage: Path, result, dataset, fingerprint: str, overrides: dict[str, Any] | None = None) -> None:
+    """Write every file of the run into ``stage`` (a staged directory); ``overrides``
+    replace entries of config.json (a merged run keeps its folds' versions)."""
     cfg = result.config
     final = result.final
     config = {
         "model": cfg.model, "task": cfg.task, "label_names": list(result.label_names),
         "schema": dataset.schema.to_dict(), "window": cfg.window, "stride": cfg.stride,
-        "groups": result.groups, "hparams": result.hparams, "seed": cfg.seed, "eval": cfg.eval,
+        "groups": result.groups, "hparams": result.hparams, "seed": cfg.seed,
+        "deterministic": cfg.deterministic, "eval": cfg.eval,
         "test_participants": list(result.test_participants), "participants": dataset.participants,
         "format": dataset.format, "data_root": dataset.root, "distribute": cfg.distribute,
         "final_model": final is not None, "decision": result.decision,
@@ -190,7 +193,13 @@ def write_run(stage: Path, result, dataset, fingerprint: str) -> None:
         "versions": library_versions(), "data_fingerprint": fingerprint,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
+    if cfg.eval == "loso":
+        config.update(fold_participants=list(result.fold_participants),
+                      folds=None if cfg.folds is None else [f.plan.test[0] for f in result.folds])
+    config.update(overrides or {})
     atomic.write_text(stage / CONFIG, _json(config))
+    if cfg.eval == "loso":
+        atomic.write_bytes(stage / FOLDS, fold_records(result.folds))
     atomic.write_text(stage / NORMALIZATION, _json(result.normalizer.to_dict()))
     if final is not None:
         if final.classic:
@@ -205,3 +214,52 @@ def write_run(stage: Path, result, dataset, fingerprint: str) -> None:
     history = {"final": final.history if final is not None else {},
                "folds": [f.history for f in result.folds]}
     atomic.write_text(stage / HISTORY, _json(history))
+
+
+def fold_records(folds) -> bytes:
+    """``folds.npz``: every fold's test windows (participant, truth, decision, probabilities,
+    fold index) and plan, which is all that pooling the folds needs besides metrics.json."""
+    k = max((f.proba.shape[1] for f in folds if f.proba is not None and f.proba.ndim == 2), default=0)
+    plans = [json.dumps({"test": list(f.plan.test), "fit": list(f.plan.fit), "val": list(f.plan.val),
+                         "seen_fit": list(f.seen_fit), "seen_val": list(f.seen_val),
+                         "val_by_windows": bool(f.val_by_windows)}) for f in folds]
+    buf = io.BytesIO()
+    np.savez_compressed(
+        buf, plans=np.asarray(plans, dtype=str),
+        fold=np.concatenate([np.full(len(f.y_true), i, np.int64) for i, f in enumerate(folds)] or [np.zeros(0, np.int64)]),
+        participant=np.concatenate([np.asarray(f.participant, dtype=str) for f in folds] or [np.zeros(0, dtype=str)]),
+        y_true=np.concatenate([np.asarray(f.y_true, np.int64) for f in folds] or [np.zeros(0, np.int64)]),
+        y_pred=np.concatenate([np.asarray(f.y_pred, np.int64) for f in folds] or [np.zeros(0, np.int64)]),
+        proba=np.concatenate([np.asarray(f.proba, np.float32) for f in folds] or [np.zeros((0, k), np.float32)]))
+    return buf.getvalue()
+
+
+def read_fold_records(run_dir: str | Path) -> list:
+    """The folds of a LOSO run directory (``folds.npz`` + the per-fold metrics and
+    histories), as :class:`~alanet.train.experiment.FoldResult` objects."""
+    from alanet.train.experiment import FoldPlan, FoldResult
+
+    path = Path(run_dir)
+    try:
+        with np.load(path / FOLDS) as z:
+            arrays = {k: z[k] for k in ("plans", "fold", "participant", "y_true", "y_pred", "proba")}
+        metrics = json.loads((path / METRICS).read_text())
+        history = json.loads((path / HISTORY).read_text())
+    except FileNotFoundError as exc:
+        raise InputError(f"{path}: not a LOSO run directory (no {Path(exc.filename).name})") from None
+    except (OSError, ValueError, KeyError) as exc:
+        raise InputError(f"{path / FOLDS}: unreadable fold records ({exc})") from None
+    fold_metrics, histories = metrics.get("folds", []), history.get("folds", [])
+    plans = [json.loads(str(p)) for p in arrays["plans"]]
+    if not len(plans) == len(fold_metrics) == len(histories):
+        raise InputError(f"{path}: {FOLDS} holds {len(plans)} folds, {METRICS} {len(fold_metrics)}, "
+                         f"{HISTORY} {len(histories)}")
+    out = []
+    for i, (plan, m, h) in enumerate(zip(plans, fold_metrics, histories)):
+        sel = arrays["fold"] == i
+        out.append(FoldResult(FoldPlan(tuple(plan["test"]), tuple(plan["fit"]), tuple(plan["val"])), m,
+                              arrays["y_true"][sel], arrays["y_pred"][sel], h, float(m.get("train_seconds", 0.0)),
+                              int(m.get("n_params", 0)), tuple(plan["seen_fit"]), tuple(plan["seen_val"]),
+                              bool(plan["val_by_windows"]), arrays["proba"][sel], arrays["participant"][sel],
+                              dict(m.get("decision") or {}), dict(m.get("selection") or {})))
+    return out
