@@ -80,7 +80,7 @@ def session_check(bundle_dir: Path, seeds: tuple[int, ...] = (101, 102, 103, 104
         scores.append(score_stream(episodes_from_labels(lab, fs), alerts_from_events(events, L / fs / 2, len(z) / fs),
                                    len(z) / fs))
     total = StreamScore.combine(scores)
-    return {"sessions": len(seeds), "session_s": duration_s, "seeds": list(seeds),
+    return {"sessions": len(seeds), "each_session_s": duration_s, "seeds": list(seeds),
             "window_macro_f1": round(macro_f1(np.concatenate(ys), np.concatenate(ps)), 3), **total.as_dict()}
 
 

@@ -287,7 +287,7 @@ def convert_run(run_dir: str | Path, quantization: str, out: str | Path, *, rout
         if not parity.passed:
             raise ConversionError(
                 f"parity check failed: {quantization} model agrees with Keras on {parity.agreement:.1%} of "
-                f"{parity.n_windows} held-out windows, below {threshold:.1%}; nothing written")
+                f"{parity.n_windows} parity windows, below {threshold:.1%}; nothing written")
         att_parity = None
         if att is not None:
             att_parity = compare_attention(np.load(work / "keras_temporal.npy"), lite_t, np.load(work / "keras_body.npy"),
@@ -296,7 +296,7 @@ def convert_run(run_dir: str | Path, quantization: str, out: str | Path, *, rout
                 raise ConversionError(
                     f"attention parity check failed: {quantization} model's attention differs from Keras by "
                     f"{max(att_parity.temporal_tv, att_parity.body_tv):.3f} (mean total variation) on "
-                    f"{att_parity.n_windows} held-out windows, above {att_parity.max_tv:g}; nothing written")
+                    f"{att_parity.n_windows} parity windows, above {att_parity.max_tv:g}; nothing written")
         pred = window_labels(lite_probs, dec)
         st = []
         for i in _self_test_indices(pred, N_SELF_TEST):

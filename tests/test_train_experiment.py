@@ -179,6 +179,24 @@ def test_calibration_uses_validation_participants_only(monkeypatch):
     np.testing.assert_array_equal(fold.y_pred, window_labels(fold.proba, fold.decision))
 
 
+def test_stream_calibration_uses_validation_participants_only(monkeypatch):
+    import alanet.train.experiment as ex
+
+    seen = []
+    real = ex.validation_streams
+
+    def spy(dataset, cfg_, val_ids, norm):
+        seen.append(tuple(val_ids))
+        return real(dataset, cfg_, val_ids, norm)
+
+    monkeypatch.setattr(ex, "validation_streams", spy)
+    ds = toy_dataset(participants=6)
+    r = run_experiment(cfg("rf", test_participants=("S05",)), ds)
+    fold = r.folds[0]
+    assert seen and all(ids == tuple(fold.plan.val) for ids in seen) and fold.plan.val
+    assert all("S05" not in ids for ids in seen)
+
+
 def test_class_weights_are_independent_of_augmentation():
     from alanet.train.fit import class_weights, fit_model
 
@@ -186,9 +204,12 @@ def test_class_weights_are_independent_of_augmentation():
     np.testing.assert_allclose(class_weights(np.array([0, 0, 0, 1]), 2, "none"), [1.0, 1.0])
     x = np.random.default_rng(0).normal(size=(8, 5, 6)).astype(np.float32)
     y = np.array([0, 0, 0, 0, 0, 0, 1, 1])
+    r = fit_model("rf", {"n_estimators": 5, "max_depth": None}, x=x, mask=np.ones((8, 5), bool), y=y, x_val=None,
+                  y_val=None, groups=[[0, 1], [2, 3], [4, 5]], n_classes=2)
+    assert r.class_weights == pytest.approx([8 / 12, 2.0])  # balanced, with no augmentation at all
     r = fit_model("knn", {"n_neighbors": 1}, x=x, mask=np.ones((8, 5), bool), y=y, x_val=None, y_val=None,
                   groups=[[0, 1], [2, 3], [4, 5]], n_classes=2)
-    assert r.class_weights == pytest.approx([8 / 12, 2.0])
+    assert r.class_weights == [1.0, 1.0]  # k-NN cannot weight classes: it reports the prior it saw
 
 
 def test_explicit_epochs_apply_to_every_stage():
@@ -210,17 +231,35 @@ def test_loso_headline_is_pooled_over_present_classes():
     assert m["aggregation"] == "pooled" and len(m["folds"]) == 4 and "mean_of_folds" in m
     assert m["n_windows"] == sum(f.metrics["n_windows"] for f in r.folds)
     assert m["participant_vote"]["n_participants"] == 4
+    from sklearn.metrics import f1_score
+
     for f in r.folds:  # a fold scores only the classes its participant has
-        assert set(f.metrics["classes_present"]) <= {0, 1}
+        present = sorted(set(f.y_true.tolist()))
+        assert f.metrics["classes_present"] == present
+        assert f.metrics["macro_f1"] == pytest.approx(f1_score(f.y_true, f.y_pred, labels=present, average="macro"))
+    y = np.concatenate([f.y_true for f in r.folds])
+    pred = np.concatenate([f.y_pred for f in r.folds])
+    assert m["macro_f1"] == pytest.approx(f1_score(y, pred, labels=sorted(set(y.tolist())), average="macro"))
+    assert m["accuracy"] == pytest.approx(float(np.mean(y == pred)))
 
 
 def test_refit_budget_is_the_selected_number_of_steps():
     from alanet.train.experiment import refit_hparams, wants_refit
 
-    hp = {"epochs": 60, "ae_epochs": 10, "min_steps": 600, "ae_min_steps": 300, "refit": "auto"}
-    sel = {"autoencoder": {"best_epoch": 20, "batch": 10}, "classifier": {"best_epoch": 30, "batch": 10}}
-    out = refit_hparams(hp, sel, 100, 125)  # 10 steps per epoch before, 13 after
-    assert (out["ae_epochs"], out["epochs"]) == (round(200 / 13), round(300 / 13))
+    from alanet.train.fit import plan_epochs
+
+    hp = {"epochs": 60, "ae_epochs": 10, "batch": 40, "ae_batch": 40, "min_steps": 600, "ae_min_steps": 300,
+          "refit": "auto"}
+    for n_before, n_after in ((64, 80), (100, 125), (900, 1125)):
+        b_ae, _ = plan_epochs(n_before, 40, 10, 300)
+        b, _ = plan_epochs(n_before, 40, 60, 600)
+        sel = {"autoencoder": {"best_epoch": 20, "batch": b_ae}, "classifier": {"best_epoch": 30, "batch": b}}
+        out = refit_hparams(hp, sel, n_before, n_after)
+        for stage, key, bkey in (("autoencoder", "ae_epochs", "ae_batch"), ("classifier", "epochs", "batch")):
+            chosen = sel[stage]["best_epoch"] * -(-n_before // sel[stage]["batch"])
+            batch, epochs = plan_epochs(n_after, out[bkey], out[key], out["min_steps"])
+            steps = epochs * -(-n_after // batch)
+            assert abs(steps - chosen) <= -(-n_after // batch) / 2 + 1, (n_before, stage, steps, chosen)
     assert out["min_steps"] == out["ae_min_steps"] == 0 and out["refit"] == "never"
     assert wants_refit("alanet", hp, 500) and not wants_refit("alanet", hp, 5000)
     assert not wants_refit("rf", hp, 10) and not wants_refit("alanet", {**hp, "refit": "never"}, 10)

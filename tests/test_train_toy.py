@@ -66,7 +66,7 @@ def test_augment_balances_minority_and_keeps_padding_zero():
     mask[:, 15:] = False
     x[~mask] = 0
     y = np.array([0] * 32 + [1] * 8)
-    xa, ma, ya = augment(x, mask, y, [[0, 1], [2, 3], [4, 5]], 2, 1, rng)
+    xa, ma, ya = augment(x, mask, y, [[0, 1], [2, 3], [4, 5]], 2, 1, rng, balance=True)
     counts = np.bincount(ya)
     assert counts[0] == 64 and counts[1] == 8 + 8 * 4  # minority gets 4x the copies
     assert np.all(xa[~ma] == 0)

@@ -70,7 +70,7 @@ def copies_per_class(y: np.ndarray, n_classes: int, copies: int, balance: bool =
 
 
 def augment(x: np.ndarray, mask: np.ndarray, y: np.ndarray, groups: Sequence[Sequence[int]], n_classes: int,
-            copies: int, rng: np.random.Generator, balance: bool = True,
+            copies: int, rng: np.random.Generator, balance: bool = False,
             kinds: Sequence[str] = PAPER_KINDS) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Originals plus augmented copies (each one random transform of ``kinds``), shuffled.
 

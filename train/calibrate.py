@@ -27,7 +27,8 @@ import numpy as np
 from alanet.device.decisions import window_labels
 from alanet.device.scoring import macro_f1
 
-THRESHOLDS = np.round(np.arange(0.02, 0.985, 0.01), 2)
+# Finer near 1: a model trained with balanced class weights puts a rare class's threshold high.
+THRESHOLDS = np.round(np.concatenate([np.arange(0.02, 0.985, 0.01), [0.985, 0.99, 0.995, 0.998]]), 3)
 
 
 def positive_class(n_classes: int) -> int:
@@ -121,7 +122,7 @@ def calibrate_stream(streams: Sequence[Stream], decision: dict[str, Any], task: 
     best: tuple[float, dict[str, Any], StreamScore] | None = None
     for alpha in SMOOTHING:
         for rf in RAISE_FACTORS:
-            raise_t = float(np.clip(rf * t, 0.02, 0.98))
+            raise_t = float(np.clip(rf * t, 0.02, 0.998))
             for cf in CLEAR_FACTORS:
                 for n_raise in MIN_WINDOWS:
                     for n_clear in MIN_WINDOWS:

@@ -34,7 +34,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--ae-epochs", type=int, help="ALANet autoencoder epochs (default: --epochs, else the model's)")
     p.add_argument("--hparam", action="append", default=[], metavar="KEY=VALUE",
                    help="override a hyperparameter (JSON value), e.g. --hparam units=16 --hparam finetune=true")
-    p.add_argument("--finetune", action="store_true", help="ALANet with --hparam encoder=frozen (the paper's form): "
+    p.add_argument("--finetune", action="store_true", help="ALANet in the paper's form (implies --hparam encoder=frozen): "
                    "fine-tune encoder + head end to end at the end, kept only when it does better on validation")
     p.add_argument("--seed", type=int, help="random seed (default 0); given explicitly, TensorFlow ops are also "
                    "made deterministic, so a rerun gives the same weights")

@@ -16,8 +16,9 @@ from alanet.options import parse_assignments
 
 def _hparams(pairs: list[str], finetune: bool) -> dict:
     out = parse_assignments(pairs, "--hparam")
-    if finetune:
+    if finetune:  # the paper's form: frozen encoder, then a last end-to-end pass
         out["finetune"] = True
+        out.setdefault("encoder", "frozen")
     return out
 
 

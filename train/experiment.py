@@ -369,6 +369,9 @@ def train_fold(job: FoldJob):
                            y=yb, x_val=None, y_val=None, groups=job.groups, n_classes=job.n_classes, seed=seed,
                            strategy=job.cfg.distribute, progress=job.cfg.progress)
         result.selection = {**first.selection, "refit": {"windows": int(len(both)), **result.selection}}
+        if decision:
+            decision = {**decision, "calibration": str(decision.get("calibration", "")) +
+                        "; then refit on fitting + validation windows with this decision rule"}
         result.train_seconds += first.train_seconds
         fit_idx = both
     if len(test_idx):
@@ -401,12 +404,16 @@ def wants_refit(model: str, hp: dict[str, Any], n_fit: int) -> bool:
 def refit_hparams(hp: dict[str, Any], selection: dict[str, Any], n_before: int, n_after: int) -> dict[str, Any]:
     """The budget of a refit: each stage's selected number of optimizer steps, as epochs of the larger set."""
     out = {**hp, "min_steps": 0, "ae_min_steps": 0, "refit": "never"}
-    for stage, key in (("autoencoder", "ae_epochs"), ("classifier", "epochs"), ("head", "epochs")):
+    for stage, key, batch_key in (("autoencoder", "ae_epochs", "ae_batch"), ("classifier", "epochs", "batch"),
+                                  ("head", "epochs", "batch")):
         sel = selection.get(stage)
         if not sel or key not in out:
             continue
-        steps = int(sel["best_epoch"]) * math.ceil(n_before / int(sel["batch"]))
-        out[key] = max(1, round(steps / math.ceil(n_after / int(sel["batch"]))))
+        batch = int(sel["batch"])
+        steps = int(sel["best_epoch"]) * math.ceil(n_before / batch)
+        out[key] = max(1, round(steps / math.ceil(n_after / batch)))
+        if batch_key in out:
+            out[batch_key] = batch  # the same batch size: the step count is what was selected
     if "finetune" in selection and not selection["finetune"].get("kept", True):
         out["finetune"] = False
     return out

@@ -313,6 +313,8 @@ def fit_model(name: str, hp: dict[str, Any], *, x: np.ndarray, mask: np.ndarray,
 
         model = build_classic(name, hp, seed)
         model.fit(window_statistics(x, mask), y)
+        if name == "knn":  # k-NN has no class weighting: it saw the natural prior
+            weights = np.ones_like(weights)
         return FitResult(name, model, {}, time.perf_counter() - t0, n_params(model), 0, {}, weights.tolist())
 
     configure_tensorflow()

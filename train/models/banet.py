@@ -10,7 +10,7 @@ Dense(tanh) → Dense(1), softmax across parts, weighted sum to ``units`` featur
 
 The part loop calls the shared LSTM once per part, which is what makes BANet slow to
 train; ``fold_parts=True`` builds the same network with the parts folded into the
-batch (one LSTM call, identical weights and outputs, ~3× faster).
+batch (one LSTM call, identical weights and outputs, ~5× faster).
 """
 
 from __future__ import annotations
