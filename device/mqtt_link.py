@@ -196,8 +196,8 @@ class MqttLink:
                 self._outcome(f"refused: {reason}")  # (a fall-back to 3.1.1 is not an outcome yet)
             self._events.put(("refused", str(reason)))
             return
+        self._connected.set()  # before the outcome: whoever waits for it then sees a connected link
         self._outcome("connected")
-        self._connected.set()
         self._events.put(("connected", None))
 
     def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
@@ -323,10 +323,13 @@ class MqttLink:
                 self._unreachable_logged = False
                 self._last_progress = time.monotonic()
                 log.info("connected to %s (connection %d)", self.cfg.url, self.connects)
-                for topic, payload in self._retained.items():
-                    self.client.publish(topic, payload, qos=1, retain=True)
+                # Subscribe before announcing: the broker handles one connection's packets in
+                # order, so a command sent by someone who saw the retained "online" status is
+                # never published before the gateway's subscription exists.
                 for topic_filter in self._subs:
                     self.client.subscribe(topic_filter, qos=1)
+                for topic, payload in self._retained.items():
+                    self.client.publish(topic, payload, qos=1, retain=True)
             elif kind == "refused":
                 if detail == "Unsupported protocol version" and self.cfg.protocol is None and self.protocol == "5":
                     self._fall_back_to_311()
