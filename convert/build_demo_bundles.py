@@ -56,10 +56,10 @@ def session_check(bundle_dir: Path, seeds: tuple[int, ...] = (101, 102, 103, 104
     import numpy as np
 
     from alanet.device.bundle import load_bundle
-    from alanet.device.decisions import decide_offline, window_labels
+    from alanet.device.decisions import window_labels
     from alanet.device.features import emopain_frame_features
     from alanet.device.inference import ModelRunner
-    from alanet.device.scoring import StreamScore, alerts_from_events, episodes_from_labels, macro_f1, score_stream
+    from alanet.device.scoring import StreamScore, macro_f1, score_windows
     from alanet.device.windowing import majority_label, window_starts
     from alanet.train.data.synthetic import synth_session
 
@@ -76,9 +76,7 @@ def session_check(bundle_dir: Path, seeds: tuple[int, ...] = (101, 102, 103, 104
         probs = runner.predict_many(np.stack([z[s:s + L] for s in st]))
         ys.append(np.array([majority_label(lab[s:s + L]) for s in st]))
         ps.append(window_labels(probs, rule))
-        events = decide_offline(b.task, rule, b.labels, probs, st / fs, (st + L) / fs)
-        scores.append(score_stream(episodes_from_labels(lab, fs), alerts_from_events(events, L / fs / 2, len(z) / fs),
-                                   len(z) / fs))
+        scores.append(score_windows(b.task, rule, b.labels, probs, st, L, fs, lab))
     total = StreamScore.combine(scores)
     return {"sessions": len(seeds), "each_session_s": duration_s, "seeds": list(seeds),
             "window_macro_f1": round(macro_f1(np.concatenate(ys), np.concatenate(ps)), 3), **total.as_dict()}

@@ -1,7 +1,9 @@
 """Scoring predictions against ground truth: windows (macro F1) and streams (episodes).
 
 One definition of each, used by the trainer, the converter's parity check, the
-bundle session check, ``alanet demo`` and the tests (numpy only, no TensorFlow).
+bundle session check, ``alanet demo`` and the tests (numpy only, no TensorFlow);
+:func:`score_windows` runs a recording's window probabilities through the gateway's
+decision rule and scores the alerts.
 
 **Windows.** Macro F1 is the mean F1 over the classes *present in the ground truth*:
 a class nobody in the evaluated set has cannot be scored (a one-class LOSO fold is
@@ -166,6 +168,22 @@ def score_stream(episodes: Sequence[Span], alerts: Sequence[Alert], session_s: f
     return StreamScore(float(session_s), len(episodes), len(alerts), hits, false_alarms,
                        float(active.sum()) * resolution_s, float(truth.sum()) * resolution_s,
                        float(np.sum(truth & active)) * resolution_s, float(tolerance_s), delays)
+
+
+def score_windows(task: str, decision: Mapping[str, Any] | None, labels: Sequence[str], proba: np.ndarray,
+                  starts: np.ndarray, window: int, fs: float, frame_labels: np.ndarray,
+                  positive: int = 1) -> StreamScore:
+    """Score a recording the way the gateway runs it: the windows' probabilities ``proba``
+    (window ``k`` covers frames ``starts[k]`` … ``starts[k] + window``) through a fresh
+    decider for ``decision``, the resulting alerts against the runs of ``positive`` in the
+    per-frame truth ``frame_labels``."""
+    from alanet.device.decisions import decide_offline
+
+    st = np.asarray(starts)
+    session_s = len(frame_labels) / fs
+    events = decide_offline(task, decision, labels, proba, st / fs, (st + window) / fs)
+    return score_stream(episodes_from_labels(frame_labels, fs, positive),
+                        alerts_from_events(events, window / fs / 2, session_s), session_s)
 
 
 def _cover(spans: Iterable[Span], n: int, res: float) -> np.ndarray:

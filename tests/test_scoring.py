@@ -8,7 +8,7 @@ import pytest
 
 from alanet.device.decisions import decide_offline, window_labels
 from alanet.device.scoring import (Alert, Span, StreamScore, alerts_from_events, episodes_from_labels, macro_f1,
-                                   score_stream)
+                                   score_stream, score_windows)
 
 EPISODES = [Span(10.0, 16.0), Span(40.0, 44.0), Span(70.0, 80.0)]
 
@@ -93,9 +93,7 @@ def test_alert_rule_is_chosen_on_validation_streams():
     assert "validation stream" in chosen["calibration"]
 
     def score(rule):
-        events = decide_offline("protective", rule, ["n", "p"], stream.proba, starts / fs, (starts + L) / fs)
-        return stream_objective(score_stream(episodes_from_labels(labels, fs),
-                                             alerts_from_events(events, L / fs / 2, len(labels) / fs), len(labels) / fs))
+        return stream_objective(score_windows("protective", rule, ["n", "p"], stream.proba, starts, L, fs, labels))
 
     naive = {**base, "smoothing_alpha": 1.0, "raise_threshold": 0.5, "clear_threshold": 0.5, "min_raise_windows": 1,
              "min_clear_windows": 1}

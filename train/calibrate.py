@@ -111,13 +111,11 @@ def calibrate_stream(streams: Sequence[Stream], decision: dict[str, Any], task: 
 
     Returns ``decision`` updated with the chosen rule and a note, or unchanged when the
     streams hold no protective episode."""
-    from alanet.device.decisions import decide_offline
-    from alanet.device.scoring import StreamScore, alerts_from_events, episodes_from_labels, score_stream
+    from alanet.device.scoring import StreamScore, episodes_from_labels, score_windows
 
     c = int(decision.get("class_index", positive_class(2)))
     t = float(decision.get("window_threshold", 0.5))
-    truths = [episodes_from_labels(s.labels, s.sample_rate_hz, positive=c) for s in streams]
-    if not any(truths):
+    if not any(episodes_from_labels(s.labels, s.sample_rate_hz, positive=c) for s in streams):
         return decision
     best: tuple[float, dict[str, Any], StreamScore] | None = None
     for alpha in SMOOTHING:
@@ -129,14 +127,9 @@ def calibrate_stream(streams: Sequence[Stream], decision: dict[str, Any], task: 
                         rule = {**decision, "smoothing_alpha": alpha, "raise_threshold": round(raise_t, 4),
                                 "clear_threshold": round(cf * raise_t, 4), "min_raise_windows": n_raise,
                                 "min_clear_windows": n_clear}
-                        scores = []
-                        for s, eps in zip(streams, truths):
-                            fs, half = s.sample_rate_hz, s.window / s.sample_rate_hz / 2
-                            events = decide_offline(task, rule, labels, s.proba, s.starts / fs,
-                                                    (s.starts + s.window) / fs)
-                            scores.append(score_stream(eps, alerts_from_events(events, half, len(s.labels) / fs),
-                                                       len(s.labels) / fs))
-                        total = StreamScore.combine(scores)
+                        total = StreamScore.combine([
+                            score_windows(task, rule, labels, s.proba, s.starts, s.window, s.sample_rate_hz,
+                                          s.labels, positive=c) for s in streams])
                         value = stream_objective(total)
                         if best is None or value > best[0] + 1e-12:
                             best = (value, rule, total)

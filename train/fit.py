@@ -274,16 +274,10 @@ def whole_batches(inputs, targets, sample_weight: np.ndarray, batch: int, steps:
     extra = steps * batch - n
     if extra <= 0 or n == 0:
         return inputs, targets, sample_weight
+    import keras
+
     idx = np.concatenate([np.arange(n), np.random.choice(n, extra, replace=extra > n)])
-
-    def take(a):
-        if isinstance(a, dict):
-            return {k: take(v) for k, v in a.items()}
-        if isinstance(a, (list, tuple)):
-            return type(a)(take(v) for v in a)
-        return np.asarray(a)[idx]
-
-    return take(inputs), take(targets), np.asarray(sample_weight)[idx]
+    return keras.tree.map_structure(lambda a: np.asarray(a)[idx], (inputs, targets, sample_weight))
 
 
 def _optimizer(lr: float, hp: dict[str, Any]):
