@@ -4,9 +4,16 @@
 (plus one), so 0x00 can delimit packets on the wire. The canonical form (the
 reference encoder's) emits no trailing ``0x01`` after a final full 254-byte block;
 the C encoder in ``c/alanet_wire.c`` produces exactly the same bytes.
+
+:func:`decode` is the reference decoder (pure Python). :func:`fast_decode` is the
+decoder the gateway's hot path uses: the C extension of the ``cobs`` package (MIT)
+when it is installed and built, else :func:`decode` itself. Both accept and reject
+exactly the same inputs and return the same bytes (tests/test_bridge_fuzz.py).
 """
 
 from __future__ import annotations
+
+from typing import Callable
 
 
 class CobsError(ValueError):
@@ -55,3 +62,23 @@ def decode(enc: bytes) -> bytes:
         if code < 0xFF and i < n:
             out.append(0)
     return bytes(out)
+
+
+def _c_decoder() -> tuple[Callable[[bytes], bytes], type[Exception]] | None:
+    """The ``cobs`` package's C decoder and its error, or None (not installed, or built without its C part)."""
+    try:
+        from cobs import cobs as _cobs  # the PyPI package (absolute import), not this module
+    except ImportError:
+        return None
+    if not getattr(_cobs, "_using_extension", False):
+        return None  # its pure-Python fallback is no faster than ours
+    return _cobs.decode, _cobs.DecodeError
+
+
+_C = _c_decoder()
+#: True when :func:`fast_decode` is the C decoder.
+HAVE_C_DECODER = _C is not None
+#: The fastest available decoder: same contract as :func:`decode`, raising one of ``FAST_ERRORS``.
+fast_decode: Callable[[bytes], bytes] = _C[0] if _C is not None else decode
+#: What :func:`fast_decode` raises on invalid input.
+FAST_ERRORS: tuple[type[Exception], ...] = (CobsError, _C[1]) if _C is not None else (CobsError,)

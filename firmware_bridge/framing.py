@@ -32,34 +32,29 @@ class DelimitedBuffer:
         return len(self._buf)
 
     def split(self, data: bytes) -> tuple[list[bytes], int]:
-        records: list[bytes] = []
+        """The records ``data`` completes and how many overflowed (one ``bytes.split`` over ``data``)."""
+        limit, buf = self.max_record, self._buf
+        parts = data.split(self.delimiter)
+        tail = parts.pop()  # the bytes after the last delimiter (all of ``data`` when there is none)
         overflows = 0
-        delim, limit, buf = self.delimiter, self.max_record, self._buf
-        pos, n = 0, len(data)
-        while pos < n:
-            end = data.find(delim, pos)
-            if end < 0:  # no delimiter in the rest: keep it (bounded)
-                if not self._discarding:
-                    if len(buf) + n - pos > limit:
-                        buf.clear()
-                        self._discarding = True
-                        overflows += 1
-                    else:
-                        buf += data[pos:]
-                break
-            if self._discarding:
+        if parts:
+            if self._discarding:  # the overflowed record ends at the first delimiter
                 self._discarding = False
                 buf.clear()
+                del parts[0]
+            elif buf:
+                buf += parts[0]
+                parts[0] = bytes(buf)
+                buf.clear()
+            if parts and max(map(len, parts)) > limit:
+                kept = [r for r in parts if len(r) <= limit]
+                overflows += len(parts) - len(kept)
+                parts = kept
+        if tail and not self._discarding:
+            if len(buf) + len(tail) > limit:
+                buf.clear()
+                self._discarding = True
+                overflows += 1
             else:
-                if buf:
-                    buf += data[pos:end]
-                    record = bytes(buf)
-                    buf.clear()
-                else:
-                    record = data[pos:end]
-                if len(record) > limit:
-                    overflows += 1
-                else:
-                    records.append(record)
-            pos = end + 1
-        return records, overflows
+                buf += tail
+        return parts, overflows

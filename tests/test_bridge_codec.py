@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import random
 import struct
 
 import pytest
@@ -19,6 +20,7 @@ from alanet.firmware_bridge.codec import (
     encode_raw_emg,
 )
 from alanet.firmware_bridge.csv_mode import CsvDecoder, format_frame, format_hello
+from alanet.firmware_bridge.framing import DelimitedBuffer
 from alanet.firmware_bridge.protocol import HEADER, Frame, Hello, RawEmg, hello_problem
 
 
@@ -221,3 +223,44 @@ def test_frame_property_round_trip_any_split(seq, t_ms, angles, emg, split):
     wire = encode_frame(fr)
     dec = Decoder()
     assert dec.feed(wire[:split]) + dec.feed(wire[split:]) == [fr]
+
+
+def _split_one_record_at_a_time(state: dict, data: bytes, limit: int) -> tuple[list[bytes], int]:
+    """The framing rule written out record by record (the spec ``DelimitedBuffer.split`` must meet)."""
+    records, overflows, pos = [], 0, 0
+    while pos < len(data):
+        end = data.find(b"\x00", pos)
+        if end < 0:
+            if not state["discarding"]:
+                if len(state["buf"]) + len(data) - pos > limit:
+                    state["buf"], state["discarding"] = b"", True
+                    overflows += 1
+                else:
+                    state["buf"] += data[pos:]
+            break
+        if state["discarding"]:
+            state["buf"], state["discarding"] = b"", False
+        else:
+            record, state["buf"] = state["buf"] + data[pos:end], b""
+            if len(record) > limit:
+                overflows += 1
+            else:
+                records.append(record)
+        pos = end + 1
+    return records, overflows
+
+
+def test_delimited_buffer_matches_the_record_by_record_rule():
+    """Any bytes, any chunking, any bound: the same records, overflows and held bytes as the rule."""
+    rng = random.Random(7)
+    for _ in range(400):
+        limit = rng.choice([1, 3, 20, 100])
+        stream = bytes(rng.choice((0, 0, 1, 7, 255)) for _ in range(rng.randint(0, 400)))
+        buf, state = DelimitedBuffer(b"\x00", limit), {"buf": b"", "discarding": False}
+        pos = 0
+        while pos < len(stream):
+            step = rng.choice([1, 2, 5, 30, 200])
+            chunk = stream[pos : pos + step]
+            assert buf.split(chunk) == _split_one_record_at_a_time(state, chunk, limit)
+            assert buf.buffered == len(state["buf"]) <= limit
+            pos += step

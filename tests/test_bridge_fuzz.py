@@ -170,6 +170,70 @@ def test_crafted_packets_with_valid_crc_are_parsed_strictly(version, ptype, seq,
     COUNT["streams"] += 1
 
 
+# Frames of other channel counts (valid packets a gateway drops later), so the batch path's layout switch is fuzzed too.
+OTHER_LAYOUTS = [Frame(i, 5 * i, tuple(float(k) for k in range(na)), tuple(0.5 for _ in range(ne)))
+                 for i, (na, ne) in enumerate([(3, 2), (0, 0), (13, 3), (14, 3), (13, 4), (20, 20)])]
+# Valid CRC, non-finite values: malformed, in the batch layout and in others.
+NON_FINITE = [Frame(7, 7, (float("nan"),) + (0.0,) * 12, (0.0,) * 4), Frame(8, 8, (0.0,) * 13, (0.0, 0.0, float("inf"), 1.0)),
+              Frame(9, 9, (float("-inf"),) * 3, (0.0,) * 2)]
+DIFF_WIRE = WIRE + [encode_packet(f) for f in OTHER_LAYOUTS + NON_FINITE]
+
+
+def _python_cobs(monkeypatch) -> None:
+    """The batch path with the pure-Python COBS decoder (the fallback when the C one is missing)."""
+    monkeypatch.setattr(cobs, "fast_decode", cobs.decode)
+    monkeypatch.setattr(cobs, "FAST_ERRORS", (cobs.CobsError,))
+
+
+def _same_decoding(stream: bytes, rng: random.Random, max_packet: int) -> None:
+    """The batch path and the reference path give the same packets, counters and buffer, read by read."""
+    fast, ref = Decoder(max_packet), Decoder(max_packet, batch=False)
+    pos = 0
+    while pos < len(stream):
+        step = rng.choice([1, 7, 64, 500, 4096, len(stream)])
+        chunk = stream[pos : pos + step]
+        got, want = fast.feed(chunk), ref.feed(chunk)
+        assert got == want and repr(got) == repr(want)
+        assert fast.buffered == ref.buffered
+        pos += step
+    assert fast.stats == ref.stats
+    assert fast.last_hello == ref.last_hello
+
+
+@pytest.mark.parametrize("c_cobs", [True, False], ids=["c-cobs", "python-cobs"])
+def test_batch_path_matches_reference(c_cobs, monkeypatch):
+    """Mutated streams (all packet types, several DATA layouts) and garbage: batch == reference, counter for counter."""
+    if c_cobs and not cobs.HAVE_C_DECODER:
+        pytest.skip("the cobs package's C decoder is not installed")
+    if not c_cobs:
+        _python_cobs(monkeypatch)
+    rng = random.Random(14)
+    for i in range(1500 if c_cobs else 300):
+        picks = [rng.randrange(len(DIFF_WIRE)) for _ in range(rng.randint(0, 40))]
+        stream = b"".join(DIFF_WIRE[k] for k in picks)
+        if i % 4:
+            stream = bytes(_mutate(rng, bytearray(stream)))
+        if i % 10 == 0:
+            stream = rng.randbytes(rng.randint(0, 2000)) + stream
+        _same_decoding(stream, rng, rng.choice([1024, 1024, 200, 60]))
+
+
+@fuzz(300)
+@given(data=st.binary(max_size=600))
+def test_c_cobs_decoder_matches_reference(data):
+    """The C COBS decoder accepts and rejects what the reference does, with the same bytes."""
+    if not cobs.HAVE_C_DECODER:
+        pytest.skip("the cobs package's C decoder is not installed")
+    for enc in (data, data.replace(b"\x00", b"\x01"), cobs.encode(data)):
+        try:
+            want = cobs.decode(enc)
+        except cobs.CobsError:
+            with pytest.raises(cobs.FAST_ERRORS):
+                cobs.fast_decode(enc)
+        else:
+            assert cobs.fast_decode(enc) == want
+
+
 @fuzz(300)
 @given(seed=st.integers(0, 2**64 - 1))
 def test_csv_mutated_lines_never_raise(seed):
