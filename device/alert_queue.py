@@ -5,7 +5,9 @@ and removed only when the broker has acknowledged it (MQTT QoS 1 PUBACK). Neithe
 broker outage nor a crash of the gateway process (SIGKILL, power loss after commit)
 loses it: on the next start the runtime publishes whatever the queue still holds.
 Delivery is therefore at-least-once; every alert carries a unique id so subscribers
-drop duplicates.
+drop duplicates. :meth:`AlertQueue.put_many` and :meth:`AlertQueue.delete_many` do the
+same for several alerts in one transaction (one fsync): the runtime commits the alerts
+of one loop iteration, and the acknowledgements it drained, at once.
 
 A full disk is planned for. The queue keeps a reserve file (``<queue>.reserve``) beside
 its database and deletes it when the disk first refuses a write, so the alerts decided
@@ -40,6 +42,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterable, Sequence
 
 log = logging.getLogger("alanet.alert_queue")
 
@@ -225,7 +228,63 @@ class AlertQueue:
                 self._disk_error(exc)
                 self._hold(alert_id, topic, payload)
                 return
-        for done in list(self._acked_unsaved):  # deletes the full disk refused earlier
+        self._retry_acked_unsaved()
+
+    def put_many(self, items: Sequence[tuple[str, str, bytes]]) -> None:
+        """Commit several alerts ``(alert_id, topic, payload)`` in one transaction (one fsync).
+
+        The same as :meth:`put` for each, in order (idempotent ids, the ``max_items`` rule,
+        the reserve and the held-in-memory fallback), at the cost of one commit: either
+        all of them reach the disk or, when the disk refuses, all are held in memory.
+        """
+        items = [(str(a), str(t), bytes(p)) for a, t, p in items]
+        if not items:
+            return
+        with self._lock:
+            try:
+                self._put_many(items)
+            except sqlite3.DatabaseError as exc:
+                if not _corruption(exc):
+                    raise
+                self._recover_now(exc)
+                self._put_many(items)
+
+    def _put_many(self, items: list[tuple[str, str, bytes]]) -> None:
+        if self._held and not self._flush_held():
+            for a, t, p in items:
+                self._hold(a, t, p)
+            return
+        try:
+            self._insert_all(items)
+        except sqlite3.OperationalError as exc:
+            try:
+                if not self._release_reserve():
+                    raise
+                self._insert_all(items)
+            except sqlite3.OperationalError:
+                self._disk_error(exc)
+                for a, t, p in items:
+                    self._hold(a, t, p)
+                return
+        self._retry_acked_unsaved()
+
+    def _insert_all(self, items: list[tuple[str, str, bytes]]) -> None:
+        """Insert ``items`` in one transaction; on an error nothing is inserted and the counts are restored."""
+        depth, trimmed = self._depth, self.trimmed
+        now = time.time()
+        try:
+            self._db.execute("BEGIN")
+            for a, t, p in items:
+                self._insert(a, t, p, now)
+            self._db.execute("COMMIT")
+        except sqlite3.Error:
+            self._rollback()
+            self._depth, self.trimmed = depth, trimmed
+            raise
+
+    def _retry_acked_unsaved(self) -> None:
+        """Apply the deletes a full disk refused earlier (the disk took a write again)."""
+        for done in list(self._acked_unsaved):
             try:
                 self._depth -= self._db.execute("DELETE FROM alerts WHERE id = ?", (done,)).rowcount
                 self._acked_unsaved.discard(done)
@@ -291,6 +350,54 @@ class AlertQueue:
                 cur = self._db.execute("DELETE FROM alerts WHERE id = ?", (alert_id,))
             self._depth -= cur.rowcount
             return cur.rowcount > 0
+
+    def delete_many(self, alert_ids: Iterable[str]) -> int:
+        """Remove several acknowledged alerts in one transaction; returns how many were queued.
+
+        The same as :meth:`delete` for each: when the disk refuses the transaction, all of
+        them are remembered as acknowledged (never handed out again) and deleted later.
+        """
+        with self._lock:
+            ids = []
+            n = 0
+            for a in dict.fromkeys(alert_ids):  # in order, once each
+                if self._held.pop(a, None) is not None:
+                    n += 1
+                else:
+                    ids.append(a)
+            if not ids:
+                return n
+            try:
+                removed = self._delete_all(ids)
+            except sqlite3.OperationalError as exc:  # a full disk can refuse even a delete (WAL growth)
+                self._disk_error(exc)
+                self._acked_unsaved.update(ids)
+                return n + len(ids)
+            except sqlite3.DatabaseError as exc:
+                if not _corruption(exc):
+                    raise
+                self._recover_now(exc)
+                removed = self._delete_all(ids)
+            self._depth -= removed
+            return n + removed
+
+    def _delete_all(self, ids: list[str]) -> int:
+        try:
+            self._db.execute("BEGIN")
+            removed = self._db.executemany("DELETE FROM alerts WHERE id = ?", [(a,) for a in ids]).rowcount
+            self._db.execute("COMMIT")
+        except sqlite3.Error:
+            self._rollback()
+            raise
+        return removed
+
+    def _rollback(self) -> None:
+        """End a failed transaction (a damaged file may refuse even that: recovery replaces it then)."""
+        try:
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+        except sqlite3.Error:
+            pass
 
     def _rows(self, sql: str, args: tuple) -> list:
         try:

@@ -14,6 +14,11 @@ gateway needs on top:
   the gateway's status topic), and the refused alerts are sent again after a back-off
   (``retry_s`` doubling up to ``retry_max_s``). Under MQTT 3.1.1 a broker acknowledges
   a publish it denied and the alert is gone: use MQTT 5.
+- The PUBACKs :meth:`MqttLink.poll` drains are deleted from the queue in one transaction,
+  before the queue is read again (so an acknowledged alert is never handed out twice).
+  A crash between a PUBACK and that commit re-sends the alert at the next start: a
+  duplicate that subscribers drop by id (as after a PUBACK lost in a broker restart).
+  :meth:`MqttLink.publish_alerts` commits several alerts at once.
 - The queue is fed to paho in a window of at most ``window`` unacknowledged alerts
   (paho's in-flight limit), oldest first, reading the queue by position (it never
   re-reads the whole backlog). paho keeps what it was handed and retransmits it
@@ -45,7 +50,7 @@ import ssl
 import threading
 import time
 from collections import OrderedDict
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
@@ -286,6 +291,16 @@ class MqttLink:
         self.queue.put(alert_id, topic, payload)
         self._feed()
 
+    def publish_alerts(self, alerts: Sequence[tuple[str, str, bytes]]) -> None:
+        """:meth:`publish_alert` for several ``(alert_id, topic, payload)`` at once: one commit for all.
+
+        The runtime calls it with the alerts of one loop iteration; they are on disk
+        before any of them is handed to paho.
+        """
+        if alerts:
+            self.queue.put_many(alerts)
+            self._feed()
+
     def _send(self, item: QueuedAlert) -> None:
         if not self._handed:
             self._last_progress = time.monotonic()  # the ack clock starts with the first alert in flight
@@ -345,6 +360,7 @@ class MqttLink:
                 log.warning("lost the broker %s (%s); alerts stay queued, reconnecting", self.cfg.url, detail)
             elif kind == "message":
                 self._dispatch(*detail)
+        acked: list[str] = []
         while True:
             try:
                 mid, failed, reason = self._acks.get_nowait()
@@ -357,8 +373,10 @@ class MqttLink:
             self._last_progress = time.monotonic()
             if failed:
                 self._refused(alert_id, reason, topic)
-            elif self.queue.delete(alert_id):
-                self.acked += 1
+            else:
+                acked.append(alert_id)
+        if acked:  # one commit for every PUBACK this poll drained, before anything is fed again
+            self.acked += self.queue.delete_many(acked)
         now = time.monotonic()
         if now >= self._retry_at and self.connected:  # a new round over the queue for the refused alerts
             self._retry_at = math.inf

@@ -146,9 +146,8 @@ def test_a_file_that_is_not_a_database_at_all_gives_a_fresh_queue(tmp_path):
     assert len(q) == 2
 
 
-def test_corruption_found_while_running_is_recovered(tmp_path):
-    """Damage discovered after open (here: the table's pages overwritten under the running queue)."""
-    path = tmp_path / "alerts.sqlite"
+def _damaged_under_a_running_queue(path):
+    """A queue of 200 alerts whose table pages are then overwritten under it; (queue, the ids)."""
     q = AlertQueue(path)
     ids = _alerts(q, 200)
     q._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
@@ -157,6 +156,13 @@ def test_corruption_found_while_running_is_recovered(tmp_path):
         f.seek(4096)
         f.write(b"\x0d\xff" * ((size - 4096) // 2))
     q._db.execute("PRAGMA shrink_memory")  # the page cache goes (memory pressure): the next read sees the disk
+    return q, ids
+
+
+def test_corruption_found_while_running_is_recovered(tmp_path):
+    """Damage discovered after open (here: the table's pages overwritten under the running queue)."""
+    path = tmp_path / "alerts.sqlite"
+    q, ids = _damaged_under_a_running_queue(path)
     q.put("after-damage", "alanet/gw/w1/alert", b'{"id": "after-damage"}')  # must not raise
     assert q.recovered and q.generation == 1
     left = {a.id for a in q.pending()}
@@ -181,3 +187,69 @@ def test_after_reads_the_queue_by_position(tmp_path):
     first = q.after(0, 4)
     assert [a.id for a in first] == ids[:4]
     assert [a.id for a in q.after(first[-1].n, 100)] == ids[4:]
+
+
+def test_put_many_and_delete_many_equal_one_at_a_time(tmp_path):
+    """One transaction each, the same queue as put/delete one by one (order, idempotence, max_items)."""
+    one, many = AlertQueue(tmp_path / "one.sqlite", max_items=7), AlertQueue(tmp_path / "many.sqlite", max_items=7)
+    batches = [[(f"id{i}", f"t/{i}", b"p%d" % i) for i in range(k, k + 4)] for k in (0, 4, 2, 8)]  # ids repeat
+    for b in batches:
+        for a in b:
+            one.put(*a)
+        many.put_many(b)
+    many.put_many([])
+    assert [(a.id, a.topic, a.payload) for a in many.pending()] == [(a.id, a.topic, a.payload) for a in one.pending()]
+    assert len(many) == len(one) == 7 and many.trimmed == one.trimmed == 5
+    gone = ["id5", "id9", "nope", "id5"]
+    assert many.delete_many(gone) == sum(one.delete(a) for a in gone) == 2
+    assert [a.id for a in many.pending()] == [a.id for a in one.pending()] and len(many) == 5
+    many.close()
+    assert [a.id for a in AlertQueue(tmp_path / "many.sqlite").pending()] == [a.id for a in one.pending()]
+
+
+def test_batches_survive_sigkill_right_after_commit(tmp_path):
+    """A process commits alerts with put_many, acknowledges some with delete_many and is killed."""
+    path = tmp_path / "q.sqlite"
+    code = textwrap.dedent(f"""
+        import os
+        from alanet.device.alert_queue import AlertQueue
+        q = AlertQueue({str(path)!r})
+        for k in range(0, 50, 10):
+            q.put_many([("a%d" % i, "alanet/gw/w1/alert", b'{{"n": %d}}' % i) for i in range(k, k + 10)])
+        q.delete_many(["a7", "a8", "a30"])
+        os.kill(os.getpid(), 9)
+    """)
+    r = subprocess.run([sys.executable, "-c", code], timeout=60)
+    assert r.returncode == -9
+    ids = [a.id for a in AlertQueue(path).pending()]
+    assert ids == [f"a{i}" for i in range(50) if i not in (7, 8, 30)]
+
+
+def test_full_disk_batches_are_held_then_committed(tmp_path):
+    """The disk refuses a batch: all of it is held in memory, acknowledged ones leave, the rest reach the disk later."""
+    q = AlertQueue(tmp_path / "q.sqlite")
+    q._reserve.unlink()  # no reserve left: the next refusal holds alerts
+    q.put("a0", "t", b"x")
+    pages = q._db.execute("PRAGMA page_count").fetchone()[0]
+    q._db.execute(f"PRAGMA max_page_count = {pages}")  # the file may not grow: like a full disk
+    q.put_many([(f"a{i}", "t", b"y" * 2000) for i in range(1, 20)])  # must not raise
+    assert q.held_in_memory == 19 and len(q) == 20
+    assert [a.id for a in q.pending()] == [f"a{i}" for i in range(20)]
+    assert q.delete_many(["a3", "a19", "a0"]) == 3
+    q._db.execute("PRAGMA max_page_count = 1073741823")  # space is back
+    q.put_many([("a20", "t", b"z")])
+    assert q.held_in_memory == 0
+    q.close()
+    want = [f"a{i}" for i in range(1, 21) if i not in (3, 19)]
+    assert [a.id for a in AlertQueue(tmp_path / "q.sqlite").pending()] == want
+
+
+def test_corruption_found_by_a_batch_is_recovered(tmp_path):
+    path = tmp_path / "alerts.sqlite"
+    q, ids = _damaged_under_a_running_queue(path)
+    q.put_many([("after-1", "alanet/gw/w1/alert", b'{"id": "after-1"}'),
+                ("after-2", "alanet/gw/w1/alert", b'{"id": "after-2"}')])  # must not raise
+    assert q.recovered and q.generation == 1
+    left = {a.id for a in q.pending()}
+    assert {"after-1", "after-2"} <= left <= set(ids) | {"after-1", "after-2"}
+    assert q.delete_many(["after-1"]) == 1 and "after-1" not in {a.id for a in q.pending()}

@@ -201,3 +201,30 @@ def test_mqtt_protocol_is_configurable(tmp_path):
     p.write_text(base + 'protocol = "4"\n')
     with pytest.raises(InputError, match="mqtt.protocol"):
         load_config(p)
+
+
+def test_alerts_of_one_iteration_share_one_commit_and_their_acks_another(tmp_path, mosquitto):
+    """publish_alerts commits a batch at once; the PUBACKs one poll drains are deleted in one transaction."""
+    sub = Sub(mosquitto.port)
+    lk, q = link(mosquitto.url, tmp_path / "q.sqlite")
+    puts, deletes = [], []
+    put_many, delete_many = q.put_many, q.delete_many
+    q.put_many = lambda items: (puts.append(len(items)), put_many(items))[1]
+    q.delete_many = lambda ids: (deletes.append(len(ids)), delete_many(ids))[1]
+    q.delete = None  # the link must not delete one by one
+    try:
+        lk.start()
+        assert lk.wait_connected(10)
+        batches = [[alert(k * 10 + i) for i in range(10)] for k in range(4)]
+        for b in batches:
+            lk.publish_alerts(b)
+        lk.publish_alerts([])
+        assert puts == [10, 10, 10, 10] and len(q) <= 40
+        time.sleep(0.5)  # the broker acknowledges meanwhile; one poll drains all of it
+        assert until(lambda: len(q) == 0, 20, lk.poll), lk.counters()
+        assert until(lambda: sub.unique() == 40, 10)
+        assert lk.acked == 40 and sum(deletes) == 40 and max(deletes) > 1
+        assert max(sub.copies.values()) == 1
+    finally:
+        lk.stop(f"alanet/{GW}/status", b"{}")
+        sub.close()
