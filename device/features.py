@@ -65,7 +65,8 @@ class StreamingFeatures:
     """Per-frame EmoPain features on a stream: keeps the previous angle frame.
 
     ``push(angles, emg)`` returns the 30 feature values of that frame, identical to
-    :func:`emopain_frame_features` over the whole stream. ``reset()`` after a long
+    :func:`emopain_frame_features` over the whole stream; ``push_block`` does the same
+    for a block of consecutive frames in one go. ``reset()`` after a long
     gap, so the first frame after it has energy 0 as at a recording's start.
     """
 
@@ -89,6 +90,32 @@ class StreamingFeatures:
             out[n:2 * n] = v
         out[2 * n:] = emg
         self._prev = a
+        return out
+
+    def push_block(self, angles: np.ndarray, emg: np.ndarray) -> np.ndarray:
+        """``push`` for ``n`` consecutive frames at once: angles [n, J], sEMG [n, E] (or one [E] row for all).
+
+        Returns [n, 2J + E] float32, bit for bit what ``n`` calls of ``push`` return (the
+        same float64 operations, element by element).
+        """
+        a = np.array(angles, dtype=np.float64)  # a copy, as push makes
+        n, j = a.shape
+        out = np.empty((n, 2 * j + np.shape(emg)[-1]), np.float32)
+        if n == 0:
+            return out
+        out[:, :j] = a
+        v = np.empty_like(a)
+        if self._prev is None:
+            v[0] = 0.0
+        else:
+            np.subtract(a[0], self._prev, out=v[0])
+            v[0] *= self.fs
+        np.subtract(a[1:], a[:-1], out=v[1:])
+        v[1:] *= self.fs
+        np.multiply(v, v, out=v)
+        out[:, j:2 * j] = v
+        out[:, 2 * j:] = emg
+        self._prev = a[-1].copy()
         return out
 
 

@@ -3,8 +3,9 @@
 Sans-I/O like the codec: :meth:`WearerPipeline.handle` takes decoded packets and
 returns :class:`WindowResult` objects; the runtime does the serial and MQTT I/O.
 Per frame the work is the shared :class:`~alanet.device.features.StreamingFeatures`
-and one ring-buffer write; normalisation runs once per window (on the window, with
-the bundle's statistics), so the per-frame cost stays a few microseconds.
+and one ring-buffer write, done on whole blocks of consecutive frames when a read
+holds several; normalisation runs once per window (on the window, with the bundle's
+statistics), so the per-frame cost stays a few microseconds.
 
 What a wearable must do before its frames count (``firmware_bridge/PROTOCOL.md``):
 announce itself with a HELLO the gateway accepts; then each DATA frame must have the
@@ -41,6 +42,8 @@ from alanet.device.decisions import PAIN, PROTECTIVE, Event, PainDecider, Protec
 from alanet.device.features import EnvelopeFilter, Normalizer, StreamingFeatures
 from alanet.device.windowing import RingWindow
 from alanet.firmware_bridge.protocol import (
+    MAX_ABS_ANGLE_RAD,
+    MAX_ABS_EMG,
     SEQ_MOD,
     T_MS_MOD,
     Frame,
@@ -54,6 +57,7 @@ from alanet.firmware_bridge.protocol import (
 log = logging.getLogger(__name__)
 
 MAX_NOTED_FAULTS = 16  # faults kept for take_faults() between two calls (all are counted)
+MIN_BLOCK = 4  # shorter runs of DATA frames are handled one at a time (a block's fixed cost is not worth it)
 
 
 @dataclass(frozen=True)
@@ -266,25 +270,120 @@ class WearerPipeline:
 
     # ---- packets ----
     def handle(self, packets: Sequence[Frame | Hello | RawEmg]) -> list[WindowResult]:
-        """Process decoded packets in order; return the windows they completed. Never raises."""
+        """Process decoded packets in order; return the windows they completed. Never raises.
+
+        Runs of DATA frames are handled in blocks (:meth:`_frames`); the results, counters
+        and faults are exactly those of handling the packets one at a time.
+        """
         out: list[WindowResult] = []
-        for p in packets:
-            try:
-                if type(p) is Frame:
-                    r = self._frame(p)
-                    if r:
-                        out.extend(r)
-                elif type(p) is Hello:
-                    self._hello(p)
-                elif type(p) is RawEmg:
-                    self._raw(p)
-            except Exception as exc:  # noqa: BLE001 - one packet's fault must not stop the wearer
-                self._fault(f"{type(p).__name__} packet: {type(exc).__name__}: {exc}"[:300])
-                if _every_decade(self.counters.faults):
-                    log.exception("%s: fault %d while handling a %s packet; the window restarts", self.wearer,
-                                  self.counters.faults, type(p).__name__)
-                self._restart_window()
+        i, n = 0, len(packets)
+        while i < n:
+            p = packets[i]
+            if type(p) is Frame:
+                j = i + 1
+                while j < n and type(packets[j]) is Frame:
+                    j += 1
+                if j - i >= MIN_BLOCK:
+                    self._frames(packets[i:j], out)
+                    i = j
+                    continue
+            self._one(p, out)
+            i += 1
         return out
+
+    def _one(self, p: Frame | Hello | RawEmg, out: list[WindowResult]) -> None:
+        """Handle one packet (the reference path); a fault is counted and restarts the window."""
+        try:
+            if type(p) is Frame:
+                r = self._frame(p)
+                if r:
+                    out.extend(r)
+            elif type(p) is Hello:
+                self._hello(p)
+            elif type(p) is RawEmg:
+                self._raw(p)
+        except Exception as exc:  # noqa: BLE001 - one packet's fault must not stop the wearer
+            self._packet_fault(p, exc)
+
+    def _packet_fault(self, p: object, exc: Exception) -> None:
+        self._fault(f"{type(p).__name__} packet: {type(exc).__name__}: {exc}"[:300])
+        if _every_decade(self.counters.faults):
+            log.exception("%s: fault %d while handling a %s packet; the window restarts", self.wearer,
+                          self.counters.faults, type(p).__name__, exc_info=exc)
+        self._restart_window()
+
+    # ---- runs of DATA frames, in blocks ----
+    def _frames(self, run: Sequence[Frame], out: list[WindowResult]) -> None:
+        """Handle consecutive DATA frames: blocks where they can, one at a time where they must.
+
+        A block is a stretch of frames that pass :func:`frame_problem` (checked on all at once)
+        and follow each other (seq + 1, the first one + 1 after the last accepted frame, or
+        any seq when the window has just restarted). Its features and ring writes run on
+        the whole block; each window it completes is classified in order, as ``_push``
+        does. Every other frame (dropped, duplicate, gap, restart) takes the per-frame path.
+        """
+        h = self.hello
+        ok = self._vet(run, h) if h is not None and self.refusal is None else None
+        if ok is None:  # no usable HELLO, or frames of other shapes: the per-frame path counts them
+            for f in run:
+                self._one(f, out)
+            return
+        ok_list, angles, emg = ok
+        n = len(run)
+        i = 0
+        while i < n:
+            f = run[i]
+            last = self._last
+            if not ok_list[i] or (last is not None and (f.seq - last.seq) % SEQ_MOD != 1):
+                self._one(f, out)
+                i += 1
+                continue
+            j = i + 1
+            while j < n and ok_list[j] and (run[j].seq - run[j - 1].seq) % SEQ_MOD == 1:
+                j += 1
+            i = self._push_block(run, angles, emg, i, j, out)
+
+    def _vet(self, run: Sequence[Frame], h: Hello) -> tuple[list[bool], np.ndarray, np.ndarray] | None:
+        """``frame_problem(f, h) is None`` for every frame at once, with the frames' values as arrays.
+
+        None when the frames do not all have the HELLO's channel counts.
+        """
+        try:
+            angles = np.array([f.angles for f in run], np.float64)
+            emg = np.array([f.emg for f in run], np.float64)
+        except ValueError:  # ragged: some frame has other counts
+            return None
+        n = len(run)
+        if angles.shape != (n, h.n_angles) or emg.shape != (n, h.n_emg):
+            return None
+        # |x| <= bound is False for NaN and ±inf: the same verdict as frame_problem's min/max/sum
+        ok = np.all(np.abs(angles) <= MAX_ABS_ANGLE_RAD, axis=1) & np.all(np.abs(emg) <= MAX_ABS_EMG, axis=1)
+        return ok.tolist(), angles, emg
+
+    def _push_block(self, run: Sequence[Frame], angles: np.ndarray, emg: np.ndarray, i: int, j: int,
+                    out: list[WindowResult]) -> int:
+        """Accept ``run[i:j]`` (checked, consecutive) as one block; return where to go on.
+
+        That is ``j``, or, when classifying a window faults, the frame after the one that
+        completed it: as on the per-frame path, the frames up to it are counted, the fault
+        restarts the window, and the frames after it are handled afresh.
+        """
+        env = self._env_last
+        rows = self.features.push_block(angles[i:j], emg[i:j] if env is None else env)
+        wins = self.slot.ring.push_block(rows)
+        self.counters.frames += j - i
+        self._last = run[j - 1]
+        for k, w in wins:
+            f = run[i + k]
+            try:
+                r = self._classify(w, f.seq, f.t_ms)
+            except Exception as exc:  # noqa: BLE001 - as _one: count, note, restart the window
+                self.counters.frames -= j - i - k - 1  # the frames after f are not handled yet
+                self._packet_fault(f, exc)
+                return i + k + 1
+            if r is not None:
+                out.append(r)
+        return j
 
     def _hello_verdict(self, h: Hello, fs: float) -> str | None:
         problem = hello_problem(h)

@@ -163,6 +163,37 @@ class RingWindow:
             return self._buf[self._pos:self._pos + L]
         return None
 
+    def push_block(self, rows: np.ndarray) -> list[tuple[int, np.ndarray]]:
+        """Add [n, C] consecutive frames; return ``(index in rows, window)`` for each window they complete.
+
+        The same windows, at the same frames, as ``n`` calls of :meth:`push`; each window is a
+        copy (later rows of the block overwrite the buffer).
+        """
+        L, S = self.length, self.stride
+        out: list[tuple[int, np.ndarray]] = []
+        i, n = 0, len(rows)
+        while i < n:
+            # frames until the next window is due (at most L: a slice never wraps onto itself)
+            due = L - self._n if self._n < L else S - (self._n - L) % S
+            k = min(due, n - i)
+            self._write(rows[i:i + k])
+            i += k
+            if k == due:
+                out.append((i - 1, self._buf[self._pos:self._pos + L].copy()))
+        return out
+
+    def _write(self, block: np.ndarray) -> None:
+        """Write ``len(block)`` <= length frames at the write position, twice (L apart)."""
+        L, p, k = self.length, self._pos, len(block)
+        first = min(k, L - p)
+        self._buf[p:p + first] = block[:first]
+        self._buf[p + L:p + L + first] = block[:first]
+        if k > first:
+            self._buf[:k - first] = block[first:]
+            self._buf[L:L + k - first] = block[first:]
+        self._pos = (p + k) % L
+        self._n += k
+
     def latest(self, k: int) -> np.ndarray:
         """A copy of the newest ``k`` frames (oldest first); fewer when fewer are held."""
         k = min(k, self._n, self.length)

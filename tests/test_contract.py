@@ -53,6 +53,31 @@ def test_ring_window_emits_the_trainers_windows():
     assert ring.push(x[0]) is None
 
 
+def test_blocks_equal_frame_by_frame_pushes():
+    """push_block (features, ring) = the same pushes one frame at a time, bit for bit, any block sizes."""
+    rng = np.random.default_rng(2)
+    for length, stride in [(180, 45), (7, 3), (5, 5), (1, 1), (9, 1)]:
+        a, m = rng.normal(size=(400, 13)), rng.random((400, 4))
+        f1, f2 = StreamingFeatures(60.0), StreamingFeatures(60.0)  # frame by frame, blocks
+        r2 = RingWindow(30, length, stride)
+        got, rows_all, pos = [], [], 0
+        while pos < 400:
+            k = int(rng.integers(1, 2 * length + 3))
+            rows = f2.push_block(a[pos:pos + k], m[pos:pos + k] if k % 2 else m[pos])  # [n, E] or one [E] row
+            if not k % 2:
+                m[pos:pos + k] = m[pos]  # what the one-row block fed
+            rows_all.append(rows)
+            got += [(pos + i, w) for i, w in r2.push_block(rows)]
+            pos += k
+        feats = np.stack([f1.push(a[i], m[i]) for i in range(400)])
+        np.testing.assert_array_equal(np.concatenate(rows_all), feats)
+        r1 = RingWindow(30, length, stride)
+        want = [(i, w.copy()) for i in range(400) if (w := r1.push(feats[i])) is not None]
+        assert len(got) == len(want) > 0
+        for (i, w), (j, v) in zip(got, want):
+            assert i == j and np.array_equal(w, v)
+
+
 def test_majority_vote_ignores_unlabelled_and_breaks_ties_high():
     assert majority_label(np.array([0, 0, 1])) == 0
     assert majority_label(np.array([0, 1])) == 1

@@ -132,3 +132,82 @@ def test_pain_bundle_level_changes_stream_equals_offline(session):
     assert got == [(e.type, e.state, e.level, e.window) for e in ev]
     assert len(got) >= 2 and all(g[0] == "pain" for g in got)
     assert res[-1].state == got[-1][1]  # the live state carries the current level's label
+
+
+def _hostile_stream(sess, rng) -> list:
+    """One wearer's packets with every condition the frame path knows, many inside one read."""
+    from dataclasses import replace as dc_replace
+
+    from alanet.firmware_bridge.protocol import RawEmg
+
+    out, seq, t = [rs.hello()], 0, 0
+    for i in range(3000):
+        f = Frame(seq % 2**32, t, tuple(map(float, sess.angles[i])), tuple(map(float, sess.emg[i])))
+        u = rng.random()
+        if u < 0.01:
+            out.append(f)  # duplicate
+        elif u < 0.02:
+            seq += int(rng.integers(1, 4))  # short gap (bridged)
+        elif u < 0.023:
+            seq += 40  # long gap (window restarts)
+        elif u < 0.025:
+            seq = int(rng.integers(0, 100))  # device restart (seq back)
+        elif u < 0.035:
+            bad = list(f.angles)
+            bad[int(rng.integers(0, 13))] = [float("nan"), 1e9, float("-inf"), 7.0][int(rng.integers(0, 4))]
+            out.append(dc_replace(f, angles=tuple(bad)))
+        elif u < 0.04:
+            out.append(dc_replace(f, emg=f.emg[:3]))  # wrong shape
+        elif u < 0.042:
+            out.append(dc_replace(f, emg=(1e6,) * 4))  # sEMG out of range
+        elif u < 0.044:
+            out.append(rs.hello(device_id=f"test-wear-{i % 3}"))  # the wearable changed: window restarts
+        elif u < 0.045:
+            out += [rs.hello(sample_rate_hz=50.0), dc_replace(f, seq=(seq + 1) % 2**32), rs.hello()]  # refused, then back
+        elif u < 0.046:
+            out.append(RawEmg(i, t, 1000.0, ((0.1,) * 4,)))  # no raw rate in the HELLO: rejected
+        out.append(f)
+        seq, t = seq + 1, t + 17
+    return out
+
+
+def test_blocks_equal_frame_by_frame(model, session):
+    """Reads handled as blocks give the WindowResults, counters and faults of one packet at a time."""
+    from dataclasses import asdict, replace as dc_replace
+
+    _, runner, spec = model
+    rng = np.random.default_rng(14)
+    packets = _hostile_stream(session, rng)
+    assert sum(type(p) is Frame for p in packets) > 2900
+
+    def pipeline() -> WearerPipeline:
+        calls = {"n": 0}
+
+        def predict(x):  # the real model; one window faults, another gives NaN
+            calls["n"] += 1
+            if calls["n"] == 9:
+                raise RuntimeError("invoke failed")
+            return np.full(2, np.nan, np.float32) if calls["n"] == 17 else runner.predict(x)
+
+        return WearerPipeline("w1", dc_replace(spec, predict=predict), max_gap_frames=3)
+
+    ref, blk = pipeline(), pipeline()
+    want = [r for p in packets for r in ref.handle([p])]  # runs of one frame: the per-frame path
+    got, pos = [], 0
+    while pos < len(packets):
+        k = int(rng.choice([1, 5, 45, 300, 1000]))
+        got += blk.handle(packets[pos:pos + k])
+        pos += k
+    c, b = asdict(ref.counters), asdict(blk.counters)
+    c.pop("inference_s"), b.pop("inference_s")  # time, not behaviour
+    assert b == c
+    # one window raises, one is not finite (noted as a fault too)
+    assert c["windows"] > 20 and c["faults"] == 2 and c["skipped"] == 1 and c["bridged"] and c["resets"] > 5
+    assert c["out_of_range"] and c["bad_shape"] and c["refused"] and c["raw_rejected"] and c["gaps"]
+    assert blk.take_faults() == ref.take_faults()
+    assert len(got) == len(want)
+    for x, y in zip(got, want):
+        assert (x.window, x.seq, x.t_start, x.t_end, x.smoothed, x.state, x.event) == \
+               (y.window, y.seq, y.t_start, y.t_end, y.smoothed, y.state, y.event)
+        assert np.array_equal(x.probs, y.probs)
+    assert any(r.event for r in want)
