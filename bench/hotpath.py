@@ -15,7 +15,10 @@ each stage on the real objects:
 - total: ``Gateway.process`` for the whole stream, per window.
 
 Everything but invoke, per window (45 frames' per-frame work plus the per-window
-work), is compared with invoke: the target is runtime < model. ``--profile`` adds a
+work), is compared with invoke: the target is runtime < model. The runtime's own work
+is also measured A/B in the same run: the one-packet-at-a-time reference decoder and
+per-frame pipeline against the batch decoder and block pipeline, for 1, 4, 15 and 45
+frames per serial read. ``--profile`` adds a
 cProfile of ``Gateway.process`` (top functions by own time). Writes
 ``bench/results/hotpath.json``.
 """
@@ -155,6 +158,51 @@ def stages(bundle: Path, sess: rs.Session, frames: list[bytes], broker_url: str,
     }
 
 
+READS = (1, 4, 15, 45)  # frames per serial read in the A/B below
+
+
+def runtime_work(spec, frames: list[bytes], reads=READS, repeat: int = 5) -> dict:
+    """The runtime's own work per window (decode, checks, features, ring, normalise, glue: all but invoke).
+
+    Same stream, same process, interleaved best-of-``repeat``: ``reference`` is the
+    one-packet-at-a-time decoder (``Decoder(batch=False)``) and pipeline (``handle`` per
+    packet, the per-frame path); ``blocks`` is the batch decoder and ``handle`` per read
+    (runs of frames as blocks). The model is replaced by a constant, so invoke is out.
+    """
+    from alanet.device.pipeline import WearerPipeline
+    from alanet.firmware_bridge.codec import Decoder
+
+    const = np.array([0.5, 0.5], np.float32)
+    nospec = replace(spec, predict=lambda w: const, attention=None)  # no interpreter behind it: no attention read
+    n_win = (len(frames) - spec.length) // spec.stride + 1
+
+    def reference(chunks: list[bytes]) -> None:
+        d, p = Decoder(batch=False), WearerPipeline("w1", nospec)
+        for c in chunks:
+            for pkt in d.feed(c):
+                p.handle([pkt])
+        assert p.counters.windows == n_win
+
+    def blocks(chunks: list[bytes]) -> None:
+        d, p = Decoder(), WearerPipeline("w1", nospec)
+        for c in chunks:
+            p.handle(d.feed(c))
+        assert p.counters.windows == n_win
+
+    out = {}
+    for r in reads:
+        chunks = [b"".join(frames[k:k + r]) for k in range(0, len(frames), r)]
+        best = {"reference": float("inf"), "blocks": float("inf")}
+        for _ in range(repeat):
+            for name, fn in (("reference", reference), ("blocks", blocks)):
+                t = time.perf_counter()
+                fn(chunks)
+                best[name] = min(best[name], time.perf_counter() - t)
+        out[str(r)] = {k: round(1e3 * v / n_win, 4) for k, v in best.items()}
+        out[str(r)]["speedup"] = round(best["reference"] / best["blocks"], 2)
+    return {"frames_per_read": list(reads), "ms_per_window": out, "windows": n_win}
+
+
 def profile(bundle: Path, frames: list[bytes], broker_url: str, work: Path, top: int = 25) -> dict:
     gw = make_gateway(bundle, broker_url, work)
     pr = cProfile.Profile()
@@ -208,6 +256,12 @@ def main(argv: list[str] | None = None) -> int:
     with EmbeddedBroker(prefer="mosquitto") as broker, tempfile.TemporaryDirectory(prefix="alanet-hot-") as tmp:
         cpu = pin_one_core()
         st = stages(bundle, sess, frames, broker.url, Path(tmp))
+        from alanet.device.bundle import load_bundle
+        from alanet.device.inference import ModelRunner
+        from alanet.device.pipeline import ModelSpec
+
+        b = load_bundle(bundle)
+        work_ab = runtime_work(ModelSpec.from_bundle(b, ModelRunner.from_bundle(b)), frames)
         prof = profile(bundle, frames, broker.url, Path(tmp)) if args.profile else None
     pw = st["per_window_ms"]
     print(f"bundle {bundle} (CPU {cpu}); per window ({st['windows']} windows, stride 45 frames):")
@@ -216,6 +270,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  total − invoke               {st['total_minus_invoke_ms_per_window']:8.4f} ms")
     print(f"  runtime (sum of stages)      {st['runtime_ms_per_window']:8.4f} ms vs invoke {st['invoke_ms_per_window']:.4f} ms"
           f" -> ratio {st['runtime_ms_per_window'] / max(st['invoke_ms_per_window'], 1e-9):.2f}")
+    print("runtime's own work per window (all but invoke), reference path vs blocks, by frames per read:")
+    for r, v in work_ab["ms_per_window"].items():
+        print(f"  {r:>3} frames/read: {v['reference']:.4f} ms → {v['blocks']:.4f} ms ({v['speedup']}×)")
     if prof:
         print("own time by area (cProfile):", json.dumps(prof["own_time_by_area_pct"]))
     man = json.loads((bundle / "manifest.json").read_text())
@@ -233,8 +290,17 @@ def main(argv: list[str] | None = None) -> int:
         Figure("hotpath.publish_ms_per_window", "Publish per window (state JSON + paho)", pw["publish"], "ms",
                "Gateway._on_window on real results", "lower"),
     ]
+    ab_how = ("decode + checks + features + ring + normalise + decision per window, model replaced by a constant; "
+              "Decoder(batch=False) and handle() per packet vs Decoder() and handle() per read; same run, 1 CPU, "
+              "interleaved best of 5")
+    for r in ("1", "15", "45"):
+        v = work_ab["ms_per_window"][r]
+        figs += [Figure(f"hotpath.runtime_work_ref_{r}fpr_ms", f"Runtime work per window, reference path, {r} "
+                        "frames per read", v["reference"], "ms", ab_how, "lower"),
+                 Figure(f"hotpath.runtime_work_blocks_{r}fpr_ms", f"Runtime work per window, batch decoder + blocks, "
+                        f"{r} frames per read", v["blocks"], "ms", ab_how, "lower")]
     write_result("hotpath", {"bundle": str(bundle), "model_id": man.get("model_id"),
-                             "quantization": man.get("quantization"), "stages": st,
+                             "quantization": man.get("quantization"), "stages": st, "runtime_work": work_ab,
                              **({"profile": prof} if prof else {})}, figs, args.out)
     if prof:
         print(prof["text"][:6000])

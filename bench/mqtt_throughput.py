@@ -12,7 +12,10 @@ the same Mosquitto counts unique alert ids. Two runs:
 - backlog: N alerts queued while the broker is down, then the broker starts; drain
   rate = N / (gateway reconnected → all received and the queue empty).
 
-Also reports the cost of one durable commit. Writes ``bench/results/mqtt_throughput.json``.
+Also reports the cost of one durable commit, and the queue's cost per alert committed
+one at a time (``AlertQueue.put`` / ``delete``) against batches (``put_many`` /
+``delete_many``, one transaction each), interleaved rounds on one file, median of the
+rounds. Writes ``bench/results/mqtt_throughput.json``.
 """
 
 from __future__ import annotations
@@ -156,6 +159,40 @@ def backlog(n: int, work: Path) -> dict:
     return res
 
 
+def queue_costs(work: Path, batch: int = 16, rounds: int = 12) -> dict:
+    """Per-alert cost of the queue's commits: one per alert vs one per batch (same file, interleaved)."""
+    import statistics
+
+    from alanet.device.alert_queue import AlertQueue
+
+    q = AlertQueue(work / "costs" / "alerts.sqlite")
+    per: dict[str, list[float]] = {"put": [], "put_many": [], "delete": [], "delete_many": []}
+    for r in range(rounds):
+        for mode in (("one", "many") if r % 2 else ("many", "one")):
+            items = [(aid, "alanet/tp/w1/alert", body) for aid, body in (_payload(i) for i in range(batch))]
+            t = time.perf_counter()
+            if mode == "one":
+                for it in items:
+                    q.put(*it)
+            else:
+                q.put_many(items)
+            t1 = time.perf_counter()
+            if mode == "one":
+                for it in items:
+                    q.delete(it[0])
+            else:
+                q.delete_many([it[0] for it in items])
+            t2 = time.perf_counter()
+            put, dele = ("put", "delete") if mode == "one" else ("put_many", "delete_many")
+            per[put].append(1000 * (t1 - t) / batch)
+            per[dele].append(1000 * (t2 - t1) / batch)
+    q.close()
+    med = {k: round(statistics.median(v), 4) for k, v in per.items()}
+    return {"batch": batch, "rounds": rounds, "ms_per_alert_median": med,
+            "put_over_put_many": round(med["put"] / max(med["put_many"], 1e-9), 1),
+            "delete_over_delete_many": round(med["delete"] / max(med["delete_many"], 1e-9), 1)}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--alerts", type=int, default=2000)
@@ -174,6 +211,11 @@ def main(argv: list[str] | None = None) -> int:
         bk = backlog(n, work)
         print(f"backlog: {bk['drain_alerts_per_s']} alerts/s drained after the broker came back "
               f"({bk['received_unique']}/{n})", flush=True)
+        qc = queue_costs(work)
+        m = qc["ms_per_alert_median"]
+        print(f"queue per alert (median of {qc['rounds']} rounds, batches of {qc['batch']}): put {m['put']} ms vs "
+              f"put_many {m['put_many']} ms ({qc['put_over_put_many']}×), delete {m['delete']} ms vs delete_many "
+              f"{m['delete_many']} ms ({qc['delete_over_delete_many']}×)", flush=True)
     how = ("MqttLink.publish_alert: SQLite commit (WAL, synchronous=FULL) → paho QoS 1 → Mosquitto → QoS 1 "
            f"subscriber; {n} alerts; until all received and the queue empty")
     figs = [
@@ -187,7 +229,18 @@ def main(argv: list[str] | None = None) -> int:
         Figure("mqtt.lost", "Alerts lost in the throughput runs", (n - lv["received_unique"]) + (n - bk["received_unique"]),
                "alerts", "unique ids expected − received, both runs", ""),
     ]
-    write_result("mqtt_throughput", {"live": lv, "backlog": bk}, figs, args.out)
+    qhow = (f"AlertQueue on disk (WAL, synchronous=FULL), {qc['batch']} alerts per round, one commit per alert vs "
+            f"one per batch, interleaved, median of {qc['rounds']} rounds")
+    m = qc["ms_per_alert_median"]
+    figs += [
+        Figure("queue.put_ms_per_alert", "Alert queue: put, one commit per alert", m["put"], "ms", qhow, "lower"),
+        Figure("queue.put_many_ms_per_alert", "Alert queue: put_many, per alert", m["put_many"], "ms", qhow, "lower"),
+        Figure("queue.delete_ms_per_alert", "Alert queue: delete, one commit per alert", m["delete"], "ms", qhow,
+               "lower"),
+        Figure("queue.delete_many_ms_per_alert", "Alert queue: delete_many, per alert", m["delete_many"], "ms", qhow,
+               "lower"),
+    ]
+    write_result("mqtt_throughput", {"live": lv, "backlog": bk, "queue_costs": qc}, figs, args.out)
     return 0
 
 

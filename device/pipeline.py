@@ -30,6 +30,7 @@ assigns it, so a refused switch changes nothing.
 
 from __future__ import annotations
 
+import bisect
 import logging
 import time
 from dataclasses import dataclass
@@ -57,7 +58,7 @@ from alanet.firmware_bridge.protocol import (
 log = logging.getLogger(__name__)
 
 MAX_NOTED_FAULTS = 16  # faults kept for take_faults() between two calls (all are counted)
-MIN_BLOCK = 4  # shorter runs of DATA frames are handled one at a time (a block's fixed cost is not worth it)
+MIN_BLOCK = 8  # shorter runs of DATA frames are handled one at a time (a block's fixed cost is not worth it)
 
 
 @dataclass(frozen=True)
@@ -328,22 +329,23 @@ class WearerPipeline:
             for f in run:
                 self._one(f, out)
             return
-        ok_list, angles, emg = ok
+        good, angles, emg = ok
         n = len(run)
+        seqs = np.array([f.seq for f in run], np.int64)
+        follows = good[1:] & ((seqs[1:] - seqs[:-1]) % SEQ_MOD == 1)  # frame k + 1 continues a block at frame k
+        ends = (np.flatnonzero(~follows) + 1).tolist() + [n]  # where blocks must end
+        good_list, seq_list = good.tolist(), seqs.tolist()
         i = 0
         while i < n:
-            f = run[i]
             last = self._last
-            if not ok_list[i] or (last is not None and (f.seq - last.seq) % SEQ_MOD != 1):
-                self._one(f, out)
+            if not good_list[i] or (last is not None and (seq_list[i] - last.seq) % SEQ_MOD != 1):
+                self._one(run[i], out)
                 i += 1
                 continue
-            j = i + 1
-            while j < n and ok_list[j] and (run[j].seq - run[j - 1].seq) % SEQ_MOD == 1:
-                j += 1
+            j = ends[bisect.bisect_right(ends, i)]
             i = self._push_block(run, angles, emg, i, j, out)
 
-    def _vet(self, run: Sequence[Frame], h: Hello) -> tuple[list[bool], np.ndarray, np.ndarray] | None:
+    def _vet(self, run: Sequence[Frame], h: Hello) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
         """``frame_problem(f, h) is None`` for every frame at once, with the frames' values as arrays.
 
         None when the frames do not all have the HELLO's channel counts.
@@ -356,9 +358,10 @@ class WearerPipeline:
         n = len(run)
         if angles.shape != (n, h.n_angles) or emg.shape != (n, h.n_emg):
             return None
-        # |x| <= bound is False for NaN and ±inf: the same verdict as frame_problem's min/max/sum
-        ok = np.all(np.abs(angles) <= MAX_ABS_ANGLE_RAD, axis=1) & np.all(np.abs(emg) <= MAX_ABS_EMG, axis=1)
-        return ok.tolist(), angles, emg
+        # max |x| <= bound is False for NaN (max propagates it) and ±inf: frame_problem's verdict
+        ok = np.abs(angles).max(axis=1, initial=0.0) <= MAX_ABS_ANGLE_RAD
+        ok &= np.abs(emg).max(axis=1, initial=0.0) <= MAX_ABS_EMG
+        return ok, angles, emg
 
     def _push_block(self, run: Sequence[Frame], angles: np.ndarray, emg: np.ndarray, i: int, j: int,
                     out: list[WindowResult]) -> int:

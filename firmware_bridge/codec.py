@@ -50,6 +50,8 @@ from alanet.firmware_bridge.protocol import (
 )
 
 _CRC = struct.Struct("<H")
+#: Reads completing fewer packets than this are decoded one packet at a time (a batch's fixed cost is not worth it).
+BATCH_MIN = 4
 
 
 def crc16(data: bytes) -> int:
@@ -252,8 +254,8 @@ class Decoder:
         decode, errors = cobs.fast_decode, cobs.FAST_ERRORS
         layout = self._layout
         blen, bhead = layout.size, layout.head
-        if blen > self.max_packet:
-            blen = -1  # this decoder refuses packets that long: the reference path counts them
+        if blen > self.max_packet or len(chunks) < BATCH_MIN:
+            blen = -1  # refused as too long (the reference path counts them), or too few to be worth a batch
         items: list = []  # per packet in stream order: int (index into batch) or a Packet
         batch: list[bytes] = []
         relayout: Frame | None = None
