@@ -9,6 +9,7 @@ next 0x00 after any damage. Everything it throws away is counted in ``stats``.
 from __future__ import annotations
 
 import binascii
+import itertools
 import math
 import struct
 from dataclasses import asdict, dataclass
@@ -143,16 +144,73 @@ class _BatchLayout:
     head: bytes  # the payload's n_angles, n_emg bytes
     emg_at: int  # index of the first sEMG value in a ``row`` tuple
     dtype: np.dtype  # numpy view of a packet (checks on all packets at once)
-    row: struct.Struct  # the same packet as one tuple (``iter_unpack``)
+    row: struct.Struct  # the packet's seq, t_ms and values as one tuple (``iter_unpack``)
+    vt: int  # version | type << 8 of such a packet
+    nn: int  # n_angles | n_emg << 8
 
     @classmethod
     def of(cls, n_angles: int, n_emg: int) -> "_BatchLayout":
         n = n_angles + n_emg
-        dtype = np.dtype([("ver", "u1"), ("type", "u1"), ("seq", "<u4"), ("t", "<u4"), ("na", "u1"), ("ne", "u1"),
-                          ("v", "<f4", (n,)), ("crc", "<u2")])
-        row = struct.Struct(f"<BBIIBB{n}fH")
+        # "vt": version and type as one little-endian u2; "nn": n_angles and n_emg likewise
+        dtype = np.dtype([("vt", "<u2"), ("seq", "<u4"), ("t", "<u4"), ("nn", "<u2"), ("v", "<f4", (n,)),
+                          ("crc", "<u2")])
+        row = struct.Struct(f"<2xII2x{n}f2x")  # seq, t_ms, the values
         assert row.size == dtype.itemsize == HEADER_SIZE + DATA_HEAD.size + 4 * n + CRC_SIZE
-        return cls(row.size, bytes((n_angles, n_emg)), 6 + n_angles, dtype, row)
+        return cls(row.size, bytes((n_angles, n_emg)), 2 + n_angles, dtype, row,
+                   PROTOCOL_VERSION | TYPE_DATA << 8, n_angles | n_emg << 8)
+
+
+def _frame_maker():
+    """``make(seq, t_ms, angles, emg)``: a ``Frame`` equal to ``Frame(seq, t_ms, angles, emg)``, made in about
+    half the time: the slots are set directly instead of through the frozen dataclass's ``__init__``
+    (which has nothing else to do: no defaults, no ``__post_init__``)."""
+    assert not hasattr(Frame, "__post_init__") and Frame.__slots__ == ("seq", "t_ms", "angles", "emg")
+    new = object.__new__
+    set_seq, set_t, set_a, set_e = (getattr(Frame, k).__set__ for k in Frame.__slots__)
+
+    def make(seq: int, t_ms: int, angles: tuple, emg: tuple) -> Frame:
+        f = new(Frame)
+        set_seq(f, seq)
+        set_t(f, t_ms)
+        set_a(f, angles)
+        set_e(f, emg)
+        return f
+
+    return make
+
+
+_frame = _frame_maker()
+
+
+def _crc_table() -> np.ndarray:
+    """``T[c]``: the CRC over a packet whose last two bytes hold ``c`` (little-endian) and are its correct CRC.
+
+    The CRC register then runs on over those two bytes: ``crc16(body + le16(c)) == T[c]``
+    holds exactly when ``crc16(body) == c`` (for fixed trailing bytes the register update
+    is a bijection), so a whole packet is checked by one ``crc_hqx`` without slicing it.
+    The map is linear over GF(2) (no xor-out): built from the 16 single-bit values.
+    """
+    cols = [binascii.crc_hqx(struct.pack("<H", 1 << i), 1 << i) for i in range(16)]
+    s = np.arange(1 << 16, dtype=np.uint32)
+    t = np.zeros(1 << 16, np.uint32)
+    for i, col in enumerate(cols):
+        t ^= ((s >> i) & 1) * col
+    return t.astype(np.uint16)
+
+
+_CRC_WHOLE = _crc_table()
+
+
+def _crc_ok(packets: list[bytes], arr: np.ndarray) -> np.ndarray:
+    """Per packet: does its CRC field match (see ``_crc_table``)."""
+    whole = np.fromiter(map(binascii.crc_hqx, packets, itertools.repeat(0xFFFF)), np.uint16, len(packets))
+    return whole == _CRC_WHOLE[arr["crc"]]
+
+
+def _finite_rows(arr: np.ndarray) -> np.ndarray:
+    """Per packet: are all its values finite (the reference sums them in float64: NaN/inf make the sum non-finite,
+    and float32 values cannot overflow it)."""
+    return np.isfinite(arr["v"].sum(axis=1, dtype=np.float64))
 
 
 def _consecutive(seqs: list[int]) -> bool:
@@ -256,6 +314,10 @@ class Decoder:
         blen, bhead = layout.size, layout.head
         if blen > self.max_packet or len(chunks) < BATCH_MIN:
             blen = -1  # refused as too long (the reference path counts them), or too few to be worth a batch
+        else:
+            whole = self._whole_read(chunks, layout)
+            if whole is not None:
+                return whole
         items: list = []  # per packet in stream order: int (index into batch) or a Packet
         batch: list[bytes] = []
         relayout: Frame | None = None
@@ -281,20 +343,41 @@ class Decoder:
         if not batch:
             return self._in_order(items, None)
         ok, seqs, rows = self._check_batch(batch, layout)
-        st = self.stats
         if ok is None and len(items) == len(batch) and _consecutive(seqs):
-            # the common read: only good DATA frames, seq + 1 each; the first alone can be a gap,
-            # a restart or a duplicate of the previous read's last frame
-            keep_first = self._data_seq.check(seqs[0])
-            self._data_seq.last = seqs[-1]
-            e = layout.emg_at
-            frames = [Frame(r[2], r[3], r[6:e], r[e:-1]) for r in rows]
-            if not keep_first:
-                del frames[0]
-            st.packets += len(frames)
-            st.frames += len(frames)
-            return frames
+            return self._consecutive_frames(seqs, rows, layout)
         return self._in_order(items, (ok, rows, layout.emg_at))
+
+    def _whole_read(self, chunks: list[bytes], layout: "_BatchLayout") -> list[Packet] | None:
+        """The common read, decoded without a Python loop per packet: only DATA packets of the batch
+        layout, all valid, seq + 1 each. None (nothing counted) for any other read."""
+        try:
+            pkts = list(map(cobs.fast_decode, chunks))
+        except cobs.FAST_ERRORS:
+            return None
+        lengths = list(map(len, pkts))
+        if min(lengths) != layout.size or max(lengths) != layout.size:
+            return None
+        buf = b"".join(pkts)
+        arr = np.frombuffer(buf, layout.dtype)
+        if not (np.all(arr["vt"] == layout.vt) and np.all(arr["nn"] == layout.nn)
+                and _consecutive(seqs := arr["seq"].tolist())):
+            return None
+        if not np.all(_crc_ok(pkts, arr)) or not np.all(_finite_rows(arr)):
+            return None
+        return self._consecutive_frames(seqs, list(layout.row.iter_unpack(buf)), layout)
+
+    def _consecutive_frames(self, seqs: list[int], rows: list[tuple], layout: "_BatchLayout") -> list[Frame]:
+        """Good DATA frames, seq + 1 each: only the first can be a gap, a restart or a duplicate
+        of the previous read's last frame."""
+        keep_first = self._data_seq.check(seqs[0])
+        self._data_seq.last = seqs[-1]
+        e = layout.emg_at
+        frames = [_frame(r[0], r[1], r[2:e], r[e:]) for r in rows]
+        if not keep_first:
+            del frames[0]
+        self.stats.packets += len(frames)
+        self.stats.frames += len(frames)
+        return frames
 
     def _in_order(self, items: list, batch: tuple | None) -> list[Packet]:
         """Pass 2 in stream order: sequence-check and count the DATA frames; keep the other packets."""
@@ -307,7 +390,7 @@ class Decoder:
                 if ok is not None and not ok[it]:
                     continue
                 r = rows[it]
-                f = Frame(r[2], r[3], r[6:e], r[e:-1])
+                f = _frame(r[0], r[1], r[2:e], r[e:])
             elif type(it) is Frame:
                 f = it
             else:
@@ -324,14 +407,12 @@ class Decoder:
 
         Returns ``(ok, seqs, rows)``: ``ok`` is a list of bools per packet, or None when all
         passed; ``seqs`` the sequence numbers; ``rows`` each packet's fields as one tuple
-        (``struct.iter_unpack``: version, type, seq, t_ms, n_angles, n_emg, values..., crc).
+        (``struct.iter_unpack``: seq, t_ms, values...).
         """
         buf = b"".join(batch)
         arr = np.frombuffer(buf, layout.dtype)
-        crc = np.fromiter([binascii.crc_hqx(p[:-CRC_SIZE], 0xFFFF) for p in batch], np.uint16, len(batch))
-        crc_ok = crc == arr["crc"]
-        # the reference sums the values in float64: NaN/inf anywhere make it non-finite (float32 cannot overflow it)
-        finite = np.isfinite(arr["v"].sum(axis=1, dtype=np.float64))
+        crc_ok = _crc_ok(batch, arr)
+        finite = _finite_rows(arr)
         good = crc_ok & finite
         ok = None
         if not good.all():
