@@ -52,7 +52,7 @@ from alanet.firmware_bridge.protocol import (
 
 _CRC = struct.Struct("<H")
 #: Reads completing fewer packets than this are decoded one packet at a time (a batch's fixed cost is not worth it).
-BATCH_MIN = 4
+BATCH_MIN = 12
 
 
 def crc16(data: bytes) -> int:
@@ -338,8 +338,8 @@ class Decoder:
                 items.append(p)
                 if type(p) is Frame:
                     relayout = p
-        if relayout is not None:  # a valid DATA packet of another layout: batch that layout from the next read
-            self._layout = _BatchLayout.of(len(relayout.angles), len(relayout.emg))
+        if relayout is not None and bytes((len(relayout.angles), len(relayout.emg))) != layout.head:
+            self._layout = _BatchLayout.of(len(relayout.angles), len(relayout.emg))  # batch that layout from now on
         if not batch:
             return self._in_order(items, None)
         ok, seqs, rows = self._check_batch(batch, layout)
@@ -359,12 +359,11 @@ class Decoder:
             return None
         buf = b"".join(pkts)
         arr = np.frombuffer(buf, layout.dtype)
-        if not (np.all(arr["vt"] == layout.vt) and np.all(arr["nn"] == layout.nn)
-                and _consecutive(seqs := arr["seq"].tolist())):
+        seq = arr["seq"]
+        if not (((arr["vt"] == layout.vt) & (arr["nn"] == layout.nn)).all() and (seq[1:] - seq[:-1] == 1).all()
+                and (_crc_ok(pkts, arr) & _finite_rows(arr)).all()):
             return None
-        if not np.all(_crc_ok(pkts, arr)) or not np.all(_finite_rows(arr)):
-            return None
-        return self._consecutive_frames(seqs, list(layout.row.iter_unpack(buf)), layout)
+        return self._consecutive_frames(seq.tolist(), list(layout.row.iter_unpack(buf)), layout)
 
     def _consecutive_frames(self, seqs: list[int], rows: list[tuple], layout: "_BatchLayout") -> list[Frame]:
         """Good DATA frames, seq + 1 each: only the first can be a gap, a restart or a duplicate

@@ -216,6 +216,17 @@ def test_batch_path_matches_reference(c_cobs, monkeypatch):
         if i % 10 == 0:
             stream = rng.randbytes(rng.randint(0, 2000)) + stream
         _same_decoding(stream, rng, rng.choice([1024, 1024, 200, 60]))
+    for i in range(200 if c_cobs else 50):  # runs of consecutive frames (the common read), across the seq wrap
+        seq, parts = rng.choice([0, 2**32 - 30, rng.getrandbits(32)]), []
+        for _ in range(rng.randint(1, 150)):
+            u = rng.random()
+            seq = (seq + (0 if u < 0.02 else rng.randint(2, 9) if u < 0.04 else -rng.randint(1, 99) if u < 0.05 else 1)) % 2**32
+            vals = [0.0 if u < 0.1 else rng.uniform(-3, 3) for _ in range(17)]
+            if u > 0.995:
+                vals[rng.randrange(17)] = float("nan")
+            parts.append(encode_packet(Frame(seq, seq * 17 % 2**32, tuple(vals[:13]), tuple(vals[13:]))))
+        stream = b"".join(parts)
+        _same_decoding(bytes(_mutate(rng, bytearray(stream))) if i % 5 == 0 else stream, rng, 1024)
 
 
 @fuzz(300)
