@@ -66,7 +66,13 @@ def _train_data(quick: bool) -> list[str]:
 def _bridge(d: dict) -> list[Figure]:
     how = f"Decoder.feed on {d.get('frames')} encoded frames in {d.get('chunk_bytes')}-byte reads, 1 CPU, best of 3"
     return [
-        Figure("decode.frames_per_s", "Decoder: binary frames/s", d.get("decode_frames_per_s"), "frames/s", how, "higher"),
+        Figure("decode.frames_per_s", "Decoder: binary frames/s", d.get("decode_frames_per_s"), "frames/s",
+               f"{how}; {d.get('decode_path', 'one packet at a time')}", "higher"),
+        Figure("decode.frames_per_cpu_s", "Decoder: binary frames per CPU second", d.get("decode_frames_per_cpu_s"),
+               "frames/s", how.replace("best of 3", "process CPU time, best of 5"), "higher"),
+        Figure("decode.reference_frames_per_s", "Decoder, reference path (one packet at a time, pure Python): "
+               "binary frames/s", d.get("reference_decode_frames_per_s"), "frames/s",
+               how.replace("Decoder.feed", "Decoder(batch=False).feed") + ", same run", "higher"),
         Figure("decode.csv_frames_per_s", "Decoder: CSV frames/s", d.get("csv_decode_frames_per_s"), "frames/s",
                how.replace("Decoder", "CsvDecoder"), "higher"),
         Figure("decode.realtime_factor", "Decoder: × one 60 Hz wearable", d.get("realtime_factor_60hz"), "×",
