@@ -353,7 +353,7 @@ class WearerPipeline:
         try:
             angles = np.array([f.angles for f in run], np.float64)
             emg = np.array([f.emg for f in run], np.float64)
-        except ValueError:  # ragged: some frame has other counts
+        except (ValueError, TypeError):  # ragged (some frame has other counts) or not numbers: frame by frame
             return None
         n = len(run)
         if angles.shape != (n, h.n_angles) or emg.shape != (n, h.n_emg):
@@ -372,8 +372,12 @@ class WearerPipeline:
         restarts the window, and the frames after it are handled afresh.
         """
         env = self._env_last
-        rows = self.features.push_block(angles[i:j], emg[i:j] if env is None else env)
-        wins = self.slot.ring.push_block(rows)
+        try:
+            rows = self.features.push_block(angles[i:j], emg[i:j] if env is None else env)
+            wins = self.slot.ring.push_block(rows)
+        except Exception as exc:  # noqa: BLE001 - none is known (checked arrays); never raise, drop the block
+            self._packet_fault(run[i], exc)
+            return j
         self.counters.frames += j - i
         self._last = run[j - 1]
         for k, w in wins:

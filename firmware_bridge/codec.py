@@ -237,10 +237,11 @@ class Decoder:
     sequence is accepted: damaged packets are dropped and counted in ``stats``.
 
     With ``batch=True`` (the default) ``feed`` decodes all the DATA packets a read
-    completed at once: COBS with :func:`cobs.fast_decode` (C when available), the CRCs
-    with ``binascii.crc_hqx``, the numbers with one ``numpy.frombuffer`` over the
-    packets. ``batch=False`` is the reference path, one packet at a time in pure
+    completed at once (when there are ``BATCH_MIN`` or more): COBS with
+    :func:`cobs.fast_decode` (C when available), the CRCs with ``binascii.crc_hqx``,
+    the checks with numpy over all packets, the numbers with ``struct.iter_unpack``. ``batch=False`` is the reference path, one packet at a time in pure
     Python. Both return the same packets and the same ``stats`` for any input.
+
     ``max_packet`` bounds the decoded packet size and so the memory held between
     calls: a stream that never sends 0x00 keeps at most ``cobs.max_encoded_len(max_packet)``
     bytes and then discards until the next delimiter.
