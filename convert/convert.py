@@ -295,6 +295,9 @@ def convert_run(run_dir: str | Path, quantization: str, out: str | Path, *, rout
     if not 0.0 <= threshold <= 1.0:
         raise InputError(f"--min-agreement {threshold} must lie in [0, 1]")
     batch_sizes = parse_batch_sizes(",".join(map(str, batch_sizes)))
+    if route == "fused" and quantization == "int8":
+        raise InputError("--route fused: int8 is not supported (the fused int8 LSTM runs ~10x slower than float16); "
+                         "use --route unrolled for int8")
     run = load_run(run_dir)
     pw = load_parity_windows(run)
     dec = _decision(run, decision or {})
