@@ -160,6 +160,8 @@ BENCHES: list[Bench] = [
           what="TFLite size, LiteRT latency and parity per quantisation", has_out=False),
     Bench("compute_limit", "compute_limit.py", (), ("--quick",), "compute_limit.json", None, 120,
           what="model FLOPs, single-core matmul rate, distance of LiteRT from the floor"),
+    Bench("batch_cost", "batch_cost.py", (), ("--rounds", "5", "--routes", "fused,unrolled"), "batch_cost.json", None,
+          900, what="LiteRT cost per window against batch size per conversion route, with the compute floor"),
     Bench("train_speed", "train_speed.py", ("--epochs", "2", "--ae-epochs", "2"),
           ("--epochs", "1", "--ae-epochs", "1"), "train_speed.json", _train, 420,
           what="training time and macro F1: ALANet vs BANet vs Stacked-LSTM (small synthetic cohort)",

@@ -1,11 +1,11 @@
 """Benchmark: per quantisation, TFLite file size, LiteRT latency per window, parity with Keras.
 
-    .venv/bin/python bench/convert_latency.py [--run RUN_DIR] [--invokes N] [--routes unrolled,loop]
+    .venv/bin/python bench/convert_latency.py [--run RUN_DIR] [--invokes N] [--routes unrolled,loop,fused]
 
 Without ``--run`` it first makes a run the way a user would: synthetic EmoPain-format
 data (``alanet data synth``) and a small ALANet (``alanet train``, window 180,
 stride 45, 30 channels) in ``bench/results/tmp/``. Each quantisation (float32,
-float16, dynamic, int8; ``loop`` route: no int8) is converted with ``alanet
+float16, dynamic, int8; ``loop`` and ``fused`` routes: no int8) is converted with ``alanet
 convert``; the bundle is timed with the gateway's ``ModelRunner`` (one thread,
 N invokes on held-out windows, after a warm-up): p50/p99 ms per window. Agreement
 with Keras and macro F1 come from the conversion's parity check. Prints a table
@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--run", type=Path, help="training run directory (default: train a small ALANet on synthetic data)")
     ap.add_argument("--invokes", type=int, default=2000)
     ap.add_argument("--epochs", type=int, default=3, help="epochs for the default run")
-    ap.add_argument("--routes", default="unrolled,loop")
+    ap.add_argument("--routes", default="unrolled,loop,fused")
     args = ap.parse_args(argv)
 
     run = args.run or make_run(TMP, args.epochs)
@@ -79,8 +79,8 @@ def main(argv: list[str] | None = None) -> int:
     TMP.mkdir(parents=True, exist_ok=True)
     for route in args.routes.split(","):
         for quant in ("float32", "float16", "dynamic", "int8"):
-            if route == "loop" and quant == "int8":
-                continue  # crashes the TFLite calibrator (FACTS.md); the converter refuses with a clear error
+            if route in ("loop", "fused") and quant == "int8":
+                continue  # loop: crashes the TFLite calibrator; fused: int8 is slower (1.5 ms); both refused
             out = TMP / f"bundle-{route}-{quant}"  # kept: bench/compute_limit.py times them too
             res = convert_run(run, quant, out, route=route, force=True, min_agreement=0.0, quiet=True)
             b = load_bundle(out)

@@ -10,8 +10,9 @@ Each bundle is made by the same three public commands a user runs:
    encoder and the attention head end to end; window 180 / stride 45 / 30 channels;
    hold-out on the EmoPain challenge validation participants). Training calibrates the
    decision rule on its inner-validation participants (window threshold, alert rule);
-3. ``alanet convert`` (float16, LSTM kept as a WHILE loop: a ~40 KB file), which writes
-   that rule into the manifest.
+3. ``alanet convert`` (float16, route ``fused``: the fused TFLite LSTM op through a
+   tf_keras copy, a ~29 KB file, the fastest batch-1 form; see models/README.md for the
+   routes measured), which writes that rule into the manifest.
 
 The protective bundle is then checked the way the gateway runs it on fresh synthetic
 patient sessions (seeds used neither for training nor for calibration), scored with
@@ -31,8 +32,8 @@ from pathlib import Path
 
 DEMOS = {
     # name: (task, quantisation, route, extra train flags, extra convert flags)
-    "protective": ("protective", "float16", "loop", [], []),
-    "pain": ("pain", "float16", "loop", [], []),
+    "protective": ("protective", "float16", "fused", [], []),
+    "pain": ("pain", "float16", "fused", [], []),
 }
 
 
@@ -99,7 +100,8 @@ def build(name: str, out_root: Path, work: Path, *, epochs: int | None, ae_epoch
     _cli("convert", str(run), "--quantize", quant, "--route", route, "--out", str(bundle), "--force", *convert_extra)
     m = json.loads((bundle / "manifest.json").read_text())
     metrics = json.loads((run / "metrics.json").read_text())
-    print(f"{bundle}: {m['model_bytes'] / 1024:.0f} KiB, hold-out macro F1 {metrics.get('macro_f1', float('nan')):.3f} "
+    size = m["model_bytes"] + sum(e["bytes"] for e in m.get("batch_models") or [] if e["file"] != "model.tflite")
+    print(f"{bundle}: {size / 1024:.0f} KiB of model files, hold-out macro F1 {metrics.get('macro_f1', float('nan')):.3f} "
           f"(accuracy {metrics.get('accuracy', float('nan')):.3f}), TFLite/Keras agreement {m['parity']['agreement']:.1%}",
           flush=True)
     if task == "protective":

@@ -32,8 +32,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="only these gateways may install the bundle (repeatable; default: any gateway)")
     p.add_argument("--archive", action="store_true",
                    help="also write the single-file transport form BUNDLE_DIR.tar")
-    p.add_argument("--route", choices=("unrolled", "loop"), default="unrolled",
-                   help="unrolled LSTM (default: every quantisation, fastest) or WHILE loop (smaller; no int8)")
+    p.add_argument("--route", choices=("unrolled", "loop", "fused"), default="unrolled",
+                   help="unrolled LSTM (default: every quantisation, fast, ~0.5 MB), WHILE loop (small, slow; no "
+                   "int8) or fused LSTM op (ALANet only, needs tf-keras: smallest and fastest at batch 1; no int8)")
+    p.add_argument("--batch-sizes", dest="batch_sizes", metavar="N,N", default="1",
+                   help="native batch sizes the bundle runs, e.g. 1,16 (one more model file per size; unrolled: "
+                   "one dynamic-batch model); default 1")
     p.set_defaults(func=lazy("alanet.convert.convert:cmd_convert"))
 
     p = sub.add_parser(

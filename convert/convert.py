@@ -2,8 +2,9 @@
 
 Steps: check the inputs (run directory, output, signing key) → in a child process
 (TensorFlow, see :mod:`alanet.convert.worker`) build the batch-1 inference copy
-and convert it → here, with LiteRT only, run the converted model on the held-out
-windows and compare with Keras (parity) → refuse below the agreement threshold →
+and convert it (and one model per extra batch size, ``--batch-sizes``) → here, with
+LiteRT only, run the converted model(s) on the held-out windows and compare with
+Keras (parity; every batch size's model is checked the same way) → refuse below the agreement threshold →
 write the bundle atomically (manifest, model, optional signature) → load it back
 with the gateway's own checks.
 """
@@ -28,14 +29,17 @@ import numpy as np
 from alanet.convert.parity import DEFAULT_MIN_AGREEMENT, MAX_ATTENTION_TV, Parity, compare, compare_attention
 from alanet.convert.rundir import Run, load_parity_windows, load_run
 from alanet.device.decisions import window_labels
-from alanet.device.bundle import (MANIFEST_SCHEMA, QUANTIZATIONS, BundleError, default_decision, encode_window,
-                                  load_bundle, write_bundle)
+from alanet.device.bundle import (MANIFEST_SCHEMA, MAX_BATCH_MODELS, QUANTIZATIONS, BundleError, default_decision,
+                                  encode_window, load_bundle, write_bundle)
 from alanet.device.inference import ModelRunner, model_ops
 from alanet.device.signing import load_private_key
 from alanet.errors import InputError
 from alanet.options import parse_assignments
 
 N_SELF_TEST = 3
+# Ops that keep state between invokes (the fused LSTM): the runner resets them before each one.
+STATEFUL_OPS = {"UNIDIRECTIONAL_SEQUENCE_LSTM", "BIDIRECTIONAL_SEQUENCE_LSTM", "UNIDIRECTIONAL_SEQUENCE_RNN",
+                "VAR_HANDLE"}
 CLEAR_FRACTION = 0.75  # a calibrated alert clears below this fraction of its raise threshold
 HYSTERESIS = ("smoothing_alpha", "raise_threshold", "clear_threshold", "min_raise_windows", "min_clear_windows")
 
@@ -49,7 +53,7 @@ class ConversionError(InputError):
 @dataclass(frozen=True)
 class ConvertResult:
     bundle: Path
-    model_bytes: int
+    model_bytes: int  # all model files of the bundle together
     parity: Parity
     route: str
     ops: list[str]
@@ -57,9 +61,11 @@ class ConvertResult:
     attention: Any = None  # AttentionParity for models with attention outputs
 
 
-def _worker(run_dir: Path, quantization: str, route: str, work: Path, timeout_s: float, quiet: bool) -> dict[str, Any]:
+def _worker(run_dir: Path, quantization: str, route: str, work: Path, timeout_s: float, quiet: bool,
+            batch_sizes: tuple[int, ...] = (1,)) -> dict[str, Any]:
     """Run the TensorFlow half in a child process; map a crash or bad input to a clear error."""
-    cmd = [sys.executable, "-m", "alanet.convert.worker", str(run_dir), quantization, route, str(work)]
+    cmd = [sys.executable, "-m", "alanet.convert.worker", str(run_dir), quantization, route, str(work),
+           ",".join(map(str, batch_sizes))]
     env = {**__import__("os").environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
     stage_file, last, t0 = work / "stage", "", time.monotonic()
@@ -196,15 +202,17 @@ def attention_block(run: Run, att: dict[str, Any]) -> dict[str, Any]:
 
 
 def _lite_run(runner: ModelRunner, x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
-    """Probabilities [N, K] and, for a model with attention outputs, temporal [N, L] and bodily [N, P] weights."""
-    if not runner.has_attention:
-        return runner.predict_many(x), None, None
+    """Probabilities [N, K] of the batch-1 model and, for a model with attention outputs, temporal [N, L]
+    and bodily [N, P] weights."""
     probs, temporal, body = [], [], []
     for w in x:
         probs.append(runner.predict(np.asarray(w, np.float32)))
-        t, b = runner.attention()  # type: ignore[misc]
-        temporal.append(t)
-        body.append(b)
+        if runner.has_attention:
+            t, b = runner.attention()  # type: ignore[misc]
+            temporal.append(t)
+            body.append(b)
+    if not runner.has_attention:
+        return np.stack(probs), None, None
     return np.stack(probs), np.stack(temporal), np.stack(body)
 
 
@@ -237,15 +245,34 @@ def _decision(run: Run, overrides: dict[str, Any]) -> dict[str, Any]:
     return dec
 
 
+def parse_batch_sizes(text: str | None) -> tuple[int, ...]:
+    """``"1,16"`` → (1, 16): the native batch sizes of a bundle (1 is always added)."""
+    if not text:
+        return (1,)
+    try:
+        sizes = {int(v) for v in text.split(",") if v.strip()}
+    except ValueError:
+        raise InputError(f"--batch-sizes: {text!r} is not a comma-separated list of integers") from None
+    bad = sorted(v for v in sizes if not 1 <= v <= 9999)
+    if bad:
+        raise InputError(f"--batch-sizes: {bad[0]} is out of range (1..9999)")
+    sizes.add(1)
+    if len(sizes) > 1 + MAX_BATCH_MODELS:
+        raise InputError(f"--batch-sizes: at most {MAX_BATCH_MODELS} sizes besides 1")
+    return tuple(sorted(sizes))
+
+
 def convert_run(run_dir: str | Path, quantization: str, out: str | Path, *, route: str = "unrolled",
                 sign: str | Path | None = None, force: bool = False, min_agreement: float | None = None,
                 timeout_s: float = 1800.0, quiet: bool = False,
                 decision: dict[str, Any] | None = None, bundle_version: int | None = None,
-                gateways: list[str] | None = None) -> ConvertResult:
+                gateways: list[str] | None = None, batch_sizes: tuple[int, ...] = (1,)) -> ConvertResult:
     """Convert a run into a bundle at ``out``; ConversionError/InputError leave nothing behind.
 
     ``bundle_version`` (default: now, in seconds since 1970) and ``gateways`` (the only
-    gateways that may install it) go into the signed manifest.
+    gateways that may install it) go into the signed manifest. ``batch_sizes``: the
+    native batch sizes the bundle runs (each extra size is one more model file, or for
+    ``route="unrolled"`` one dynamic-batch model).
     """
     t0 = time.monotonic()
     if bundle_version is None:
@@ -267,27 +294,46 @@ def convert_run(run_dir: str | Path, quantization: str, out: str | Path, *, rout
     threshold = DEFAULT_MIN_AGREEMENT[quantization] if min_agreement is None else float(min_agreement)
     if not 0.0 <= threshold <= 1.0:
         raise InputError(f"--min-agreement {threshold} must lie in [0, 1]")
+    batch_sizes = parse_batch_sizes(",".join(map(str, batch_sizes)))
+    if route == "fused" and quantization == "int8":
+        raise InputError("--route fused: int8 is not supported (the fused int8 LSTM runs ~10x slower than float16); "
+                         "use --route unrolled for int8")
     run = load_run(run_dir)
     pw = load_parity_windows(run)
     dec = _decision(run, decision or {})
 
     with tempfile.TemporaryDirectory(prefix="alanet-convert-") as tmp:
         work = Path(tmp)
-        info = _worker(run.path, quantization, route, work, timeout_s, quiet)
+        info = _worker(run.path, quantization, route, work, timeout_s, quiet, batch_sizes)
         tflite = (work / "model.tflite").read_bytes()
         keras_probs = np.load(work / "keras_probs.npy")
+        extra = {int(b): (None if f is None else work / f) for b, f in (info.get("batch_models") or {}).items()}
         ops = model_ops(work / "model.tflite")
+        for path in {p for p in extra.values() if p is not None}:
+            ops = sorted({*ops, *model_ops(path)})
         bad = [o for o in ops if o.startswith("Flex") or o == "CUSTOM"]
         if bad:
             raise ConversionError(f"converted model needs non-builtin ops {bad}; nothing written")
         att = info.get("attention")
-        runner = ModelRunner(work / "model.tflite", num_threads=1, outputs=att["outputs"] if att else None)
+        runner = ModelRunner(work / "model.tflite", num_threads=1, outputs=att["outputs"] if att else None,
+                             stateful=bool(info.get("stateful")) or bool(STATEFUL_OPS & set(ops)),
+                             batch_models={b: work / "model.tflite" if p is None else p for b, p in extra.items()})
         lite_probs, lite_t, lite_b = _lite_run(runner, pw.test_x)
         parity = compare(keras_probs, lite_probs, pw.test_y, threshold, dec)
         if not parity.passed:
             raise ConversionError(
                 f"parity check failed: {quantization} model agrees with Keras on {parity.agreement:.1%} of "
                 f"{parity.n_windows} parity windows, below {threshold:.1%}; nothing written")
+        batch_parity = {}
+        for size in runner.batch_sizes[1:]:  # every batch model: the same check, one invoke per `size` windows
+            got = np.concatenate([runner.predict_at(size, pw.test_x[i:i + size]) for i in range(0, len(pw.test_x), size)])
+            bp = compare(keras_probs, got, pw.test_y, threshold, dec)
+            if not bp.passed:
+                raise ConversionError(
+                    f"parity check failed at batch {size}: agrees with Keras on {bp.agreement:.1%} of "
+                    f"{bp.n_windows} parity windows, below {threshold:.1%}; nothing written")
+            batch_parity[str(size)] = {"agreement": bp.agreement, "max_abs_diff": bp.max_abs_diff,
+                                       "max_abs_diff_vs_batch_1": float(np.max(np.abs(got - lite_probs)))}
         att_parity = None
         if att is not None:
             att_parity = compare_attention(np.load(work / "keras_temporal.npy"), lite_t, np.load(work / "keras_body.npy"),
@@ -317,11 +363,14 @@ def convert_run(run_dir: str | Path, quantization: str, out: str | Path, *, rout
         if gateways:
             manifest["gateways"] = list(dict.fromkeys(gateways))
         manifest["parity"]["skipped_padded_windows"] = pw.skipped_padded
+        if batch_parity:
+            manifest["parity"]["batch"] = batch_parity
         manifest["parity"]["windows"] = str(run.config.get("parity_windows", "held-out participants"))
         if att is not None and att_parity is not None:
             manifest["attention"] = attention_block(run, att)
             manifest["parity"]["attention"] = att_parity.to_dict()
-        write_bundle(out, manifest, tflite, signing_key=sign, force=force)
+        batch_bytes = {b: None if p is None else p.read_bytes() for b, p in extra.items()}
+        write_bundle(out, manifest, tflite, signing_key=sign, force=force, batch_models=batch_bytes)
     try:
         load_bundle(out)
     except BundleError:
@@ -329,7 +378,8 @@ def convert_run(run_dir: str | Path, quantization: str, out: str | Path, *, rout
 
         shutil.rmtree(out, ignore_errors=True)
         raise
-    return ConvertResult(out, len(tflite), parity, route, ops, time.monotonic() - t0, att_parity)
+    total = len(tflite) + sum(len(v) for v in batch_bytes.values() if v is not None)
+    return ConvertResult(out, total, parity, route, ops, time.monotonic() - t0, att_parity)
 
 
 def parse_decision(items: list[str]) -> dict[str, Any]:
@@ -340,7 +390,8 @@ def parse_decision(items: list[str]) -> dict[str, Any]:
 def cmd_convert(args: argparse.Namespace) -> int:
     res = convert_run(args.run_dir, args.quantize, args.out, route=args.route, sign=args.sign, force=args.force,
                       min_agreement=args.min_agreement, decision=parse_decision(args.decision),
-                      bundle_version=args.bundle_version, gateways=args.for_gateway)
+                      bundle_version=args.bundle_version, gateways=args.for_gateway,
+                      batch_sizes=parse_batch_sizes(args.batch_sizes))
     p = res.parity
     f1 = "" if p.macro_f1_keras is None else f", macro F1 Keras {p.macro_f1_keras:.3f} / TFLite {p.macro_f1_tflite:.3f}"
     print(f"wrote {res.bundle} ({args.quantize}, {res.route}, {res.model_bytes / 1024:.1f} KiB): "

@@ -11,6 +11,12 @@ trained model, with the trained weights:
   ops (``INT8_FLOAT_OPS``) float, see :func:`_int8_selective`.
 - route ``loop``: LSTMs left rolled: a WHILE-loop graph, smaller files for long
   windows, but int8 crashes the calibrator (the worker subprocess reports it).
+- route ``fused`` (ALANet): the fused LSTM op through a ``tf_keras`` copy, see
+  :mod:`alanet.convert.fused`: the smallest and fastest batch-1 file.
+
+A bundle that runs more batch sizes than 1 gets one file per size (the batch is
+fixed in a WHILE loop's and a fused LSTM's graph), or, for ``unrolled``, one file
+with a dynamic batch.
 
 The copy comes from ``alanet.train.models.build_model`` when it knows the model,
 else from the trained model's own serialized config, rewritten as above.
@@ -32,7 +38,7 @@ import numpy as np
 from alanet.convert.rundir import Run
 from alanet.errors import InputError
 
-ROUTES = ("unrolled", "loop")
+ROUTES = ("unrolled", "loop", "fused")
 # int8 ops kept in float: the LSTM gate/state arithmetic. Quantising the recurrent
 # state at each of 180 steps cost 10 points of agreement on a real ALANet run
 # (87.5 % → 98.8 % with these in float); weights, FULLY_CONNECTED/CONV_2D and the
@@ -65,13 +71,13 @@ def full_window_inputs(model, x: np.ndarray):
     return [x, np.ones(x.shape[:2], bool)]
 
 
-def _rewrite(node: Any, unroll: bool) -> Any:
-    """Rewrite a serialized Keras config: batch 1, Masking → Identity, masks dropped, RNNs unrolled."""
+def _rewrite(node: Any, unroll: bool, batch: int = 1) -> Any:
+    """Rewrite a serialized Keras config: batch ``batch``, Masking → Identity, masks dropped, RNNs unrolled."""
     if isinstance(node, list):
-        return [_rewrite(v, unroll) for v in node]
+        return [_rewrite(v, unroll, batch) for v in node]
     if not isinstance(node, dict):
         return node
-    out = {k: _rewrite(v, unroll) for k, v in node.items()}
+    out = {k: _rewrite(v, unroll, batch) for k, v in node.items()}
     if isinstance(out.get("kwargs"), dict) and "args" in out:  # a call node: streamed windows carry no mask
         out["kwargs"].pop("mask", None)
     cls = out.get("class_name")
@@ -80,7 +86,7 @@ def _rewrite(node: Any, unroll: bool) -> Any:
         if cls == "InputLayer":
             for key in ("batch_shape", "batch_input_shape"):
                 if isinstance(cfg.get(key), list) and cfg[key]:
-                    cfg[key] = [1] + list(cfg[key][1:])
+                    cfg[key] = [batch] + list(cfg[key][1:])
         elif cls in RNN_LAYERS and unroll:
             cfg["unroll"] = True
         elif cls == "Masking":
@@ -89,37 +95,37 @@ def _rewrite(node: Any, unroll: bool) -> Any:
             out["registered_name"] = None
             out["config"] = {k: cfg[k] for k in ("name", "trainable", "dtype") if k in cfg}
         if cls == "Sequential" and isinstance(cfg.get("build_input_shape"), list):
-            cfg["build_input_shape"] = [1] + list(cfg["build_input_shape"][1:])
+            cfg["build_input_shape"] = [batch] + list(cfg["build_input_shape"][1:])
     return out
 
 
-def _copy_from_config(trained, unroll: bool):
+def _copy_from_config(trained, unroll: bool, batch: int = 1):
     import keras
 
     ser = keras.saving.serialize_keras_object(trained)
-    return keras.saving.deserialize_keras_object(_rewrite(copy.deepcopy(ser), unroll))
+    return keras.saving.deserialize_keras_object(_rewrite(copy.deepcopy(ser), unroll, batch))
 
 
-def _copy_from_zoo(run: Run, unroll: bool):
+def _copy_from_zoo(run: Run, unroll: bool, batch: int = 1):
     from alanet.train.models import build_model  # may not exist / not know the model
 
     cfg = run.config
     groups = cfg.get("groups") or list(run.schema.groups.values())
     return build_model(cfg["model"], timesteps=run.window, channels=run.schema.n_channels, n_classes=len(run.labels),
                        groups=[list(g) for g in groups], hparams=cfg.get("hparams") or {}, unroll=unroll,
-                       masking=False, batch_size=1)
+                       masking=False, batch_size=batch)
 
 
-def inference_copy(run: Run, trained, route: str, check_x: np.ndarray, atol: float = 1e-4):
-    """Batch-1, Masking-free copy of ``trained`` for ``route``, checked to give the same outputs."""
-    if route not in ROUTES:
+def inference_copy(run: Run, trained, route: str, check_x: np.ndarray, atol: float = 1e-4, batch: int = 1):
+    """Batch-``batch``, Masking-free copy of ``trained`` for ``route``, checked to give the same outputs."""
+    if route not in ROUTES or route == "fused":
         raise InputError(f"unknown route {route!r} (choose from {', '.join(ROUTES)})")
     unroll = route == "unrolled"
     ref = trained.predict(full_window_inputs(trained, check_x), verbose=0, batch_size=len(check_x))
     reasons = []
     builders: list[tuple[str, Callable[[], Any]]] = [
-        ("model zoo", lambda: _copy_from_zoo(run, unroll)),
-        ("saved config", lambda: _copy_from_config(trained, unroll)),
+        ("model zoo", lambda: _copy_from_zoo(run, unroll, batch)),
+        ("saved config", lambda: _copy_from_config(trained, unroll, batch)),
     ]
     for how, build in builders:
         try:
@@ -128,12 +134,14 @@ def inference_copy(run: Run, trained, route: str, check_x: np.ndarray, atol: flo
         except Exception as exc:  # noqa: BLE001 - try the next way, report all
             reasons.append(f"{how}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
             continue
-        got = np.concatenate([np.asarray(model(check_x[i:i + 1], training=False)) for i in range(len(check_x))])
+        xs = np.resize(check_x, (-(-len(check_x) // batch) * batch, *check_x.shape[1:]))
+        got = np.concatenate([np.asarray(model(xs[i:i + batch], training=False))
+                              for i in range(0, len(xs), batch)])[:len(check_x)]
         diff = float(np.max(np.abs(got - ref)))
         if got.shape == ref.shape and diff <= atol:
             return model, how
         reasons.append(f"{how}: outputs differ from the trained model (max |Δ| {diff:.3g})")
-    raise InputError(f"{run.model_path}: cannot build a batch-1 inference copy: " + "; ".join(reasons))
+    raise InputError(f"{run.model_path}: cannot build a batch-{batch} inference copy: " + "; ".join(reasons))
 
 
 def with_attention(model, model_name: str, n_groups: int):
@@ -187,26 +195,35 @@ def with_attention(model, model_name: str, n_groups: int):
                  "outputs": {"probabilities": "output_0", "temporal": "output_1", "body": "output_2"}}
 
 
-def to_tflite(model, quantization: str, calib_x: np.ndarray, *, n_calib: int = 256) -> bytes:
-    """Convert a batch-1 Keras model to TFLite bytes (builtin ops only, never Flex)."""
+def to_tflite(model, quantization: str, calib_x: np.ndarray, *, n_calib: int = 256, batch: int | None = 1) -> bytes:
+    """Convert a Keras model to TFLite bytes at batch ``batch`` (None: dynamic; builtin ops only, never Flex)."""
     import tensorflow as tf
 
-    shape = [1] + [int(d) for d in model.inputs[0].shape[1:]]
+    shape = [batch] + [int(d) for d in model.inputs[0].shape[1:]]
     with tempfile.TemporaryDirectory(prefix="alanet-export-") as tmp:
         sm = os.path.join(tmp, "saved_model")
         model.export(sm, input_signature=[tf.TensorSpec(shape, tf.float32)], verbose=False)
-        conv = tf.lite.TFLiteConverter.from_saved_model(sm)
-        conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
-        if quantization == "float16":
-            conv.optimizations = [tf.lite.Optimize.DEFAULT]
-            conv.target_spec.supported_types = [tf.float16]
-        elif quantization == "dynamic":
-            conv.optimizations = [tf.lite.Optimize.DEFAULT]
-        elif quantization == "int8":
+        if quantization == "int8":
+            conv = tf.lite.TFLiteConverter.from_saved_model(sm)
+            conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
             return _int8_selective(conv, calib_x[:n_calib])
-        elif quantization != "float32":
-            raise InputError(f"unknown quantisation {quantization!r}")
-        return bytes(conv.convert())
+        return convert_saved_model(sm, quantization)
+
+
+def convert_saved_model(saved_model: str, quantization: str) -> bytes:
+    """TFLite bytes of a SavedModel, builtin ops only, float32 / float16 / dynamic-range weights."""
+    import tensorflow as tf
+
+    conv = tf.lite.TFLiteConverter.from_saved_model(saved_model)
+    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    if quantization == "float16":
+        conv.optimizations = [tf.lite.Optimize.DEFAULT]
+        conv.target_spec.supported_types = [tf.float16]
+    elif quantization == "dynamic":
+        conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    elif quantization != "float32":
+        raise InputError(f"unknown quantisation {quantization!r}")
+    return bytes(conv.convert())
 
 
 def _int8_selective(conv, calib_x: np.ndarray) -> bytes:

@@ -42,12 +42,16 @@ def inspect_bundle(path: str | Path, trusted_keys: list[Path] | None = None) -> 
         "decision": m["decision"],
         "model_bytes": m["model_bytes"],
         "model_sha256": m["model_sha256"],
+        "batch_sizes": list(b.batch_sizes),
+        "batch_models": [dict(e) for e in m.get("batch_models") or []],
+        "bundle_bytes": m["model_bytes"] + sum(e["bytes"] for e in m.get("batch_models") or []
+                                               if e["file"] != "model.tflite"),
         "ops": model_ops(b.model_path),
         "parity": m["parity"],
         "training": {k: m["training"].get(k) for k in ("model", "run_dir", "metrics") if k in m["training"]},
         "checks": {"manifest_schema": "ok", "model_sha256": "ok", "signature": sig,
-                   "self_test": f"ok ({len(m['self_test'])} vectors, max |Δ| {b.self_test_max_diff:.2g} "
-                                f"<= {m['self_test_atol']:g})"},
+                   "self_test": f"ok ({len(m['self_test'])} vectors, every model file, max |Δ| "
+                                f"{b.self_test_max_diff:.2g} <= {m['self_test_atol']:g})"},
     }
 
 
@@ -64,6 +68,9 @@ def _text(r: dict[str, Any]) -> str:
         f"stride {r['stride']}; tensor {r['input']['shape']} {r['input']['dtype']}",
         f"model       {r['model_bytes']} bytes, {r['quantization']}"
         f"{', ' + r['route'] if r['route'] else ''}{', stateful' if r['stateful'] else ''}; sha256 {r['model_sha256']}",
+        f"batch       native sizes {', '.join(map(str, r['batch_sizes']))}"
+        + "".join(f"; {e['size']}: {e['file']} ({e['bytes']} bytes, sha256 {e['sha256'][:12]}...)"
+                  for e in r["batch_models"]) + f"; model files {r['bundle_bytes']} bytes in all",
         f"ops         {', '.join(r['ops'])}",
         f"decision    {json.dumps(r['decision'])}",
         f"parity      agreement {p['agreement']:.1%} on {p['n_windows']} windows (threshold {p['threshold']:.0%}), "

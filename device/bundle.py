@@ -1,15 +1,17 @@
 """Model bundles: what a gateway runs (no TensorFlow: LiteRT, cryptography, jsonschema).
 
 A bundle is a directory holding ``model.tflite``, ``manifest.json`` and, when
-signed, ``signature``; ``pack``/``unpack`` turn it into one tar file for transport.
+signed, ``signature``; a bundle that runs extra native batch sizes also holds one
+``model-b<N>.tflite`` per size (listed with their SHA-256 and size in the
+manifest's ``batch_models``, so the signature over the manifest covers them); ``pack``/``unpack`` turn it into one tar file for transport.
 The manifest (schema ``alanet.bundle/1``, JSON Schema in
 ``alanet/device/schemas/manifest.schema.json``) is the whole contract: task,
 labels, channels with units, sample rate, window/stride, normalisation,
 decision thresholds, quantisation, training and parity summary, the model's
-SHA-256 and size, and self-test vectors.
+SHA-256 and size (and those of its batch models), and self-test vectors.
 
 :func:`load_bundle` refuses a bundle whose manifest breaks the schema, whose
-model hash or size differs, whose signature is not from a trusted key, or whose
+model hash or size (or a batch model's) differs, whose signature is not from a trusted key, or whose
 self-test vectors do not reproduce, with a :class:`BundleError` naming why.
 """
 
@@ -22,6 +24,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import shutil
 import tarfile
 import tempfile
@@ -43,6 +46,8 @@ MANIFEST_FILE = "manifest.json"
 MODEL_FILE = "model.tflite"
 SIGNATURE_FILE = "signature"
 BUNDLE_FILES = (MANIFEST_FILE, MODEL_FILE, SIGNATURE_FILE)
+BATCH_MODEL_RE = re.compile(r"^model-b([1-9][0-9]{0,3})\.tflite$")  # model-b16.tflite: the model at batch 16
+MAX_BATCH_MODELS = 8
 QUANTIZATIONS = ("float32", "float16", "dynamic", "int8")
 SCHEMA_PATH = Path(__file__).with_name("schemas") / "manifest.schema.json"
 
@@ -100,6 +105,16 @@ class Bundle:
     def version(self) -> int:
         """The signed, monotonic ``bundle_version`` (0 when the manifest has none)."""
         return int(self.manifest.get("bundle_version", 0))
+
+    @property
+    def batch_models(self) -> dict[int, Path]:
+        """Extra native batch sizes → their model file (in this bundle's directory)."""
+        return {int(e["size"]): self.path / e["file"] for e in self.manifest.get("batch_models") or []}
+
+    @property
+    def batch_sizes(self) -> tuple[int, ...]:
+        """The batch sizes this bundle runs natively (always with 1)."""
+        return tuple(sorted({1, *self.batch_models}))
 
     @property
     def gateways(self) -> list[str]:
@@ -162,6 +177,18 @@ def validate_manifest(manifest: Mapping[str, Any], where: str = MANIFEST_FILE) -
         raise BundleError(f"{where}: field input/shape: {manifest['input']['shape']} is not [1, window={manifest['window']}, channels={n_ch}]")
     if manifest["stride"] > manifest["window"]:
         raise BundleError(f"{where}: field stride: {manifest['stride']} > window {manifest['window']}")
+    sizes: set[int] = set()
+    for i, e in enumerate(manifest.get("batch_models") or []):
+        size, name = e["size"], e["file"]
+        mt = BATCH_MODEL_RE.match(name)
+        if name != MODEL_FILE and (mt is None or int(mt.group(1)) != size):
+            raise BundleError(f"{where}: field batch_models/{i}/file: {name!r} is not model-b{size}.tflite "
+                              f"(or {MODEL_FILE}, for a model with a dynamic batch)")
+        if size in sizes:
+            raise BundleError(f"{where}: field batch_models/{i}/size: batch {size} listed twice")
+        if name == MODEL_FILE and (e["sha256"] != manifest["model_sha256"] or e["bytes"] != manifest["model_bytes"]):
+            raise BundleError(f"{where}: field batch_models/{i}: names {MODEL_FILE} with another hash or size")
+        sizes.add(size)
     ci = manifest["decision"].get("class_index")
     if ci is not None and ci >= k:
         raise BundleError(f"{where}: field decision/class_index: {ci} but only {k} labels")
@@ -227,12 +254,16 @@ def write_bundle(
     *,
     signing_key: KeySource | None = None,
     force: bool = False,
+    batch_models: Mapping[int, bytes | None] | None = None,
 ) -> Path:
     """Write a bundle directory atomically (staged sibling, renamed on success).
 
     ``model_file``, ``model_sha256`` and ``model_bytes`` are filled in from
-    ``tflite_bytes``; the manifest is validated before anything is written; with
-    ``signing_key`` (a PEM private key path or bytes) a ``signature`` is added.
+    ``tflite_bytes``; ``batch_models`` (extra native batch size → that model's bytes,
+    or ``None`` when ``tflite_bytes`` has a dynamic batch and runs that size itself)
+    become ``model-b<N>.tflite`` files and the manifest's ``batch_models`` entries; the
+    manifest is validated before anything is written; with ``signing_key`` (a PEM
+    private key path or bytes) a ``signature`` is added.
     """
     from alanet.atomic import staged_dir
 
@@ -243,11 +274,24 @@ def write_bundle(
     m["model_file"] = MODEL_FILE
     m["model_sha256"] = hashlib.sha256(tflite_bytes).hexdigest()
     m["model_bytes"] = len(tflite_bytes)
+    files = {MODEL_FILE: tflite_bytes}
+    if batch_models:
+        entries = []
+        for size, data in sorted(batch_models.items()):
+            name = MODEL_FILE if data is None else f"model-b{int(size)}.tflite"
+            data = tflite_bytes if data is None else data
+            files[name] = data
+            entries.append({"size": int(size), "file": name, "sha256": hashlib.sha256(data).hexdigest(),
+                            "bytes": len(data)})
+        m["batch_models"] = entries
+    else:
+        m.pop("batch_models", None)
     validate_manifest(m, where=f"{final}/{MANIFEST_FILE}")
     mbytes = manifest_to_bytes(m)
     sig = sign_manifest(mbytes, signing_key) if signing_key is not None else None
     with staged_dir(final, force=force) as stage:
-        (stage / MODEL_FILE).write_bytes(tflite_bytes)
+        for name, data in files.items():
+            (stage / name).write_bytes(data)
         (stage / MANIFEST_FILE).write_bytes(mbytes)
         if sig is not None:
             (stage / SIGNATURE_FILE).write_bytes(sig)
@@ -260,8 +304,8 @@ def write_bundle(
 def pack(dir: str | os.PathLike[str], archive: str | os.PathLike[str] | None = None) -> Path:
     """Pack a bundle directory into one tar file (default ``<dir>.tar``); returns its path.
 
-    Members are the bundle files at the top level, with fixed owner/mode/mtime so the
-    same bundle always packs to the same bytes.
+    Members are the bundle files (:func:`bundle_file_names`) at the top level, with fixed
+    owner/mode/mtime so the same bundle always packs to the same bytes.
     """
     from alanet.atomic import write_bytes
 
@@ -271,10 +315,8 @@ def pack(dir: str | os.PathLike[str], archive: str | os.PathLike[str] | None = N
     out = Path(archive) if archive is not None else src.with_name(src.name + ".tar")
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        for name in BUNDLE_FILES:
+        for name in bundle_file_names(src):
             p = src / name
-            if not p.is_file():
-                continue
             data = p.read_bytes()
             info = tarfile.TarInfo(name)
             info.size, info.mode, info.mtime = len(data), 0o644, 0
@@ -285,12 +327,27 @@ def pack(dir: str | os.PathLike[str], archive: str | os.PathLike[str] | None = N
     return out
 
 
+def is_bundle_file(name: str) -> bool:
+    """Whether ``name`` may be a file of a bundle (manifest, model, signature, batch models)."""
+    return name in BUNDLE_FILES or BATCH_MODEL_RE.match(name) is not None
+
+
+def bundle_file_names(dir: str | os.PathLike[str]) -> list[str]:
+    """The bundle files present in directory ``dir``, in a fixed order (manifest, model,
+    signature, then the batch models by size); other files are not part of the bundle."""
+    d = Path(dir)
+    extra = sorted((p.name for p in d.iterdir() if BATCH_MODEL_RE.match(p.name) and p.is_file()),
+                   key=lambda n: int(BATCH_MODEL_RE.match(n).group(1)))  # type: ignore[union-attr]
+    return [n for n in BUNDLE_FILES if (d / n).is_file()] + extra[:MAX_BATCH_MODELS]
+
+
 def unpack(archive: str | os.PathLike[str], dest: str | os.PathLike[str]) -> Path:
     """Unpack a bundle archive (a plain, uncompressed tar) into the new directory ``dest``; returns ``dest``.
 
     Only the bundle's own regular files at the top level are accepted. Members are read
     one at a time and the first one that is not allowed (a path with directories,
-    ``..``, a link, a device, a duplicate, a fourth file) stops the unpacking, so a
+    ``..``, a link, a device, a duplicate, more than ``MAX_BATCH_MODELS`` batch models)
+    stops the unpacking, so a
     hostile archive costs at most its own size in reading, never a decompression or a
     scan of thousands of headers.
     """
@@ -313,10 +370,12 @@ def unpack(archive: str | os.PathLike[str], dest: str | os.PathLike[str]) -> Pat
             if member is None:
                 break
             name = member.name[2:] if member.name.startswith("./") else member.name
-            if name not in BUNDLE_FILES or not member.isfile():
+            if not is_bundle_file(name) or not member.isfile():
                 raise BundleError(f"{src}: archive member {member.name[:80]!r} is not allowed in a bundle")
             if name in seen:
                 raise BundleError(f"{src}: archive member {name!r} appears twice")
+            if name not in BUNDLE_FILES and sum(n not in BUNDLE_FILES for n in seen) >= MAX_BATCH_MODELS:
+                raise BundleError(f"{src}: archive has more than {MAX_BATCH_MODELS} batch models")
             if member.size > 64 << 20:
                 raise BundleError(f"{src}: archive member {name!r} is too large ({member.size} bytes)")
             seen.add(name)
@@ -413,6 +472,14 @@ def load_bundle(
         raise BundleError(f"{MODEL_FILE}: {size} bytes, manifest says {manifest['model_bytes']}")
     if sha256_file(model_path) != manifest["model_sha256"]:
         raise BundleError(f"{MODEL_FILE}: SHA-256 mismatch")
+    for e in manifest.get("batch_models") or []:
+        bp = p / e["file"]
+        if not bp.is_file():
+            raise BundleError(f"{e['file']}: missing (batch_models lists it for batch {e['size']})")
+        if bp.stat().st_size != e["bytes"]:
+            raise BundleError(f"{e['file']}: {bp.stat().st_size} bytes, manifest says {e['bytes']}")
+        if sha256_file(bp) != e["sha256"]:
+            raise BundleError(f"{e['file']}: SHA-256 mismatch")
 
     try:
         schema = Schema.from_dict({"channels": manifest["channels"], "sample_rate_hz": manifest["sample_rate_hz"],
@@ -431,7 +498,9 @@ def load_bundle(
 
 
 def self_test(bundle: Bundle) -> float:
-    """Run the manifest's self-test vectors; return the largest |Δ|, BundleError above the tolerance."""
+    """Run the manifest's self-test vectors through every model file of the bundle (batch 1, and each
+    native batch size with the vectors repeated to fill the batch); return the largest |Δ|, BundleError
+    above the tolerance."""
     from alanet.device.inference import ModelRunner
 
     m = bundle.manifest
@@ -446,23 +515,42 @@ def self_test(bundle: Bundle) -> float:
         raise BundleError(f"{MODEL_FILE}: {runner.n_outputs} outputs, manifest has {len(bundle.labels)} labels")
     atol = float(m["self_test_atol"])
     worst = 0.0
+    xs = []
     for i, st in enumerate(m["self_test"], start=1):
         try:
-            x = decode_window(st["input_b64"], shape)
+            xs.append(decode_window(st["input_b64"], shape))
         except (ValueError, binascii.Error) as exc:
             raise BundleError(f"{MANIFEST_FILE}: self_test {i}: input_b64: {exc}") from None
-        got = runner.predict(x)
+
+    def check(i: int, where: str, got: np.ndarray, att: tuple[np.ndarray, np.ndarray] | None) -> None:
+        nonlocal worst
+        st = m["self_test"][i - 1]
         d = float(np.max(np.abs(got - np.asarray(st["output"], dtype=np.float32))))
         if not d <= atol:
-            raise BundleError(f"self-test {i}: max |Δ| {d:.3g} > {atol:g}")
+            raise BundleError(f"self-test {i}{where}: max |Δ| {d:.3g} > {atol:g}")
         worst = max(worst, d)
-        if "attention" in st and runner.has_attention:
-            t, b = runner.attention()  # type: ignore[misc]
-            for what, have, want in (("temporal", t, st["attention"]["temporal"]), ("body", b, st["attention"]["body"])):
+        if "attention" in st and att is not None:
+            for what, have, want in (("temporal", att[0], st["attention"]["temporal"]),
+                                     ("body", att[1], st["attention"]["body"])):
                 want = np.asarray(want, dtype=np.float32)
                 if have.shape != want.shape:
-                    raise BundleError(f"self-test {i}: {what} attention has {have.size} weights, manifest {want.size}")
+                    raise BundleError(f"self-test {i}{where}: {what} attention has {have.size} weights, "
+                                      f"manifest {want.size}")
                 d = float(np.max(np.abs(have - want)))
                 if not d <= atol:
-                    raise BundleError(f"self-test {i}: {what} attention max |Δ| {d:.3g} > {atol:g}")
+                    raise BundleError(f"self-test {i}{where}: {what} attention max |Δ| {d:.3g} > {atol:g}")
+
+    for i, x in enumerate(xs, start=1):
+        check(i, "", runner.predict(x), runner.attention())
+    files = {int(e["size"]): e["file"] for e in m.get("batch_models") or []}
+    for size in runner.batch_sizes[1:]:
+        rows = [k % len(xs) for k in range(size)]
+        try:
+            probs = runner.predict_at(size, np.stack([xs[r] for r in rows]))
+        except (InputError, ValueError, RuntimeError) as exc:
+            raise BundleError(f"{files.get(size, MODEL_FILE)}: batch {size}: {exc}") from None
+        att = runner.attention_batch()
+        for k, r in enumerate(rows[:len(xs)]):
+            check(r + 1, f" ({files.get(size, MODEL_FILE)}, batch {size})", probs[k],
+                  (att[0][k], att[1][k]) if att is not None else None)
     return worst

@@ -132,3 +132,14 @@ def test_bad_decision_override(tiny_run, tmp_path, flag, needle):
 def test_bad_bundle_version_or_gateway_list(tiny_run, tmp_path, args, needle):
     out = tmp_path / "b"
     _assert_refused(run_cli("convert", str(tiny_run), "--quantize", "float16", "--out", str(out), *args), out, needle)
+
+
+def test_fused_route_refuses_what_it_cannot_rebuild(tiny_run, tmp_path):
+    out = tmp_path / "b"
+    _assert_refused(run_cli("convert", str(tiny_run), "--quantize", "int8", "--route", "fused", "--out", str(out)),
+                    out, "--route fused: int8 is not supported")
+    _assert_refused(run_cli("convert", str(tiny_run), "--quantize", "float16", "--batch-sizes", "1,0", "--out",
+                            str(out)), out, "--batch-sizes: 0 is out of range")
+    pytest.importorskip("tf_keras")
+    _assert_refused(run_cli("convert", str(tiny_run), "--quantize", "float16", "--route", "fused", "--out", str(out)),
+                    out, "--route fused: rebuilds alanet only", "tiny_lstm")

@@ -37,7 +37,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Iterator, Sequence
 
-from alanet.device.bundle import BUNDLE_FILES, MANIFEST_FILE, MODEL_FILE, Bundle, BundleError, load_bundle, unpack
+from alanet.device.bundle import MANIFEST_FILE, MODEL_FILE, Bundle, BundleError, bundle_file_names, load_bundle, unpack
 from alanet.device.schema import EMOPAIN
 from alanet.errors import InputError
 
@@ -219,9 +219,8 @@ class BundleStore:
         dest = self.new_staging() / "bundle"
         if src.is_dir():
             dest.mkdir()
-            for name in BUNDLE_FILES:
-                if (src / name).is_file():
-                    shutil.copyfile(src / name, dest / name)
+            for name in bundle_file_names(src):
+                shutil.copyfile(src / name, dest / name)
             if not (dest / MANIFEST_FILE).is_file() or not (dest / MODEL_FILE).is_file():
                 raise BundleError(f"{src}: not a bundle directory (needs {MANIFEST_FILE} and {MODEL_FILE})")
         elif src.is_file():
@@ -234,7 +233,8 @@ class BundleStore:
         """Move a verified staged bundle dir into its slot; returns (name, bundle re-pointed at the slot)."""
         name = slot_name(staged)
         final = self.path(name)
-        if final.exists() and all(_same_file(staged / f, final / f) for f in BUNDLE_FILES):
+        if final.exists() and all(_same_file(staged / f, final / f)
+                                  for f in {*bundle_file_names(staged), *bundle_file_names(final)}):
             shutil.rmtree(staged, ignore_errors=True)
         else:
             if final.exists():  # same manifest, damaged files: replace the slot with the verified copy
