@@ -195,19 +195,29 @@ def run_trial(n: int, seconds: float, bundle: Path, frames: list[bytes], broker_
         due_since = 0.0  # simulated time the oldest due window became due
         from alanet.firmware_bridge.codec import Encoder
 
-        def classify(at: float) -> float:
-            """Classify every due window at simulated time ``at``; returns when that finished."""
+        def measured(work, *a) -> tuple[float, float]:
+            """Run ``work(*a)``: (its time with preemption excluded, its start minus the run delay so far)."""
             nonlocal busy, stolen
-            before = len(results)
             r0 = run_delay()
             t0 = time.perf_counter()
-            gw.classify_due()
+            work(*a)
             d = time.perf_counter() - t0
-            base = t0 - r0
             stolen_d = run_delay() - r0
             stolen += stolen_d
             d = max(d - stolen_d, 0.0)
             busy += d
+            return d, t0 - r0
+
+        def two_reads(i: int, wire: bytes) -> None:
+            hand.put((i, wire[:1]))
+            hand.put((i, wire[1:]))
+            process(*hand.get(), defer=True)
+            process(*hand.get(), defer=True)
+
+        def classify(at: float) -> float:
+            """Classify every due window at simulated time ``at``; returns when that finished."""
+            before = len(results)
+            d, base = measured(gw.classify_due)
             done = at + d
             if d > 0.01:
                 slow.append((round(1000 * d, 1), "batch+alert" if any(r.event for r in results[before:]) else "batch"))
@@ -238,29 +248,11 @@ def run_trial(n: int, seconds: float, bundle: Path, frames: list[bytes], broker_
                 continue
             max_wait = max(max_wait, wait)
             if start >= next_poll:  # the main loop polls paho between queue items
-                r0 = run_delay()
-                t0 = time.perf_counter()
-                poll()
-                d = time.perf_counter() - t0
-                stolen_d = run_delay() - r0
-                stolen += stolen_d
-                d = max(d - stolen_d, 0.0)
-                start += d
-                busy += d
+                start += measured(poll)[0]
                 next_poll = start + 0.05
             before = len(results)
             due0 = pipes[i].due
-            r0 = run_delay()
-            t0 = time.perf_counter()
-            hand.put((i, wire[:1]))
-            hand.put((i, wire[1:]))
-            process(*hand.get(), defer=True)
-            process(*hand.get(), defer=True)
-            d = time.perf_counter() - t0
-            stolen_d = run_delay() - r0
-            stolen += stolen_d
-            d = max(d - stolen_d, 0.0)
-            busy += d
+            d = measured(two_reads, i, wire)[0]
             free_at = start + d
             if d > 0.01:
                 slow.append((round(1000 * d, 1), "alert" if any(r.event for r in results[before:]) else
