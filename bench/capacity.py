@@ -90,7 +90,7 @@ class Trial:
     cpu_ms_per_wearer_s: float | None = None  # the gateway's measured work ÷ wearers ÷ stream seconds
     process_cpu_ms_per_wearer_s: float | None = None  # process CPU time (incl. this driver and paho) ÷ wearers ÷ s
     invoke_ms_per_window: float | None = None  # model time per window (a batch's call time ÷ its windows)
-    runtime_ms_per_window: float | None = None  # the rest of the gateway's work ÷ windows
+    runtime_ms_per_window: float | None = None  # the rest of the gateway's work × stride ÷ frames accepted
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
@@ -279,6 +279,7 @@ def run_trial(n: int, seconds: float, bundle: Path, frames: list[bytes], broker_
         cpu = time.process_time() - cpu0
         run_delay.close()
         accepted = sum(w.pipeline.counters.frames for w in gw.wearables)
+        stride = gw.spec.stride
         invoke_s = invoke[0]
         windows = sum(w.pipeline.counters.windows for w in gw.wearables)
         gw.link.flush(10)
@@ -297,7 +298,8 @@ def run_trial(n: int, seconds: float, bundle: Path, frames: list[bytes], broker_
                  cpu_ms_per_wearer_s=round(1000 * busy / n / seconds, 4),
                  process_cpu_ms_per_wearer_s=round(1000 * cpu / n / seconds, 4),
                  invoke_ms_per_window=round(1000 * invoke_s / windows, 4) if windows else None,
-                 runtime_ms_per_window=round(1000 * (busy - invoke_s) / windows, 4) if windows else None)
+                 # steady state (one window per stride of frames; a short trial's first window needs a full one)
+                 runtime_ms_per_window=round(1000 * (busy - invoke_s) * stride / accepted, 4) if accepted else None)
 
 
 def summary(v: list[float]) -> dict:
@@ -319,6 +321,20 @@ def timed_spec(spec, total: list, run_delay: RunDelay):
         return call
 
     return replace(spec, predict=timed(spec.predict), predict_batch=timed(spec.predict_batch))
+
+
+def batch_call_ms(spec, n: int = 16, reps: int = 60) -> float:
+    """Median model time per window of one call over ``n`` due windows (``predict_windows``, 1 thread)."""
+    from alanet.device.pipeline import predict_windows
+
+    x = np.random.default_rng(0).standard_normal((n, spec.length, spec.n_channels)).astype(np.float32)
+    predict_windows(spec, x)
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        predict_windows(spec, x)
+        times.append(time.perf_counter() - t0)
+    return round(1000.0 * float(np.median(times)) / n, 4)
 
 
 def _model(bundle: Path, work: Path):
@@ -430,9 +446,19 @@ def plot_curve(curves: dict[str, list[Trial]], path: Path, note: str) -> None:
 
 def curve_main(args: argparse.Namespace, bundle: Path, frames: list[bytes], broker_url: str, work: Path) -> int:
     counts = [int(v) for v in args.curve.split(",")] if args.curve else list(DEFAULT_CURVE)
-    modes = {"batched" if args.batch_max != 1 else "unbatched": args.batch_max}
-    if args.compare:
-        modes.setdefault("unbatched", 1)
+    spec = _model(bundle, work)[1]
+    native = max(spec.batch_sizes)
+    call16 = batch_call_ms(spec, 16)
+    call1 = batch_call_ms(spec, 1)
+    print(f"model call per window: {call1} ms at 1 window, {call16} ms at 16 (native batch sizes {spec.batch_sizes})")
+    if (args.batch_max or native) > 1:
+        modes = {f"batched (up to {args.batch_max or native})": args.batch_max}
+        if args.compare:
+            modes["unbatched"] = 1
+    else:  # a batch-1 model and no --batch-max: the runtime does not batch
+        modes = {"unbatched": 1}
+        if args.compare:
+            print("--compare: the model runs batch 1 only and --batch-max was not given: one curve (unbatched)")
     curves: dict[str, list[Trial]] = {}
     t0 = time.perf_counter()
     for name, bm in modes.items():
@@ -441,10 +467,11 @@ def curve_main(args: argparse.Namespace, bundle: Path, frames: list[bytes], brok
     took = time.perf_counter() - t0
     man = json.loads((bundle / "manifest.json").read_text())
     figs = []
-    for name, trials in curves.items():
+    for label, trials in curves.items():
+        name = label.split(" ")[0]  # the key: batched / unbatched
         passing = [t.wearers for t in trials if t.ok]
         best = max(passing) if passing else 0
-        print(f"{name}: largest passing count of the curve {best}")
+        print(f"{label}: largest passing count of the curve {best}")
         figs.append(Figure(f"capacity_curve.{name}.largest_passing", f"Capacity curve ({name}): largest passing N "
                            "of the list", best, "wearables", "largest N of the curve with 0 dropped, p99 < 100 ms",
                            "higher"))
@@ -457,19 +484,21 @@ def curve_main(args: argparse.Namespace, bundle: Path, frames: list[bytes], brok
                 figs.append(Figure(f"capacity_curve.{name}.n{t.wearers}.cpu_ms_per_wearer_s",
                                    f"Capacity curve ({name}): CPU per wearer at {t.wearers} wearables",
                                    t.cpu_ms_per_wearer_s, "ms/s", "gateway's measured work ÷ wearers ÷ stream s"))
-            if t.wearers == 16:
-                figs.append(Figure(f"capacity_curve.{name}.n16.runtime_vs_invoke",
-                                   f"Capacity curve ({name}): runtime's own work ÷ model call, per window, 16 wearables",
-                                   round(t.runtime_ms_per_window / t.invoke_ms_per_window, 3)
-                                   if t.invoke_ms_per_window else None, "×",
-                                   f"runtime {t.runtime_ms_per_window} ms, model {t.invoke_ms_per_window} ms per "
-                                   f"window (mean batch {t.mean_batch})"))
+            if t.wearers == 16 and t.runtime_ms_per_window is not None:
+                figs.append(Figure(f"capacity_curve.{name}.n16.runtime_vs_batch16_call",
+                                   f"Capacity curve ({name}): runtime's own work per window at 16 wearables ÷ "
+                                   "model call per window at 16 windows a call",
+                                   round(t.runtime_ms_per_window / call16, 3), "×",
+                                   f"runtime {t.runtime_ms_per_window} ms per window (steady state, everything but "
+                                   f"the model), model {call16} ms per window in a call of 16 ({call1} ms alone)"))
     note = (f"{man.get('model_id')}, {args.seconds:g} s per trial, 1 thread, load {os.getloadavg()[0]:.1f}")
     plot = args.plot or (REPO / "docs" / "capacity-curve.png")
     plot_curve(curves, plot, note)
     write_result("capacity_curve", {"bundle": str(bundle), "model_id": man.get("model_id"),
                                     "quantization": man.get("quantization"), "seconds_per_trial": args.seconds,
                                     "batch_wait_ms": args.batch_wait_ms, "counts": counts, "plot": str(plot),
+                                    "native_batch_sizes": list(spec.batch_sizes),
+                                    "model_call_ms_per_window": {"1": call1, "16": call16},
                                     "curves": {k: [t.as_dict() for t in v] for k, v in curves.items()},
                                     "took_s": round(took, 1)}, figs, args.out)
     print(f"curve in {took:.0f} s; plot {plot}")
