@@ -377,7 +377,12 @@ class Gateway:
                 groups.setdefault(id(p.spec), (p.spec, []))[1].append(i)
         alerts: list[tuple[int, str, str, bytes]] = []
         for spec, idx in groups.values():
-            self._classify_group(spec, idx, alerts)
+            try:
+                self._classify_group(spec, idx, alerts)
+            except Exception as exc:  # noqa: BLE001 - never expected; still, the gateway goes on
+                for i in idx:
+                    self._runtime_fault(self.wearables[i], "classifying its due windows", exc)
+                    self._publish(i, self.wearables[i].pipeline.conclude_due(np.zeros((0, 0), np.float32)), alerts)
         self._send_alerts(alerts)
         for i in order:
             w = self.wearables[i]
