@@ -36,7 +36,8 @@ call (:func:`predict_windows`) and hands each wearer its rows back
 order. A window whose prediction failed is charged to its wearer (fault, window
 restart). A model switch while windows are due first classifies them with the old
 model (:meth:`WearerPipeline.finish_due`): their results come with the next
-:meth:`~WearerPipeline.handle` or :meth:`~WearerPipeline.conclude_due` call.
+:meth:`~WearerPipeline.conclude_due` or :meth:`~WearerPipeline.finish_due` call
+(in deferred mode :meth:`~WearerPipeline.handle` returns no windows).
 """
 
 from __future__ import annotations
@@ -330,10 +331,10 @@ class WearerPipeline:
     def apply_model(self, switch: "ModelSwitch") -> bool:
         """Switch to a planned model; returns True when the decider was kept.
 
-        Windows still due are first classified with the old model (:meth:`finish_due`, as
-        immediate mode would have done before the switch); their results come with the
-        next :meth:`handle` / :meth:`conclude_due` / :meth:`finish_due` call. The rest is
-        assignments only.
+        Windows still due (deferred mode) are first classified with the old model
+        (:meth:`finish_due`, as immediate mode would have done before the switch); their
+        results come with the next :meth:`conclude_due` / :meth:`finish_due` call. The
+        rest is assignments only.
         """
         if self._due:
             self._ready = self.finish_due()  # (it takes what was ready before, too)
@@ -375,11 +376,8 @@ class WearerPipeline:
 
     # ---- packets ----
     def handle(self, packets: Sequence[Frame | Hello | RawEmg]) -> list[WindowResult]:
-        """Process decoded packets in order; return the windows they completed. Never raises.
-
-        In deferred mode completed windows are queued as due instead (:meth:`due_windows`).
-        """
-        out: list[WindowResult] = self._take_ready()
+        """Process decoded packets in order; return the windows they completed. Never raises."""
+        out: list[WindowResult] = []
         for p in packets:
             try:
                 if type(p) is Frame:
