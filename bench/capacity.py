@@ -1,7 +1,24 @@
 """Gateway capacity: simultaneous 60 Hz wearables one core serves with no frame dropped
-and p99 window/alert latency under 100 ms.
+and p99 window/alert latency under 100 ms, and the capacity curve.
 
     python bench/capacity.py [--bundle DIR] [--seconds 12] [--quick] [--max 4000]
+    python bench/capacity.py --curve [1,10,16,100,...] [--seconds 6] [--compare]
+
+Without ``--curve`` N is searched (see below; ``capacity.json``). With ``--curve`` one
+trial runs per wearable count of the list and the curve is saved as
+``bench/results/capacity_curve.json`` and plotted as ``docs/capacity-curve.png``:
+CPU per wearer (the gateway's measured work, and the process's CPU time, per wearer
+and second of stream), window and alert latency p99, frames dropped, and the
+runtime's own work per window against the model call's. ``--compare`` adds the same
+curve without batching (``batch_max = 1``).
+
+Batching (``--batch-max``, ``--batch-wait-ms``, as ``[runtime]`` in the gateway config;
+``--unbatched`` is ``--batch-max 1``): the simulated main loop does what
+``Gateway.run`` does: windows stay due while reads keep arriving, and all due windows
+are classified in one call (``Gateway.classify_due``) when the next read has not
+arrived yet (the queue ran empty), the batch is full, or the oldest due window has
+waited ``batch_wait_ms``. A window's latency is then the finish of that call minus the
+arrival of the read that completed it.
 
 The real gateway does the work: an in-process ``Gateway`` (real decoder, per-wearer
 pipeline, LiteRT model, decisions, durable SQLite alert queue, paho publishing state
@@ -66,6 +83,14 @@ class Trial:
     preempted_s: float  # time other processes held the core during our reads (excluded)
     busy: float  # fraction of the stream time the core was busy
     ok: bool
+    batch_max: int = 1  # windows per model call (1: no batching)
+    batch_wait_ms: float = 0.0
+    batches: int = 0  # model calls of the batched path
+    mean_batch: float | None = None  # windows per call
+    cpu_ms_per_wearer_s: float | None = None  # the gateway's measured work ÷ wearers ÷ stream seconds
+    process_cpu_ms_per_wearer_s: float | None = None  # process CPU time (incl. this driver and paho) ÷ wearers ÷ s
+    invoke_ms_per_window: float | None = None  # model time per window (a batch's call time ÷ its windows)
+    runtime_ms_per_window: float | None = None  # the rest of the gateway's work × stride ÷ frames accepted
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
@@ -113,17 +138,33 @@ def encoded_session(sess: rs.Session) -> list[bytes]:
 
 
 def run_trial(n: int, seconds: float, bundle: Path, frames: list[bytes], broker_url: str, work: Path,
-              model=None) -> Trial:
+              model=None, batch_max: int = 0, batch_wait_ms: float = 20.0) -> Trial:
     """Stream ``seconds`` of 60 Hz frames from ``n`` wearables through one in-process gateway."""
+    from collections import deque
+
     from alanet.device.config import WearableConfig, load_config
     from alanet.device.runtime import Gateway
 
     per = int(seconds * FS)
     cfg = load_config(None, {"port": "/dev/null", "bundle": str(bundle), "broker": broker_url, "gateway": "cap",
-                             "state_dir": str(work / f"cap-{n}")})
-    cfg = replace(cfg, wearables=tuple(WearableConfig(f"w{i}", f"/dev/null{i}") for i in range(n)))
+                             "state_dir": str(work / f"cap-{n}-{batch_max}-{batch_wait_ms:g}")})
+    cfg = replace(cfg, wearables=tuple(WearableConfig(f"w{i}", f"/dev/null{i}") for i in range(n)),
+                  batch_max=batch_max, batch_wait_ms=batch_wait_ms)
     results: list = []
-    gw = Gateway(cfg, model=model, on_result=results.append)
+    stamps: list[float] = []  # per result: wall time minus time preempted, when the runtime handed it over
+    run_delay = RunDelay()
+    invoke = [0.0]  # model time (preemption excluded)
+    if model is None:
+        model = _model(bundle, work)
+    model = (model[0], timed_spec(model[1], invoke, run_delay))
+
+    def on_result(r) -> None:
+        results.append(r)
+        stamps.append(time.perf_counter() - run_delay())
+
+    gw = Gateway(cfg, model=model, on_result=on_result)
+    batched, full, wait_s = gw.batching, gw.batch_limit(), batch_wait_ms / 1000.0
+    limit = full if batched else 1
     try:
         gw.link.start()
         if not gw.link.wait_connected(10):
@@ -148,17 +189,58 @@ def run_trial(n: int, seconds: float, bundle: Path, frames: list[bytes], broker_
         next_poll = 0.05
         busy = 0.0
         stolen = 0.0  # wall time other processes took from this core during our reads (not counted)
-        run_delay = RunDelay()
         process, poll = gw.process, gw.link.poll
+        pipes = [w.pipeline for w in gw.wearables]
+        due_arrivals = [deque() for _ in range(n)]  # arrival of the read that completed each due window
+        due_since = 0.0  # simulated time the oldest due window became due
         from alanet.firmware_bridge.codec import Encoder
 
+        def measured(work, *a) -> tuple[float, float]:
+            """Run ``work(*a)``: (its time with preemption excluded, its start minus the run delay so far)."""
+            nonlocal busy, stolen
+            r0 = run_delay()
+            t0 = time.perf_counter()
+            work(*a)
+            d = time.perf_counter() - t0
+            stolen_d = run_delay() - r0
+            stolen += stolen_d
+            d = max(d - stolen_d, 0.0)
+            busy += d
+            return d, t0 - r0
+
+        def two_reads(i: int, wire: bytes) -> None:
+            hand.put((i, wire[:1]))
+            hand.put((i, wire[1:]))
+            process(*hand.get(), defer=True)
+            process(*hand.get(), defer=True)
+
+        def classify(at: float) -> float:
+            """Classify every due window at simulated time ``at``; returns when that finished."""
+            before = len(results)
+            d, base = measured(gw.classify_due)
+            done = at + d
+            if d > 0.01:
+                slow.append((round(1000 * d, 1), "batch+alert" if any(r.event for r in results[before:]) else "batch"))
+            for r, stamp in zip(results[before:], stamps[before:]):
+                arrival = due_arrivals[int(r.wearer[1:])].popleft()
+                # a window's state is out when the runtime handed it over; its alert when the batch is done
+                lat_w.append(1000.0 * (min(at + max(stamp - base, 0.0), done) - arrival))
+                if r.event is not None:
+                    lat_a.append(1000.0 * (done - arrival))
+            del results[before:]
+            del stamps[before:]
+            return done
+
         hello = Encoder().hello(0)
+        for i in range(n):  # each wearable announced itself when its port opened (not timed; never dropped)
+            process(i, hello)
+        cpu0 = time.process_time()
         for k in order:
             arrival = float(times[k])
+            if batched and gw.due and arrival > free_at:  # the queue ran empty: classify what is due
+                free_at = classify(free_at)
             i = int(who[k])
             wire = frames[int(offset[i]) + int(idx[k])]
-            if idx[k] == 0:  # each wearable announces itself before its first frame
-                wire = hello + wire
             start = max(arrival, free_at)
             wait = start - arrival
             if wait > buffer_s:
@@ -166,28 +248,11 @@ def run_trial(n: int, seconds: float, bundle: Path, frames: list[bytes], broker_
                 continue
             max_wait = max(max_wait, wait)
             if start >= next_poll:  # the main loop polls paho between queue items
-                r0 = run_delay()
-                t0 = time.perf_counter()
-                poll()
-                d = time.perf_counter() - t0
-                stolen_d = run_delay() - r0
-                stolen += stolen_d
-                d = max(d - stolen_d, 0.0)
-                start += d
-                busy += d
+                start += measured(poll)[0]
                 next_poll = start + 0.05
             before = len(results)
-            r0 = run_delay()
-            t0 = time.perf_counter()
-            hand.put((i, wire[:1]))
-            hand.put((i, wire[1:]))
-            process(*hand.get())
-            process(*hand.get())
-            d = time.perf_counter() - t0
-            stolen_d = run_delay() - r0
-            stolen += stolen_d
-            d = max(d - stolen_d, 0.0)
-            busy += d
+            due0 = pipes[i].due
+            d = measured(two_reads, i, wire)[0]
             free_at = start + d
             if d > 0.01:
                 slow.append((round(1000 * d, 1), "alert" if any(r.event for r in results[before:]) else
@@ -199,8 +264,23 @@ def run_trial(n: int, seconds: float, bundle: Path, frames: list[bytes], broker_
                     if r.event is not None:
                         lat_a.append(ms)
                 del results[before:]
+                del stamps[before:]
+            new_due = pipes[i].due - due0
+            if new_due > 0:
+                if gw.due == new_due:
+                    due_since = free_at
+                due_arrivals[i].extend([arrival] * new_due)
+                if gw.due >= full or free_at - due_since >= wait_s:  # full, or the oldest waited long enough
+                    free_at = classify(free_at)
+            elif gw.due and free_at - due_since >= wait_s:
+                free_at = classify(free_at)
+        if gw.due:
+            free_at = classify(free_at)
+        cpu = time.process_time() - cpu0
         run_delay.close()
         accepted = sum(w.pipeline.counters.frames for w in gw.wearables)
+        stride = gw.spec.stride
+        invoke_s = invoke[0]
         windows = sum(w.pipeline.counters.windows for w in gw.wearables)
         gw.link.flush(10)
         alerts = gw.alerts
@@ -212,28 +292,77 @@ def run_trial(n: int, seconds: float, bundle: Path, frames: list[bytes], broker_
     ok = dropped == 0 and accepted == n * per and (sw["p99"] or 0) < LATENCY_LIMIT_MS and \
         (sa["p99"] or 0) < LATENCY_LIMIT_MS
     return Trial(n, seconds, n * per, accepted, dropped, windows, alerts, sw, sa, round(1000 * max_wait, 3),
-                 sorted(slow, reverse=True)[:10], round(stolen, 3), round(busy / seconds, 3), ok)
+                 sorted(slow, reverse=True)[:10], round(stolen, 3), round(busy / seconds, 3), ok,
+                 batch_max=limit, batch_wait_ms=batch_wait_ms if batched else 0.0,
+                 batches=gw.batches, mean_batch=round(gw.batch_windows / gw.batches, 2) if gw.batches else None,
+                 cpu_ms_per_wearer_s=round(1000 * busy / n / seconds, 4),
+                 process_cpu_ms_per_wearer_s=round(1000 * cpu / n / seconds, 4),
+                 invoke_ms_per_window=round(1000 * invoke_s / windows, 4) if windows else None,
+                 # steady state (one window per stride of frames; a short trial's first window needs a full one)
+                 runtime_ms_per_window=round(1000 * (busy - invoke_s) * stride / accepted, 4) if accepted else None)
 
 
 def summary(v: list[float]) -> dict:
     return {"p50": pct(v, 50), "p99": pct(v, 99), "max": pct(v, 100), "n": len(v)}
 
 
-def find_capacity(seconds: float, bundle: Path, frames: list[bytes], broker_url: str, work: Path, start: int = 100,
-                  maximum: int = 4000, precision: float = 0.05, log=print) -> tuple[int, list[Trial]]:
-    """Largest N that passes (doubling from ``start``, then bisection to ``precision``)."""
+def timed_spec(spec, total: list, run_delay: RunDelay):
+    """``spec`` whose model calls add their time (preemption excluded) to ``total[0]``."""
+    def timed(f):
+        if f is None:
+            return None
+
+        def call(x):
+            r0, t0 = run_delay(), time.perf_counter()
+            try:
+                return f(x)
+            finally:
+                total[0] += max(time.perf_counter() - t0 - (run_delay() - r0), 0.0)
+        return call
+
+    return replace(spec, predict=timed(spec.predict), predict_batch=timed(spec.predict_batch))
+
+
+def batch_call_ms(spec, n: int = 16, reps: int = 60) -> float:
+    """Median model time per window of one call over ``n`` due windows (``predict_windows``, 1 thread)."""
+    from alanet.device.pipeline import predict_windows
+
+    x = np.random.default_rng(0).standard_normal((n, spec.length, spec.n_channels)).astype(np.float32)
+    predict_windows(spec, x)
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        predict_windows(spec, x)
+        times.append(time.perf_counter() - t0)
+    return round(1000.0 * float(np.median(times)) / n, 4)
+
+
+def _model(bundle: Path, work: Path):
     from alanet.device.config import load_config
     from alanet.device.runtime import load_model
 
-    model = load_model(load_config(None, {"port": "/dev/null", "bundle": str(bundle), "state_dir": str(work / "m")}))
+    return load_model(load_config(None, {"port": "/dev/null", "bundle": str(bundle), "state_dir": str(work / "m")}))
+
+
+def _line(t: Trial) -> str:
+    return (f"  N={t.wearers:5d}: {'ok  ' if t.ok else 'FAIL'} window p99 {t.window_latency_ms['p99']} ms, alert p99 "
+            f"{t.alert_latency_ms['p99']} ms (n={t.alert_latency_ms['n']}), dropped {t.dropped}, core busy "
+            f"{t.busy:.0%}, CPU {t.cpu_ms_per_wearer_s} ms/wearer/s, batch {t.mean_batch} (max {t.batch_max}), "
+            f"invoke {t.invoke_ms_per_window} vs runtime {t.runtime_ms_per_window} ms/window, "
+            f"slowest reads {t.slow_reads[:3]}, preempted {t.preempted_s:.2f} s")
+
+
+def find_capacity(seconds: float, bundle: Path, frames: list[bytes], broker_url: str, work: Path, start: int = 100,
+                  maximum: int = 4000, precision: float = 0.05, log=print, batch_max: int = 0,
+                  batch_wait_ms: float = 20.0) -> tuple[int, list[Trial]]:
+    """Largest N that passes (doubling from ``start``, then bisection to ``precision``)."""
+    model = _model(bundle, work)
     trials: list[Trial] = []
 
     def trial(n: int) -> bool:
-        t = run_trial(n, seconds, bundle, frames, broker_url, work, model)
+        t = run_trial(n, seconds, bundle, frames, broker_url, work, model, batch_max, batch_wait_ms)
         trials.append(t)
-        log(f"  N={n:5d}: {'ok  ' if t.ok else 'FAIL'} window p99 {t.window_latency_ms['p99']} ms, alert p99 "
-            f"{t.alert_latency_ms['p99']} ms, dropped {t.dropped}, core busy {t.busy:.0%}, "
-            f"slowest reads {t.slow_reads[:3]}, preempted {t.preempted_s:.2f} s")
+        log(_line(t))
         return t.ok
 
     lo, hi = 0, None
@@ -263,6 +392,119 @@ def find_capacity(seconds: float, bundle: Path, frames: list[bytes], broker_url:
     return lo, trials
 
 
+DEFAULT_CURVE = (1, 10, 16, 100, 250, 500, 750, 1000, 1250, 1500)
+
+
+def run_curve(counts: list[int], seconds: float, bundle: Path, frames: list[bytes], broker_url: str, work: Path,
+              batch_max: int, batch_wait_ms: float, log=print) -> list[Trial]:
+    """One trial per wearable count; past the first count that drops frames the rest still run (the curve)."""
+    model = _model(bundle, work)
+    out = []
+    for n in counts:
+        t = run_trial(n, seconds, bundle, frames, broker_url, work, model, batch_max, batch_wait_ms)
+        log(_line(t))
+        out.append(t)
+    return out
+
+
+def plot_curve(curves: dict[str, list[Trial]], path: Path, note: str) -> None:
+    """CPU per wearer, alert/window p99 and frames dropped against the number of wearables."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (a, b, c) = plt.subplots(1, 3, figsize=(14, 4.2))
+    for k, (name, trials) in enumerate(curves.items()):
+        col = f"C{k}"
+        xs = [t.wearers for t in trials]
+        a.plot(xs, [t.cpu_ms_per_wearer_s for t in trials], "o-", color=col, label=f"{name}: gateway work")
+        a.plot(xs, [t.process_cpu_ms_per_wearer_s for t in trials], "x--", color=col, alpha=0.6,
+               label=f"{name}: process CPU")
+        b.plot(xs, [t.alert_latency_ms["p99"] for t in trials], "o-", color=col, label=f"{name}: alert p99")
+        b.plot(xs, [t.window_latency_ms["p99"] for t in trials], "x--", color=col, alpha=0.6,
+               label=f"{name}: window p99")
+        c.plot(xs, [100.0 * t.dropped / t.frames for t in trials], "o-", color=col, label=name)
+    for ax in (a, b, c):
+        ax.set_xscale("log")
+        ax.set_xlabel("60 Hz wearables on one core")
+        ax.grid(True, which="both", alpha=0.3)
+    a.set_ylabel("CPU ms per wearer per second of stream")
+    b.set_yscale("log")
+    b.axhline(LATENCY_LIMIT_MS, color="red", lw=0.8, ls=":")
+    b.set_ylabel("latency p99, ms (simulated clock, measured work)")
+    c.set_ylabel("frames dropped, %")
+    for ax in (a, b, c):
+        ax.legend(fontsize=7)
+    fig.suptitle(f"Gateway capacity curve ({note})", fontsize=10)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.stem + ".tmp" + path.suffix)
+    fig.savefig(tmp, dpi=110)
+    os.replace(tmp, path)
+
+
+def curve_main(args: argparse.Namespace, bundle: Path, frames: list[bytes], broker_url: str, work: Path) -> int:
+    counts = [int(v) for v in args.curve.split(",")] if args.curve else list(DEFAULT_CURVE)
+    spec = _model(bundle, work)[1]
+    native = max(spec.batch_sizes)
+    call16 = batch_call_ms(spec, 16)
+    call1 = batch_call_ms(spec, 1)
+    print(f"model call per window: {call1} ms at 1 window, {call16} ms at 16 (native batch sizes {spec.batch_sizes})")
+    if (args.batch_max or native) > 1:
+        modes = {f"batched (up to {args.batch_max or native})": args.batch_max}
+        if args.compare:
+            modes["unbatched"] = 1
+    else:  # a batch-1 model and no --batch-max: the runtime does not batch
+        modes = {"unbatched": 1}
+        if args.compare:
+            print("--compare: the model runs batch 1 only and --batch-max was not given: one curve (unbatched)")
+    curves: dict[str, list[Trial]] = {}
+    t0 = time.perf_counter()
+    for name, bm in modes.items():
+        print(f"{name} (batch_max {bm or 'auto'}, batch_wait_ms {args.batch_wait_ms:g}):", flush=True)
+        curves[name] = run_curve(counts, args.seconds, bundle, frames, broker_url, work, bm, args.batch_wait_ms)
+    took = time.perf_counter() - t0
+    man = json.loads((bundle / "manifest.json").read_text())
+    figs = []
+    for label, trials in curves.items():
+        name = label.split(" ")[0]  # the key: batched / unbatched
+        passing = [t.wearers for t in trials if t.ok]
+        best = max(passing) if passing else 0
+        print(f"{label}: largest passing count of the curve {best}")
+        figs.append(Figure(f"capacity_curve.{name}.largest_passing", f"Capacity curve ({name}): largest passing N "
+                           "of the list", best, "wearables", "largest N of the curve with 0 dropped, p99 < 100 ms",
+                           "higher"))
+        for t in trials:
+            if t.wearers in (1, 16, 1000):
+                figs.append(Figure(f"capacity_curve.{name}.n{t.wearers}.alert_p99_ms",
+                                   f"Capacity curve ({name}): alert p99 at {t.wearers} wearables",
+                                   t.alert_latency_ms["p99"], "ms", f"simulated clock, measured work; "
+                                   f"n={t.alert_latency_ms['n']}"))
+                figs.append(Figure(f"capacity_curve.{name}.n{t.wearers}.cpu_ms_per_wearer_s",
+                                   f"Capacity curve ({name}): CPU per wearer at {t.wearers} wearables",
+                                   t.cpu_ms_per_wearer_s, "ms/s", "gateway's measured work ÷ wearers ÷ stream s"))
+            if t.wearers == 16 and t.runtime_ms_per_window is not None:
+                figs.append(Figure(f"capacity_curve.{name}.n16.runtime_vs_batch16_call",
+                                   f"Capacity curve ({name}): runtime's own work per window at 16 wearables ÷ "
+                                   "model call per window at 16 windows a call",
+                                   round(t.runtime_ms_per_window / call16, 3), "×",
+                                   f"runtime {t.runtime_ms_per_window} ms per window (steady state, everything but "
+                                   f"the model), model {call16} ms per window in a call of 16 ({call1} ms alone)"))
+    note = (f"{man.get('model_id')}, {args.seconds:g} s per trial, 1 thread, load {os.getloadavg()[0]:.1f}")
+    plot = args.plot or (REPO / "docs" / "capacity-curve.png")
+    plot_curve(curves, plot, note)
+    write_result("capacity_curve", {"bundle": str(bundle), "model_id": man.get("model_id"),
+                                    "quantization": man.get("quantization"), "seconds_per_trial": args.seconds,
+                                    "batch_wait_ms": args.batch_wait_ms, "counts": counts, "plot": str(plot),
+                                    "native_batch_sizes": list(spec.batch_sizes),
+                                    "model_call_ms_per_window": {"1": call1, "16": call16},
+                                    "curves": {k: [t.as_dict() for t in v] for k, v in curves.items()},
+                                    "took_s": round(took, 1)}, figs, args.out)
+    print(f"curve in {took:.0f} s; plot {plot}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--bundle", type=Path, help="bundle (default: models/protective-demo, else the test bundle)")
@@ -270,10 +512,32 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="6 s trials, 10 %% precision")
     ap.add_argument("--max", type=int, default=4000, help="stop doubling past this many wearables")
     ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--curve", nargs="?", const="", default=None, metavar="N,N,...",
+                    help=f"run the capacity curve over these wearable counts (default {','.join(map(str, DEFAULT_CURVE))})"
+                         " instead of searching N")
+    ap.add_argument("--compare", action="store_true", help="with --curve: also the curve without batching")
+    ap.add_argument("--plot", type=Path, default=None, help="with --curve: the plot (default docs/capacity-curve.png)")
+    ap.add_argument("--batch-max", type=int, default=0,
+                    help="windows per model call, as [runtime] batch_max (0: the model's largest native batch)")
+    ap.add_argument("--batch-wait-ms", type=float, default=20.0, help="as [runtime] batch_wait_ms (default 20)")
+    ap.add_argument("--unbatched", action="store_true", help="no batching (--batch-max 1)")
     args = ap.parse_args(argv)
+    if args.unbatched:
+        args.batch_max = 1
+    if args.batch_max < 0 or args.batch_wait_ms < 0:
+        ap.error("--batch-max and --batch-wait-ms must be >= 0")
+    if args.curve:
+        try:
+            if any(int(v) < 1 for v in args.curve.split(",")):
+                raise ValueError
+        except ValueError:
+            ap.error(f"--curve: expected wearable counts >= 1 separated by commas, got {args.curve!r}")
     logging.basicConfig(level=logging.WARNING)
     logging.getLogger("alanet").setLevel(logging.WARNING)
+    if args.curve is not None and args.seconds == ap.get_default("seconds"):
+        args.seconds = 6.0
     seconds = 6.0 if args.quick else args.seconds
+    args.seconds = seconds
     bundle = args.bundle or default_bundle()
     sess = rs.make_session(seed=3, duration_s=max(60.0, seconds + 20))
     frames = encoded_session(sess)
@@ -282,9 +546,12 @@ def main(argv: list[str] | None = None) -> int:
     with EmbeddedBroker(prefer="mosquitto") as broker, tempfile.TemporaryDirectory(prefix="alanet-cap-") as tmp:
         cpu = pin_one_core()  # after the broker started: it stays unpinned; paho's thread inherits the pin
         print(f"capacity: bundle {bundle}, {seconds:g} s per trial, pinned to CPU {cpu}", flush=True)
+        if args.curve is not None:
+            return curve_main(args, bundle, frames, broker.url, Path(tmp))
         t0 = time.perf_counter()
         best, trials = find_capacity(seconds, bundle, frames, broker.url, Path(tmp), maximum=args.max,
-                                     precision=0.1 if args.quick else 0.05)
+                                     precision=0.1 if args.quick else 0.05, batch_max=args.batch_max,
+                                     batch_wait_ms=args.batch_wait_ms)
         took = time.perf_counter() - t0
     at = next((t for t in trials if t.wearers == best), None)
     print(f"capacity: {best} wearables at 60 Hz on one core (searched in {took:.0f} s)")
@@ -300,7 +567,8 @@ def main(argv: list[str] | None = None) -> int:
                            "(simulated clock, measured work)", ""))
     write_result("capacity", {"bundle": str(bundle), "model_id": man.get("model_id"),
                               "quantization": man.get("quantization"), "seconds_per_trial": seconds,
-                              "wearables_per_core": best, "trials": [t.as_dict() for t in trials],
+                              "wearables_per_core": best, "batch_max": args.batch_max,
+                              "batch_wait_ms": args.batch_wait_ms, "trials": [t.as_dict() for t in trials],
                               "search_s": round(took, 1)}, figs, args.out)
     return 0
 

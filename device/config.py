@@ -86,6 +86,8 @@ class GatewayConfig:
     heartbeat_s: float = 10.0
     publish_state: bool = True
     max_gap_frames: int = 3
+    batch_wait_ms: float = 20.0  # [runtime] longest a due window waits for others to share its model invoke
+    batch_max: int = 0  # [runtime] windows per invoke: 0 = the model's largest native batch, 1 = no batching
     homeassistant_discovery: bool = False
     homeassistant_prefix: str = "homeassistant"
     retry_max_s: float = 300.0  # longest wait before alerts the broker refused are sent again
@@ -173,7 +175,7 @@ SECTIONS: dict[str, set[str]] = {
     "mqtt": {"broker", "username", "password", "password_file", "ca_file", "cert_file", "key_file", "client_id",
              "keepalive", "heartbeat_s", "publish_state", "protocol", "retry_max_s", "ack_timeout_s"},
     "wearable": {"wearer", "port", "baud"},
-    "runtime": {"max_gap_frames"},
+    "runtime": {"max_gap_frames", "batch_wait_ms", "batch_max"},
     "homeassistant": {"discovery", "prefix"},
     "flash": {"enabled", "allow_unsigned"},
     "sessions": {"enabled", "dir", "raw_frames", "history"},
@@ -322,6 +324,10 @@ def load_config(path: str | os.PathLike[str] | None = None, overrides: Mapping[s
     ack_timeout = _num(src, "mqtt.ack_timeout_s", mqtt.get("ack_timeout_s", 60.0), 1.0)
     publish_state = _bool(src, "mqtt.publish_state", mqtt.get("publish_state", True))
     max_gap = _int(src, "runtime.max_gap_frames", runtime.get("max_gap_frames", 3), 0, 600)
+    batch_wait = _num(src, "runtime.batch_wait_ms", runtime.get("batch_wait_ms", 20.0), 0.0)
+    if batch_wait > 1000.0:
+        raise InputError(f"{_where(src, 'runtime.batch_wait_ms')}: must be at most 1000 (ms), got {batch_wait:g}")
+    batch_max = _int(src, "runtime.batch_max", runtime.get("batch_max", 0), 0, 4096)
 
     ha_discovery = _bool(src, "homeassistant.discovery", ha.get("discovery", False))
     ha_prefix = _str(src, "homeassistant.prefix", ha.get("prefix", "homeassistant")).strip("/")
@@ -337,6 +343,7 @@ def load_config(path: str | os.PathLike[str] | None = None, overrides: Mapping[s
                          wearables=wearables, trusted_keys=trusted, allow_unsigned=allow_unsigned,
                          flash_enabled=flash_enabled, flash_allow_unsigned=flash_allow_unsigned,
                          heartbeat_s=heartbeat, publish_state=publish_state, max_gap_frames=max_gap,
+                         batch_wait_ms=batch_wait, batch_max=batch_max,
                          homeassistant_discovery=ha_discovery, homeassistant_prefix=ha_prefix,
                          retry_max_s=retry_max, ack_timeout_s=ack_timeout, sessions=sess, source=src)
 

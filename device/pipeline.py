@@ -26,6 +26,19 @@ restarts: one bad packet never stops the wearer, let alone the gateway.
 Everything that depends on the model lives in one :class:`ModelSlot`; switching
 models (:meth:`WearerPipeline.set_model`) builds the new slot completely and then
 assigns it, so a refused switch changes nothing.
+
+Immediate and deferred windows: by default (``deferred=False``) a completed window is
+classified at once (batch 1) and its result returned by :meth:`WearerPipeline.handle`.
+A gateway that batches across wearers sets ``deferred=True``: a completed window is
+normalised into its own buffer and queued as *due*; the caller gathers the due
+windows of many wearers (:meth:`WearerPipeline.due_windows`), classifies them in one
+call (:func:`predict_windows`) and hands each wearer its rows back
+(:meth:`WearerPipeline.conclude_due`), which runs the same decision code in window
+order. A window whose prediction failed is charged to its wearer (fault, window
+restart). A model switch while windows are due first classifies them with the old
+model (:meth:`WearerPipeline.finish_due`): their results come with the next
+:meth:`~WearerPipeline.conclude_due` or :meth:`~WearerPipeline.finish_due` call
+(in deferred mode :meth:`~WearerPipeline.handle` returns no windows).
 """
 
 from __future__ import annotations
@@ -78,16 +91,89 @@ class ModelSpec:
     # Models with attention outputs: the last window's raw (temporal, body) weights, and what they mean.
     attention: Callable[[], tuple[np.ndarray, np.ndarray] | None] | None = None
     attention_spec: AttentionSpec | None = None
+    # Many windows at once: normalised [N, L, C] → probabilities [N, K], the same as N ``predict`` calls;
+    # None: :func:`predict_windows` loops over ``predict``.
+    predict_batch: Callable[[np.ndarray], np.ndarray] | None = None
+    # after ``predict_batch``: (temporal [N, L], body [N, P]) of its windows (models with attention outputs)
+    attention_batch: Callable[[], tuple[np.ndarray, np.ndarray] | None] | None = None
+    batch_sizes: tuple[int, ...] = (1,)  # batch sizes the model runs natively (always holds 1)
 
     @classmethod
     def from_bundle(cls, bundle: Any, runner: Any) -> "ModelSpec":
-        """Build from a loaded ``alanet.device.bundle.Bundle`` and its ``ModelRunner``."""
+        """Build from a loaded ``alanet.device.bundle.Bundle`` and its ``ModelRunner``.
+
+        A runner without ``predict_batch`` (or without ``attention_batch``, for a model
+        with attention outputs) is batched by a loop over ``predict`` (:func:`predict_windows`).
+        """
         att = AttentionSpec.from_manifest(bundle.manifest) if getattr(runner, "has_attention", False) else None
+        batch = getattr(runner, "predict_batch", None)
+        att_batch = getattr(runner, "attention_batch", None) if att else None
+        if att and att_batch is None:
+            batch = None  # attention per window needs the loop
+        sizes = tuple(sorted({1, *(int(b) for b in getattr(runner, "batch_sizes", (1,)) or (1,))}))
         return cls(predict=runner.predict, normalizer=bundle.normalizer, length=int(bundle.window),
                    stride=int(bundle.stride), sample_rate_hz=float(bundle.schema.sample_rate_hz),
                    n_channels=int(bundle.schema.n_channels), task=str(bundle.task), labels=tuple(bundle.labels),
                    decision=dict(bundle.manifest.get("decision") or {}), model_id=str(bundle.model_id),
-                   attention=runner.attention if att else None, attention_spec=att)
+                   attention=runner.attention if att else None, attention_spec=att,
+                   predict_batch=batch, attention_batch=att_batch, batch_sizes=sizes)
+
+
+RawAttention = tuple[np.ndarray, np.ndarray]  # (temporal [N, L], body [N, P])
+
+
+def predict_windows(spec: ModelSpec, windows: np.ndarray) -> tuple[np.ndarray, RawAttention | None]:
+    """Probabilities [N, K] (and raw attention [N, ...] for attention models) of normalised windows [N, L, C].
+
+    One ``predict_batch`` call when the model has one, else one ``predict`` per window
+    (attention read after each). Raises what the model raises.
+    """
+    want_att = spec.attention is not None and spec.attention_spec is not None
+    if spec.predict_batch is not None:
+        probs = np.asarray(spec.predict_batch(windows), np.float32)
+        att = spec.attention_batch() if want_att and spec.attention_batch is not None else None
+        return probs, att
+    rows, temporal, body = [], [], []
+    for x in windows:
+        rows.append(spec.predict(x))
+        if want_att:
+            a = spec.attention()  # type: ignore[misc]
+            if a is None:
+                want_att = False
+            else:
+                temporal.append(a[0])
+                body.append(a[1])
+    probs = np.stack(rows).astype(np.float32, copy=False) if rows else np.zeros((0, len(spec.labels)), np.float32)
+    return probs, ((np.stack(temporal), np.stack(body)) if want_att and temporal else None)
+
+
+def predict_each(spec: ModelSpec, windows: np.ndarray) -> tuple[np.ndarray, RawAttention | None, dict[int, str]]:
+    """Like :func:`predict_windows`, one ``predict`` per window, and a window that raises is noted
+    (index → what went wrong; its row is NaN) instead of failing the others."""
+    n = len(windows)
+    probs = np.full((n, len(spec.labels)), np.nan, np.float32)
+    want_att = spec.attention is not None and spec.attention_spec is not None
+    temporal: list[np.ndarray | None] = [None] * n
+    body: list[np.ndarray | None] = [None] * n
+    failed: dict[int, str] = {}
+    for k in range(n):
+        try:
+            p = np.asarray(spec.predict(windows[k]), np.float32).reshape(-1)
+            probs[k, :len(p)] = p[:probs.shape[1]]
+            if want_att:
+                a = spec.attention()  # type: ignore[misc]
+                if a is not None:
+                    temporal[k], body[k] = a
+        except Exception as exc:  # noqa: BLE001 - charged to this window's wearer only
+            failed[k] = f"{type(exc).__name__}: {exc}"[:250]
+    att = None
+    if want_att:
+        t0 = next((t for t in temporal if t is not None), None)
+        b0 = next((b for b in body if b is not None), None)
+        if t0 is not None and b0 is not None:
+            att = (np.stack([t if t is not None else np.zeros_like(t0) for t in temporal]),
+                   np.stack([b if b is not None else np.zeros_like(b0) for b in body]))
+    return probs, att, failed
 
 
 @dataclass(frozen=True)
@@ -103,7 +189,7 @@ class WindowResult:
     smoothed: float
     state: str | None  # protective: "active"/"none"; pain: current level label or None
     event: Event | None
-    inference_ms: float
+    inference_ms: float  # model time for this window; in a batch: the batch's invoke time / its size
     attention: Attention | None = None  # what the model attended to (models with attention outputs)
 
 
@@ -176,11 +262,27 @@ def _every_decade(n: int) -> bool:
     return n == 1
 
 
-class WearerPipeline:
-    """Checks, features, window, model and decision state of one wearer."""
+@dataclass(frozen=True)
+class DueWindow:
+    """A completed, normalised window waiting for its prediction (deferred mode)."""
 
-    def __init__(self, wearer: str, spec: ModelSpec, max_gap_frames: int = 3) -> None:
+    x: np.ndarray  # [L, C] float32, normalised with the slot's statistics (its own buffer)
+    seq: int
+    t_ms: float
+
+
+class WearerPipeline:
+    """Checks, features, window, model and decision state of one wearer.
+
+    ``deferred``: queue completed windows as due instead of classifying them at once
+    (see the module docstring); it may be switched while no window is due.
+    """
+
+    def __init__(self, wearer: str, spec: ModelSpec, max_gap_frames: int = 3, *, deferred: bool = False) -> None:
         self.wearer = wearer
+        self.deferred = bool(deferred)
+        self._due: list[DueWindow] = []
+        self._ready: list[WindowResult] = []  # concluded by a model switch, returned by the next call
         self.slot = ModelSlot.build(spec)
         self.max_gap = int(max_gap_frames)
         self.features = StreamingFeatures(spec.sample_rate_hz)
@@ -232,7 +334,15 @@ class WearerPipeline:
         return ModelSwitch(ModelSlot.build(spec, ring, self.slot.decider if keep else None), keep)
 
     def apply_model(self, switch: "ModelSwitch") -> bool:
-        """Switch to a planned model (assignments only: cannot fail); returns True when the decider was kept."""
+        """Switch to a planned model; returns True when the decider was kept.
+
+        Windows still due (deferred mode) are first classified with the old model
+        (:meth:`finish_due`, as immediate mode would have done before the switch); their
+        results come with the next :meth:`conclude_due` / :meth:`finish_due` call. The
+        rest is assignments only.
+        """
+        if self._due:
+            self._ready = self.finish_due()  # (it takes what was ready before, too)
         old = self.slot.spec
         new = switch.slot.spec
         if switch.features is not None:  # another sample rate: features and window start afresh
@@ -525,22 +635,91 @@ class WearerPipeline:
         s.norm *= s.inv_std
         return s.norm
 
-    def _attention(self) -> Attention | None:
-        """The last prediction's attention, summarised (models with attention outputs only)."""
+    def _attention(self, raw: RawAttention | None) -> Attention | None:
+        """A prediction's raw attention (temporal [L], body [P]), summarised (models with attention outputs only)."""
         spec = self.spec
-        if spec.attention is None or spec.attention_spec is None:
+        if raw is None or spec.attention_spec is None:
             return None
-        raw = spec.attention()
-        return None if raw is None else summarise(raw[0], raw[1], spec.attention_spec, self.fs)
+        return summarise(raw[0], raw[1], spec.attention_spec, self.fs)
 
     def _classify(self, window: np.ndarray, seq: int, t_ms: float) -> WindowResult | None:
+        if self.deferred:
+            s = self.slot
+            x = np.subtract(window, s.mean, dtype=np.float32)  # its own buffer: the ring moves on
+            x *= s.inv_std
+            self._due.append(DueWindow(x, seq, t_ms))
+            return None
         x = self._normalize(window)
+        spec = self.slot.spec
         t0 = time.perf_counter()
-        probs = self.slot.spec.predict(x)
+        probs = spec.predict(x)
         dt = time.perf_counter() - t0
-        return self._conclude(probs, seq, t_ms, dt)
+        raw = spec.attention() if spec.attention is not None and spec.attention_spec is not None else None
+        return self._conclude(probs, seq, t_ms, dt, raw)
 
-    def _conclude(self, probs: np.ndarray, seq: int, t_ms: float, dt: float) -> WindowResult | None:
+    # ---- deferred windows (batched across wearers by the caller) ----
+    @property
+    def due(self) -> int:
+        """How many completed windows wait for their prediction (deferred mode)."""
+        return len(self._due)
+
+    def due_windows(self) -> list[np.ndarray]:
+        """The due windows' normalised inputs [L, C], oldest first (they stay due until concluded)."""
+        return [d.x for d in self._due]
+
+    def conclude_due(self, probs: np.ndarray, attention: RawAttention | None = None, inference_ms: float = 0.0,
+                     failed: dict[int, str] | None = None) -> list[WindowResult]:
+        """Finish the due windows, in order, with their predictions.
+
+        ``probs`` [N, K] (N = :attr:`due`), ``attention`` (temporal [N, L], body [N, P]) or
+        None, ``inference_ms`` the share of the batch's invoke time each window is charged
+        (batch time / batch size), ``failed`` window index → why its prediction raised: such
+        a window is skipped and charged to this wearer as a fault, and the window restarts
+        (as a raising ``predict`` does in immediate mode). Non-finite rows are skipped as in
+        immediate mode. Never raises.
+        """
+        due, self._due = self._due, []
+        out = self._take_ready()
+        if len(probs) != len(due):
+            self._fault(f"{len(probs)} prediction(s) for {len(due)} due window(s); windows skipped")
+            return out
+        dt = inference_ms / 1000.0
+        for k, d in enumerate(due):
+            try:
+                if failed and k in failed:
+                    self.counters.inference_s += dt
+                    self._fault(f"model {self.spec.model_id}: window ending at seq {d.seq}: {failed[k]}"[:300])
+                    self._restart_window()
+                    continue
+                raw = (attention[0][k], attention[1][k]) if attention is not None else None
+                r = self._conclude(probs[k], d.seq, d.t_ms, dt, raw)
+                if r is not None:
+                    out.append(r)
+            except Exception as exc:  # noqa: BLE001 - like a packet fault: counted, the wearer goes on
+                self._fault(f"concluding window ending at seq {d.seq}: {type(exc).__name__}: {exc}"[:300])
+                self._restart_window()
+        return out
+
+    def finish_due(self) -> list[WindowResult]:
+        """Classify this wearer's due windows now, with its own model (a batch of its own); never raises."""
+        if not self._due:
+            return self._take_ready()
+        xs = np.stack(self.due_windows())
+        t0 = time.perf_counter()
+        try:
+            probs, att = predict_windows(self.spec, xs)
+            failed: dict[int, str] = {}
+        except Exception:  # noqa: BLE001 - one window at a time: a bad one is charged alone
+            probs, att, failed = predict_each(self.spec, xs)
+        ms = 1000.0 * (time.perf_counter() - t0) / len(xs)
+        return self.conclude_due(probs, att, ms, failed)
+
+    def _take_ready(self) -> list[WindowResult]:
+        out, self._ready = self._ready, []
+        return out
+
+    def _conclude(self, probs: np.ndarray, seq: int, t_ms: float, dt: float,
+                  raw_attention: RawAttention | None = None) -> WindowResult | None:
         """Decide on one window's probabilities; None (window skipped) when they are not finite."""
         s, c = self.slot, self.counters
         c.inference_s += dt
@@ -566,9 +745,9 @@ class WearerPipeline:
             labels = s.spec.labels
             state = labels[d.level] if d.level is not None and d.level < len(labels) else None
         r = WindowResult(self.wearer, c.windows, seq, t_start, t_end, probs, smoothed, state, ev, dt * 1000.0,
-                         self._attention())
+                         self._attention(raw_attention))
         c.windows += 1
         return r
 
 
-__all__ = ["ModelSpec", "ModelSlot", "ModelSwitch", "WindowResult", "WearerPipeline", "PipelineCounters", "PAIN", "PROTECTIVE"]
+__all__ = ["ModelSpec", "ModelSlot", "DueWindow", "predict_windows", "predict_each", "ModelSwitch", "WindowResult", "WearerPipeline", "PipelineCounters", "PAIN", "PROTECTIVE"]

@@ -14,6 +14,19 @@ keeps whatever the broker has not acknowledged.
 Each wearer is isolated: its decoder and pipeline never raise, and a fault while
 publishing one wearer's window is caught, logged, counted and reported on that
 wearer's state topic (``"fault"``), so one wearer's bad stream never stops the others.
+
+Batched inference (more than one wearable and a batch limit above 1, see
+:meth:`Gateway.batch_limit`): the pipelines run deferred, so a completed window is
+normalised and queued as due instead of classified. The main loop keeps processing
+serial reads until the data queue is empty, the batch is full, or ``batch_wait_ms``
+has passed since the oldest due window; then one :func:`~alanet.device.pipeline.predict_windows`
+call classifies every due window (:meth:`Gateway.classify_due`), each wearer's
+windows are concluded in order by the unchanged decision code, and the iteration's
+alerts are committed together. A due window is never held back while nothing is
+waiting to be read, so an idle gateway answers at once. If the batched call raises,
+the windows are classified one at a time and only a window that still fails is
+charged (to its own wearer). Nothing is due when the loop switches models or serves
+MQTT commands. With one wearable the pipeline classifies each window at once (batch 1).
 """
 
 from __future__ import annotations
@@ -32,12 +45,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
+
 from alanet.device.alert_queue import AlertQueue
 from alanet.device.config import GatewayConfig, WearableConfig, load_config
 from alanet.device.decisions import Event
 from alanet.device.mqtt_link import MqttLink
-from alanet.device.pipeline import ModelSpec, WearerPipeline, WindowResult
+from alanet.device.pipeline import ModelSpec, WearerPipeline, WindowResult, predict_each, predict_windows
 from alanet.errors import InputError
+from alanet.firmware_bridge.protocol import Exercise
 
 log = logging.getLogger("alanet.gateway")
 
@@ -180,6 +196,14 @@ class Gateway:
 
         self.wearables = [Wearable(w, WearerPipeline(w.wearer, self.spec, cfg.max_gap_frames), Decoder())
                           for w in cfg.wearables]
+        self._due: list[int] = []  # wearers with due windows, in the order their first one became due
+        self._due_n = 0  # due windows in all
+        self._due_since = 0.0  # monotonic time the oldest due window became due
+        self.batches = 0  # batched model calls (classify_due)
+        self.batch_windows = 0  # windows they classified
+        self.batch_s = 0.0  # time inside those calls
+        self.batch_failures = 0  # batched calls that raised (their windows were then classified one by one)
+        self._set_batching()
         self._state_topics = [topic(gw, w.cfg.wearer, "state") for w in self.wearables]
         self._alert_topics = [topic(gw, w.cfg.wearer, "alert") for w in self.wearables]
         self.sessions: Any = None  # GatewaySessions: exercise context and session logs ([sessions] enabled)
@@ -317,28 +341,150 @@ class Gateway:
                 log.error("the main loop is %d serial reads behind: %d read(s) dropped so far", DATA_QUEUE_MAX,
                           self.dropped_reads)
 
+    # ---- batching ----
+    def batch_limit(self) -> int:
+        """Windows per model call: ``[runtime] batch_max``, or (0) the model's largest native batch size."""
+        return int(self.cfg.batch_max or max(self.spec.batch_sizes))
+
+    def _set_batching(self) -> None:
+        """Deferred pipelines when batching pays (several wearables, a limit above 1); call with nothing due."""
+        self._batch_spec = self.spec
+        self._batch_full = self.batch_limit()
+        self.batching = len(self.wearables) > 1 and self._batch_full > 1
+        for w in self.wearables:
+            w.pipeline.deferred = self.batching
+
+    @property
+    def due(self) -> int:
+        """Windows completed but not yet classified (batched mode)."""
+        return self._due_n
+
+    def classify_due(self) -> int:
+        """Classify every due window in one model call per model (normally one), conclude each wearer's
+        windows in order, publish them, and commit the alerts together. Returns the number of windows.
+
+        Never raises: a failing batched call falls back to one call per window, and a window
+        that still fails is charged to its own wearer (fault, window restart).
+        """
+        order, self._due, n = self._due, [], self._due_n
+        self._due_n = 0
+        if not n:
+            return 0
+        groups: dict[int, tuple[ModelSpec, list[int]]] = {}  # wearers still on another model form their own call
+        for i in order:
+            p = self.wearables[i].pipeline
+            if p.due:
+                groups.setdefault(id(p.spec), (p.spec, []))[1].append(i)
+        alerts: list[tuple[int, str, str, bytes]] = []
+        for spec, idx in groups.values():
+            try:
+                self._classify_group(spec, idx, alerts)
+            except Exception as exc:  # noqa: BLE001 - never expected; still, the gateway goes on
+                for i in idx:
+                    self._runtime_fault(self.wearables[i], "classifying its due windows", exc)
+                    self._publish(i, self.wearables[i].pipeline.conclude_due(np.zeros((0, 0), np.float32)), alerts)
+        self._send_alerts(alerts)
+        for i in order:
+            w = self.wearables[i]
+            if w.fault_count() != w.reported_faults:
+                self._report_faults(i)
+        return n
+
+    def _classify_group(self, spec: ModelSpec, idx: list[int], alerts: list[tuple[int, str, str, bytes]]) -> None:
+        pipes = [self.wearables[i].pipeline for i in idx]
+        windows = [p.due_windows() for p in pipes]
+        batch = np.stack([x for ws in windows for x in ws])
+        failed: dict[int, str] = {}
+        t0 = time.perf_counter()
+        try:
+            probs, att = predict_windows(spec, batch)
+            if probs.shape[0] != len(batch):
+                raise ValueError(f"{probs.shape[0]} predictions for {len(batch)} windows")
+        except Exception as exc:  # noqa: BLE001 - one window at a time: only a bad window is charged
+            self.batch_failures += 1
+            if self.batch_failures in (1, 10, 100) or self.batch_failures % 1000 == 0:
+                log.error("batched model call of %d windows failed (%s: %s); classifying them one by one "
+                          "(%d such failures)", len(batch), type(exc).__name__, exc, self.batch_failures)
+            probs, att, failed = predict_each(spec, batch)
+        dt = time.perf_counter() - t0
+        self.batches += 1
+        self.batch_windows += len(batch)
+        self.batch_s += dt
+        ms = 1000.0 * dt / len(batch)  # each window is charged its share of the call
+        a = 0
+        for i, p, ws in zip(idx, pipes, windows):
+            b = a + len(ws)
+            mine = {k - a: why for k, why in failed.items() if a <= k < b}
+            self._publish(i, p.conclude_due(probs[a:b], (att[0][a:b], att[1][a:b]) if att is not None else None,
+                                            ms, mine), alerts)
+            a = b
+
+    def _send_alerts(self, alerts: list[tuple[int, str, str, bytes]]) -> None:
+        """Commit and send the alerts of one batch: together when the link can, else one by one."""
+        if not alerts:
+            return
+        many = getattr(self.link, "publish_alerts", None)
+        if many is not None:
+            try:
+                many([(aid, t, payload) for _, aid, t, payload in alerts])
+                return
+            except Exception as exc:  # noqa: BLE001 - charged to the wearers whose alerts these were
+                for i in sorted({i for i, *_ in alerts}):
+                    self._runtime_fault(self.wearables[i], f"publishing {len(alerts)} alerts", exc)
+                return
+        for i, aid, t, payload in alerts:
+            try:
+                self.link.publish_alert(aid, t, payload)
+            except Exception as exc:  # noqa: BLE001 - one wearer's fault must not stop the gateway
+                self._runtime_fault(self.wearables[i], f"publishing alert {aid}", exc)
+
     # ---- main loop ----
-    def process(self, i: int, data: bytes) -> None:
+    def process(self, i: int, data: bytes, *, defer: bool = False) -> None:
         """Decode one chunk from wearable ``i`` and act on the windows it completes. Never raises.
 
         The decoder and the pipeline never raise; a fault while publishing a window is
-        caught here and counted against this wearer only.
+        caught here and counted against this wearer only. In batched mode the windows
+        the chunk completes become due; ``defer=True`` leaves them due for the next
+        :meth:`classify_due` (the main loop's way), otherwise they are classified before
+        this returns.
         """
         w = self.wearables[i]
+        p = w.pipeline
         packets = w.decoder.feed(data)
         if packets:
             try:  # the session hooks split the packets at EXERCISE packets (and log raw frames)
-                for run in self.sessions.runs(i, packets) if self.sessions is not None else (packets,):
-                    for r in w.pipeline.handle(run):
-                        w.last_t_end = r.t_end
-                        try:
-                            self._on_window(i, r)
-                        except Exception as exc:  # noqa: BLE001 - one wearer's fault must not stop the gateway
-                            self._runtime_fault(w, f"publishing window {r.window}", exc)
+                runs = self.sessions.runs(i, packets) if self.sessions is not None else (packets,)
+                # windows before an exercise change are concluded before it (their payloads name the exercise)
+                split = p.deferred and self.sessions is not None and any(type(x) is Exercise for x in packets)
+                for run in runs:
+                    before = p.due
+                    out = p.handle(run)
+                    if out:
+                        self._publish(i, out)
+                    if p.due > before:
+                        if before == 0:
+                            if not self._due_n:
+                                self._due_since = time.monotonic()
+                            self._due.append(i)
+                        self._due_n += p.due - before
+                        if split:
+                            self.classify_due()
             except Exception as exc:  # noqa: BLE001 - the same for the session hooks
                 self._runtime_fault(w, "running the session hooks", exc)
+        if self._due_n and not defer:
+            self.classify_due()
         if w.fault_count() != w.reported_faults:
             self._report_faults(i)
+
+    def _publish(self, i: int, results: list[WindowResult],
+                 alerts: list[tuple[int, str, str, bytes]] | None = None) -> None:
+        w = self.wearables[i]
+        for r in results:
+            w.last_t_end = r.t_end
+            try:
+                self._on_window(i, r, alerts)
+            except Exception as exc:  # noqa: BLE001 - one wearer's fault must not stop the gateway
+                self._runtime_fault(w, f"publishing window {r.window}", exc)
 
     @staticmethod
     def _runtime_fault(w: Wearable, doing: str, exc: Exception) -> None:
@@ -370,7 +516,8 @@ class Gateway:
         except Exception:  # noqa: BLE001 - the report is best effort; the fault is counted and logged
             log.exception("%s: cannot publish the fault report", w.cfg.wearer)
 
-    def _on_window(self, i: int, r: WindowResult) -> None:
+    def _on_window(self, i: int, r: WindowResult, alerts: list[tuple[int, str, str, bytes]] | None = None) -> None:
+        """Publish one window (state, and its alert: at once, or into ``alerts`` to be committed with others)."""
         gw = self.cfg.gateway
         extra = self.sessions.on_window(i, r) if self.sessions is not None else {}
         if r.attention is not None:
@@ -383,7 +530,10 @@ class Gateway:
             self.alerts += 1
             log.info("ALERT %s %s %s p=%.2f t=%.1f-%.1f s", r.wearer, r.event.type, r.event.state, r.event.probability,
                      r.event.t_start, r.event.t_end)
-            self.link.publish_alert(a["id"], self._alert_topics[i], _dumps(a))
+            if alerts is None:
+                self.link.publish_alert(a["id"], self._alert_topics[i], _dumps(a))
+            else:
+                alerts.append((i, a["id"], self._alert_topics[i], _dumps(a)))
         if self.cfg.publish_state:
             labels = self.spec.labels
             st = {"schema": STATE_SCHEMA, "gateway": gw, "wearer": r.wearer, "task": self.spec.task,
@@ -434,6 +584,7 @@ class Gateway:
             self.link.set_retained(self.status_topic, self.status_payload())
             next_beat = time.monotonic() + cfg.heartbeat_s
             data = self._data
+            wait_s = cfg.batch_wait_ms / 1000.0
             while not self.stop_event.is_set():
                 try:
                     item = data.get(timeout=0.05)
@@ -441,15 +592,21 @@ class Gateway:
                     item = None
                 budget = time.monotonic() + LOOP_BUDGET_S  # then serve MQTT, even under a flood
                 while item is not None:
-                    self.process(*item)
-                    if time.monotonic() > budget:
+                    self.process(*item, defer=True)
+                    now = time.monotonic()
+                    if self._due_n and (self._due_n >= self._batch_full or now - self._due_since >= wait_s):
+                        self.classify_due()  # the batch is full, or its oldest window waited long enough
+                    if now > budget:
                         break
                     try:
                         item = data.get_nowait()
                     except queue.Empty:
                         item = None
+                self.classify_due()  # nothing left to read (or the budget is spent): nothing stays due
                 if self.flash is not None:
                     self.flash.apply_pending()  # model switches, between two frames
+                    if self.spec is not self._batch_spec:
+                        self._set_batching()  # the new model's batch sizes
                 self.link.poll()
                 now = time.monotonic()
                 if now >= next_beat or self._status_now.is_set():
@@ -472,6 +629,7 @@ class Gateway:
                     log.warning("%s: closing serial: %s", w.cfg.wearer, exc)
                 w.reconnects += int(getattr(w.link, "reconnects", 0) or 0)
                 w.link = None
+        self.classify_due()
         while True:  # finish what was already read
             try:
                 item = self._data.get_nowait()

@@ -52,6 +52,7 @@ def test_full_file_and_flag_overrides(tmp_path):
 def test_example_config_loads():
     c = load_config(EXAMPLE)
     assert c.wearables and c.broker.url.startswith("mqtt")
+    assert (c.batch_wait_ms, c.batch_max) == (20.0, 0)
 
 
 @pytest.mark.parametrize("text, key", [
@@ -65,6 +66,9 @@ def test_example_config_loads():
     ('gateway = "gw#1"\n[model]\nbundle="b"\n[[wearable]]\nport="p"', "gateway"),
     ('[model]\nbundle="b"\n[mqtt]\nca_file = "/nonexistent.pem"\n[[wearable]]\nport="p"', "mqtt.ca_file"),
     ('[model]\nbundle="b"\n[runtime]\nmax_gap_frames = 1.5\n[[wearable]]\nport="p"', "runtime.max_gap_frames"),
+    ('[model]\nbundle="b"\n[runtime]\nbatch_wait_ms = -1\n[[wearable]]\nport="p"', "runtime.batch_wait_ms"),
+    ('[model]\nbundle="b"\n[runtime]\nbatch_wait_ms = 5000\n[[wearable]]\nport="p"', "runtime.batch_wait_ms"),
+    ('[model]\nbundle="b"\n[runtime]\nbatch_max = 2.5\n[[wearable]]\nport="p"', "runtime.batch_max"),
     ('[model]\nbundle="b"\n[mqtt]\npublish_state = "yes"\n[[wearable]]\nport="p"', "mqtt.publish_state"),
     ('[model]\nbundle="b"', "wearable"),
     ('[[wearable]]\nport="p"', "model.bundle"),

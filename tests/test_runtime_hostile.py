@@ -257,7 +257,7 @@ def test_a_fault_in_one_wearer_is_isolated_counted_and_reported(tmp_path, mosqui
         return real(x)
 
     gw.wearables[0].pipeline.slot = replace(gw.wearables[0].pipeline.slot,
-                                            spec=replace(gw.spec, predict=failing))
+                                            spec=replace(gw.spec, predict=failing, predict_batch=None))
     e0, e1 = Encoder(device_id="a"), Encoder(device_id="b")
     try:
         gw.process(0, e0.hello(0))
