@@ -251,10 +251,10 @@ def test_the_main_loop_batches_pty_wearables(tmp_path, mosquitto, built):
             assert w.wait_opened_by(os.getpid(), timeout=20, settle=0.1)
             w.hello()
         t0 = time.perf_counter()
-        for k in range(0, n_frames, 15):  # 16x real time, the wearers interleaved
+        for k in range(0, n_frames, 15):  # 4x real time (a loaded CI core keeps up), the wearers interleaved
             for i, w in enumerate(wears):
                 w.write(_wire(parts[i], range(k, k + 15), w.enc))
-            delay = t0 + (k + 15) / (rs.FS * 16) - time.perf_counter()
+            delay = t0 + (k + 15) / (rs.FS * 4) - time.perf_counter()
             if delay > 0:
                 time.sleep(delay)
         sub.wait(lambda: len(sub.of("/state")) >= N_WEARERS * n_win and
