@@ -136,3 +136,64 @@ def test_banet_published_head_shapes():
     np.testing.assert_allclose(w.sum(axis=-1), 1.0, atol=1e-5)  # softmax over the parts
     pooled = build_model("banet", timesteps=20, channels=30, n_classes=2, groups=parts, hparams={"head": "pooled"})
     assert pooled.get_layer("output").kernel.shape == (8, 2)
+
+
+def _separate_and_grouped(builder, *args):
+    """The same ALANet-per-part network built with one LSTM per part and with every part in one layer."""
+    from alanet.train.models import hparams_for
+
+    hp = hparams_for("alanet-parts", {"units": 3})
+    return builder(*args, {**hp, "group_parts": False}), builder(*args, {**hp, "group_parts": True})
+
+
+def test_alanet_parts_grouped_lstm_is_the_same_network():
+    """group_parts=True (the default) runs every part's encoder LSTM in one layer: the weight
+    list is the per-part one (same shapes, same order), the outputs are equal on a padded
+    batch, and one optimizer step (Adam, clipnorm per weight, EMA: the recipe's) moves both
+    forms to the same weights."""
+    import keras
+
+    from alanet.train.models.alanet import alanet_parts
+
+    rng = np.random.default_rng(3)
+    sep, grp = _separate_and_grouped(lambda *a: alanet_parts(10, 9, 3, GROUPS, *a))
+    assert sum(layer.__class__.__name__ == "LSTM" for layer in sep.layers) == len(GROUPS)
+    assert [layer.__class__.__name__ for layer in grp.layers].count("PartsLSTM") == 1
+    assert [w.shape for w in grp.get_weights()] == [w.shape for w in sep.get_weights()]
+    sep.set_weights([w + rng.normal(0, 0.3, w.shape).astype(np.float32) for w in sep.get_weights()])
+    grp.set_weights(sep.get_weights())
+    x = rng.normal(size=(4, 10, 9)).astype(np.float32)
+    mask = np.ones((4, 10), bool)
+    x[1, 6:], mask[1, 6:] = 0.0, False  # a padded window: every part keeps its state past the end
+    np.testing.assert_allclose(grp.predict([x, mask], verbose=0), sep.predict([x, mask], verbose=0), atol=1e-6)
+    y = np.array([0, 1, 2, 1])
+    before = sep.get_weights()
+    for m in (sep, grp):
+        m.compile(keras.optimizers.Adam(0.01, clipnorm=1.0, use_ema=True, ema_momentum=0.9),
+                  "sparse_categorical_crossentropy")
+        m.train_on_batch([x, mask], y)
+    for i, (w0, a, b) in enumerate(zip(before, sep.get_weights(), grp.get_weights())):
+        if i < 3 * len(GROUPS):  # the parts' LSTM weights moved (Adam: by about the learning rate)
+            assert np.abs(a - w0).max() > 1e-3
+        # Float rounding, amplified by Adam's normalisation where a gradient is ~0 (the
+        # temporal attention's score bias: a softmax ignores a common shift).
+        np.testing.assert_allclose(b, a, atol=1e-4)
+
+
+def test_alanet_parts_grouped_autoencoder_is_the_same_network():
+    """The pretraining autoencoder with every part's encoder, decoder and reconstruction
+    in one layer each reconstructs exactly what one autoencoder per part does."""
+    from alanet.train.models.alanet import alanet_parts_autoencoder
+
+    rng = np.random.default_rng(4)
+    sep, grp = _separate_and_grouped(lambda hp: alanet_parts_autoencoder(10, 9, GROUPS, hp))
+    sep.set_weights([w + rng.normal(0, 0.3, w.shape).astype(np.float32) for w in sep.get_weights()])
+    for stage in ("encoder_lstm", "decoder_lstm", "reconstruction"):  # part p's weights, in part order
+        grp.get_layer(stage).set_weights([w for p in range(len(GROUPS))
+                                          for w in sep.get_layer(f"{stage}_{p}").get_weights()])
+    x = rng.normal(size=(3, 10, 9)).astype(np.float32)
+    mask = np.ones((3, 10), bool)
+    x[2, 7:], mask[2, 7:] = 0.0, False  # the code is the state after the last real frame
+    out = grp.predict([x, mask], verbose=0)
+    assert out.shape == (3, 10, sum(len(g) for g in GROUPS))
+    np.testing.assert_allclose(out, sep.predict([x, mask], verbose=0), atol=1e-6)
