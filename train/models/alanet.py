@@ -17,8 +17,8 @@ always full. Both have the same weights.
 ``alanet-parts`` (the paper's Table II) gives every body part its own autoencoder;
 the head's bodily attention then weighs the parts. With ``group_parts`` (the default)
 the parts' LSTMs run as one layer (:class:`~alanet.train.models.parts_lstm.PartsLSTM`:
-the same P weight sets in the same order, the same outputs, one recurrent loop instead
-of P); ``group_parts=False`` builds one Keras LSTM per part, as before.
+the same parameters stacked in three variables, the same outputs, one recurrent loop
+instead of P); ``group_parts=False`` builds one Keras LSTM per part, as before.
 """
 
 from __future__ import annotations
@@ -101,7 +101,7 @@ def alanet_parts_autoencoder(timesteps: int, channels: int, groups: list[list[in
         _, h, _ = PartsLSTM(units, sizes, return_sequences=True, return_state=True, name="encoder_lstm")(xp, mask=mask)
         d = PartsLSTM(units, [units] * len(groups), return_sequences=True, name="decoder_lstm")(
             layers.RepeatVector(timesteps, name="repeat")(h))
-        out = PartsDense([units] * len(groups), sizes, name="reconstruction")(d)
+        out = PartsDense(units, sizes, name="reconstruction")(d)
         return keras.Model(inputs, out, name="alanet_parts_autoencoder")
     outs = []
     for p, idx in enumerate(groups):

@@ -1,25 +1,30 @@
 """P independent LSTMs (one per body part) run as one recurrent layer.
 
 ALANet per body part gives every part its own encoder (and, for pretraining, its
-own decoder) LSTM. Built as P separate Keras LSTMs, the graph holds P recurrent
-loops for the forward pass and P more for the gradient, and tracing and running
-them is most of the training time of a short run. :class:`PartsLSTM` holds the
-same P weight sets (part ``p``: ``kernel_p`` [D_p, 4h], ``recurrent_kernel_p``
-[h, 4h], ``bias_p`` [4h], Keras' gate order i, f, c, o, created in that order so the
-weight list is the one P separate LSTMs give) and runs them in one loop:
+own decoder) LSTM. Built as P separate Keras LSTMs, the model has 3·P weight
+variables and P recurrent loops (and P more for the gradient); Keras' training step
+costs about half a second of tracing per variable on a 2-core CPU, and tracing, not
+the epochs, was most of a short run. :class:`PartsLSTM` holds the same parameters
+in three variables and runs every part in one loop:
 
-- the input projections of every part are computed for all frames at once, before
-  the loop (one matmul per part);
-- each step multiplies the P hidden states by their own recurrent kernels in one
-  batched matmul (``einsum("bph,phg->bpg")``).
+- ``kernel`` [D_0 + … + D_{P-1}, 4h]: part ``p``'s input kernel in its own rows,
+- ``recurrent_kernel`` [P·h, 4h]: part ``p``'s recurrent kernel in rows p·h … p·h+h-1,
+- ``bias`` [P·4h]: part ``p``'s bias in its own block,
 
-Input: the parts side by side, [B, T, D_0 + … + D_{P-1}]. Output: every part's
-hidden states side by side, [B, T, P·h] (or the last one), exactly what
-``Concatenate`` of P separate LSTMs gives; with ``return_state`` the states are
-[B, P·h] too. Masks behave as in a Keras LSTM (a masked frame keeps the state).
+i.e. the P kernels of separate LSTMs stacked (Keras' gate order i, f, c, o inside
+each). Each call spreads them into block-diagonal matrices (a constant 0/1 mask: no
+weight of one part ever touches another part, and no gradient crosses either), so a
+step is one LSTM step of P·h units; the input projection of every frame happens once,
+before the loop.
 
-:class:`PartsDense` is the matching per-part ``Dense`` (the autoencoder's
-reconstruction layer of every part).
+Input: the parts side by side, [B, T, ΣD]. Output: every part's hidden states side by
+side, [B, T, P·h] (or the last ones), exactly what ``Concatenate`` of P separate LSTMs
+gives; with ``return_state`` the states are [B, P·h] too. Masks behave as in a Keras
+LSTM (a masked frame keeps the state). :func:`stack_part_weights` turns the weights
+of P separate LSTMs (or Dense layers) into this layout.
+
+:class:`PartsDense` is the matching per-part ``Dense`` (every part's reconstruction
+in the autoencoder).
 """
 
 from __future__ import annotations
@@ -27,29 +32,45 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 import keras
+import numpy as np
 from keras import initializers, layers, ops
 
 PACKAGE = "alanet"
 
 
-def _split(x, sizes: Sequence[int]):
-    """Split the last axis of ``x`` into consecutive pieces of ``sizes``."""
-    if len(sizes) == 1:
-        return [x]
-    cuts, at = [], 0
-    for s in sizes[:-1]:
-        at += s
-        cuts.append(at)
-    return ops.split(x, cuts, axis=-1)
+def _owner_mask(row_parts: Sequence[int], n_parts: int, blocks: int, width: int) -> np.ndarray:
+    """[rows, blocks·P·width] 0/1: row r may reach the columns of part ``row_parts[r]`` in every block."""
+    own = np.asarray(row_parts)[:, None] == np.arange(n_parts)[None, :]  # [rows, P]
+    return np.repeat(np.tile(own[:, None, :], (1, blocks, 1)), width, axis=-1).reshape(len(row_parts), -1).astype(
+        np.float32)
+
+
+def _spread(w, n_parts: int, blocks: int, mask):
+    """Stacked part weights [rows, blocks·w] → block-diagonal [rows, blocks·P·w] (columns: block, part, w)."""
+    rows, width = w.shape[0], w.shape[1] // blocks
+    tiled = ops.tile(ops.reshape(w, (rows, blocks, 1, width)), (1, 1, n_parts, 1))
+    return ops.reshape(tiled, (rows, blocks * n_parts * width)) * mask
+
+
+def _part_rows(sizes: Sequence[int]) -> list[int]:
+    return [p for p, n in enumerate(sizes) for _ in range(n)]
+
+
+def stack_part_weights(per_part: Sequence[Sequence[np.ndarray]], kind: str = "lstm") -> list[np.ndarray]:
+    """The weights of P separate Keras layers (``kind`` "lstm": [kernel, recurrent_kernel,
+    bias] each; "dense": [kernel, bias]) in the layout of :class:`PartsLSTM` / :class:`PartsDense`."""
+    if kind == "lstm":
+        return [np.concatenate([w[i] for w in per_part], axis=0) for i in range(3)]
+    return [np.concatenate([w[0] for w in per_part], axis=1), np.concatenate([w[1] for w in per_part])]
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
 class PartsLSTMCell(layers.Layer):
     """The step of P independent LSTMs of ``units`` each, on input projections already made.
 
-    Step input: [B, P·4h] (part ``p``'s pre-activations ``x_p·K_p + b_p`` in its own
-    block); states h, c: [B, P·h]. The weights of every part are kept here (the layer
-    computes the input projections with ``kernels`` and ``biases``).
+    Step input: [B, 4·P·h] (pre-activations, gate-major: i, f, c, o of every part);
+    states h, c: [B, P·h]. The cell holds the weights (see the module); the layer
+    computes the input projections with :meth:`project`.
     """
 
     def __init__(self, units: int, part_sizes: Sequence[int], **kwargs: Any) -> None:
@@ -59,39 +80,53 @@ class PartsLSTMCell(layers.Layer):
         self.n_parts = len(self.part_sizes)
         self.state_size = [self.n_parts * self.units, self.n_parts * self.units]
         self.output_size = self.n_parts * self.units
+        self.loop_recurrent = None  # set by PartsLSTM.call while its loop runs
 
     def build(self, input_shape) -> None:  # type: ignore[override]
-        h = self.units
+        h, p = self.units, self.n_parts
+        glorot, orthogonal = initializers.GlorotUniform(), initializers.Orthogonal()
 
-        def bias_init(shape, dtype=None):  # Keras' unit_forget_bias: forget gate starts at 1
-            return ops.concatenate([ops.zeros((h,), dtype), ops.ones((h,), dtype), ops.zeros((2 * h,), dtype)])
+        # Each part's block drawn as a separate Keras LSTM draws its own (Glorot's limit
+        # depends on the part's width; orthogonality holds per part).
+        def kernel_init(shape, dtype=None):
+            return ops.concatenate([glorot((d, 4 * h), dtype) for d in self.part_sizes], axis=0)
 
-        self.kernels, self.recurrent_kernels, self.biases = [], [], []
-        for p, d in enumerate(self.part_sizes):
-            self.kernels.append(self.add_weight(shape=(d, 4 * h), name=f"kernel_{p}",
-                                                initializer=initializers.GlorotUniform()))
-            self.recurrent_kernels.append(self.add_weight(shape=(h, 4 * h), name=f"recurrent_kernel_{p}",
-                                                          initializer=initializers.Orthogonal()))
-            self.biases.append(self.add_weight(shape=(4 * h,), name=f"bias_{p}", initializer=bias_init))
+        def recurrent_init(shape, dtype=None):
+            return ops.concatenate([orthogonal((h, 4 * h), dtype) for _ in range(p)], axis=0)
+
+        def bias_init(shape, dtype=None):  # Keras' unit_forget_bias: the forget gate starts at 1
+            one = ops.concatenate([ops.zeros((h,), dtype), ops.ones((h,), dtype), ops.zeros((2 * h,), dtype)])
+            return ops.tile(one, (p,))
+
+        self.kernel = self.add_weight(shape=(sum(self.part_sizes), 4 * h), name="kernel", initializer=kernel_init)
+        self.recurrent_kernel = self.add_weight(shape=(p * h, 4 * h), name="recurrent_kernel",
+                                                initializer=recurrent_init)
+        self.bias = self.add_weight(shape=(p * 4 * h,), name="bias", initializer=bias_init)
+        self._kernel_mask = _owner_mask(_part_rows(self.part_sizes), p, 4, h)
+        self._recurrent_mask = _owner_mask(_part_rows([h] * p), p, 4, h)
         self.built = True
 
+    def _bias(self):
+        """[P·4h] part-major → gate-major [4·P·h]."""
+        b = ops.reshape(self.bias, (self.n_parts, 4, self.units))
+        return ops.reshape(ops.transpose(b, (1, 0, 2)), (-1,))
+
     def project(self, sequences):
-        """Every part's input pre-activations for all frames: [B, T, ΣD] → [B, T, P·4h]."""
-        pieces = _split(sequences, self.part_sizes)
-        z = [ops.matmul(x, k) + b for x, k, b in zip(pieces, self.kernels, self.biases)]
-        return z[0] if len(z) == 1 else ops.concatenate(z, axis=-1)
+        """Every part's input pre-activations for all frames: [B, T, ΣD] → [B, T, 4·P·h]."""
+        return ops.matmul(sequences, _spread(self.kernel, self.n_parts, 4, self._kernel_mask)) + self._bias()
+
+    def recurrent_matrix(self):
+        """The block-diagonal recurrent kernel [P·h, 4·P·h] (gate-major columns)."""
+        return _spread(self.recurrent_kernel, self.n_parts, 4, self._recurrent_mask)
 
     def call(self, inputs, states):  # type: ignore[override]
         h_prev, c_prev = states
-        p, h = self.n_parts, self.units
-        recurrent = ops.reshape(ops.concatenate(self.recurrent_kernels, axis=0), (p, h, 4 * h))
-        z = ops.reshape(inputs, (-1, p, 4 * h)) + ops.einsum("bph,phg->bpg", ops.reshape(h_prev, (-1, p, h)),
-                                                              recurrent)
+        recurrent = self.loop_recurrent if self.loop_recurrent is not None else self.recurrent_matrix()
+        z = inputs + ops.matmul(h_prev, recurrent)
         zi, zf, zc, zo = ops.split(z, 4, axis=-1)
-        c = ops.sigmoid(zf) * ops.reshape(c_prev, (-1, p, h)) + ops.sigmoid(zi) * ops.tanh(zc)
-        out = ops.sigmoid(zo) * ops.tanh(c)
-        out, c = ops.reshape(out, (-1, p * h)), ops.reshape(c, (-1, p * h))
-        return out, [out, c]
+        c = ops.sigmoid(zf) * c_prev + ops.sigmoid(zi) * ops.tanh(zc)
+        h = ops.sigmoid(zo) * ops.tanh(c)
+        return h, [h, c]
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "units": self.units, "part_sizes": self.part_sizes}
@@ -115,9 +150,15 @@ class PartsLSTM(layers.RNN):
         super().build(sequences_shape, initial_state_shape)
 
     def call(self, sequences, initial_state=None, mask=None, training=False):  # type: ignore[override]
-        # The input projection of every frame happens once, outside the recurrent loop.
-        return super().call(self.cell.project(sequences), initial_state=initial_state, mask=mask,
-                            training=training)
+        # The input projection of every frame and the block-diagonal recurrent kernel are
+        # made once, outside the recurrent loop (the cell's steps read the kernel from
+        # ``loop_recurrent`` while this call runs).
+        self.cell.loop_recurrent = self.cell.recurrent_matrix()
+        try:
+            return super().call(self.cell.project(sequences), initial_state=initial_state, mask=mask,
+                                training=training)
+        finally:
+            self.cell.loop_recurrent = None
 
     def get_config(self) -> dict[str, Any]:
         return {**layers.Layer.get_config(self), "units": self.cell.units, "part_sizes": self.cell.part_sizes,
@@ -130,33 +171,36 @@ class PartsLSTM(layers.RNN):
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
 class PartsDense(layers.Layer):
-    """P independent ``Dense`` layers over parts side by side: [..., Σ in_p] → [..., Σ out_p].
+    """P independent ``Dense`` layers over parts of ``units`` features side by side:
+    [..., P·units] → [..., Σ out_p].
 
-    Part ``p`` has ``kernel_p`` [in_p, out_p] and ``bias_p`` [out_p] (the weights of
-    P separate Dense layers, in their order).
+    ``kernel`` [units, Σ out_p] holds part ``p``'s kernel in its own columns, ``bias``
+    [Σ out_p] its bias (see :func:`stack_part_weights`).
     """
 
-    def __init__(self, in_sizes: Sequence[int], out_sizes: Sequence[int], **kwargs: Any) -> None:
+    def __init__(self, units: int, out_sizes: Sequence[int], **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.in_sizes = [int(s) for s in in_sizes]
+        self.units = int(units)
         self.out_sizes = [int(s) for s in out_sizes]
-        if len(self.in_sizes) != len(self.out_sizes):
-            raise ValueError(f"{self.name}: {len(self.in_sizes)} input parts but {len(self.out_sizes)} output parts")
 
     def build(self, input_shape) -> None:  # type: ignore[override]
-        self.kernels, self.biases = [], []
-        for p, (i, o) in enumerate(zip(self.in_sizes, self.out_sizes)):
-            self.kernels.append(self.add_weight(shape=(i, o), name=f"kernel_{p}",
-                                                initializer=initializers.GlorotUniform()))
-            self.biases.append(self.add_weight(shape=(o,), name=f"bias_{p}", initializer="zeros"))
+        h, glorot = self.units, initializers.GlorotUniform()
+
+        def kernel_init(shape, dtype=None):
+            return ops.concatenate([glorot((h, o), dtype) for o in self.out_sizes], axis=1)
+
+        self.kernel = self.add_weight(shape=(h, sum(self.out_sizes)), name="kernel", initializer=kernel_init)
+        self.bias = self.add_weight(shape=(sum(self.out_sizes),), name="bias", initializer="zeros")
+        own = np.asarray(_part_rows(self.out_sizes))[None, :] == np.arange(len(self.out_sizes))[:, None]
+        self._mask = np.repeat(own, h, axis=0).astype(np.float32)  # [P·h, Σ out]: row block p → part p's columns
         self.built = True
 
     def call(self, x):  # type: ignore[override]
-        out = [ops.matmul(xp, k) + b for xp, k, b in zip(_split(x, self.in_sizes), self.kernels, self.biases)]
-        return out[0] if len(out) == 1 else ops.concatenate(out, axis=-1)
+        spread = ops.tile(self.kernel, (len(self.out_sizes), 1)) * self._mask
+        return ops.matmul(x, spread) + self.bias
 
     def compute_output_shape(self, input_shape):  # type: ignore[override]
         return (*input_shape[:-1], sum(self.out_sizes))
 
     def get_config(self) -> dict[str, Any]:
-        return {**super().get_config(), "in_sizes": self.in_sizes, "out_sizes": self.out_sizes}
+        return {**super().get_config(), "units": self.units, "out_sizes": self.out_sizes}
