@@ -25,6 +25,11 @@ of P separate LSTMs (or Dense layers) into this layout.
 
 :class:`PartsDense` is the matching per-part ``Dense`` (every part's reconstruction
 in the autoencoder).
+
+Two things differ from P separate LSTMs, neither in the network's function: an
+optimizer's per-variable gradient clipping (``clipnorm``) now clips the parts' kernels
+together rather than each part's alone, and on a GPU the step is Keras' generic loop,
+not the cuDNN LSTM kernel.
 """
 
 from __future__ import annotations
