@@ -209,3 +209,58 @@ class PartsDense(layers.Layer):
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "units": self.units, "out_sizes": self.out_sizes}
+
+
+def part_splits(model) -> dict[str, tuple[int, list[int]]]:
+    """``{variable path: (axis, part sizes)}`` for the stacked part weights of ``model``
+    (nested models included): where each part's own block lies in each variable."""
+    out: dict[str, tuple[int, list[int]]] = {}
+    for layer in model._flatten_layers(include_self=False):
+        if isinstance(layer, PartsLSTM):
+            cell = layer.cell
+            h, p = cell.units, cell.n_parts
+            for v, sizes in ((cell.kernel, cell.part_sizes), (cell.recurrent_kernel, [h] * p),
+                             (cell.bias, [4 * h] * p)):
+                out[v.path] = (0, list(sizes))
+        elif isinstance(layer, PartsDense):
+            out[layer.kernel.path] = (1, list(layer.out_sizes))
+            out[layer.bias.path] = (0, list(layer.out_sizes))
+    return out
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class PartwiseClipAdam(keras.optimizers.Adam):
+    """Adam whose per-weight gradient clipping (``clipnorm``) treats every part's block of a
+    stacked part weight (:func:`part_splits`) as the weight of its own: training then
+    takes exactly the steps it takes with one Keras LSTM per part."""
+
+    def __init__(self, *args: Any, part_splits: dict[str, Any] | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.part_splits = {k: (int(a), [int(s) for s in sizes]) for k, (a, sizes) in (part_splits or {}).items()}
+        self._clip_variables: list[Any] | None = None
+
+    def _backend_apply_gradients(self, grads, trainable_variables):  # type: ignore[override]
+        self._clip_variables = list(trainable_variables)
+        try:
+            return super()._backend_apply_gradients(grads, trainable_variables)
+        finally:
+            self._clip_variables = None
+
+    def _clip_gradients(self, grads):  # type: ignore[override]
+        variables = self._clip_variables
+        if not (self.clipnorm and self.clipnorm > 0) or variables is None or len(variables) != len(grads):
+            return super()._clip_gradients(grads)
+        out = []
+        for g, v in zip(grads, variables):
+            split = self.part_splits.get(v.path)
+            if g is None or split is None:
+                out.append(g if g is None else self._clip_by_norm(g))
+                continue
+            axis, sizes = split
+            cuts = list(np.cumsum(sizes)[:-1])
+            out.append(ops.concatenate([self._clip_by_norm(piece) for piece in ops.split(g, cuts, axis=axis)],
+                                       axis=axis))
+        return out
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "part_splits": self.part_splits}
