@@ -26,10 +26,12 @@ of P separate LSTMs (or Dense layers) into this layout.
 :class:`PartsDense` is the matching per-part ``Dense`` (every part's reconstruction
 in the autoencoder).
 
-Two things differ from P separate LSTMs, neither in the network's function: an
-optimizer's per-variable gradient clipping (``clipnorm``) now clips the parts' kernels
-together rather than each part's alone, and on a GPU the step is Keras' generic loop,
-not the cuDNN LSTM kernel.
+A plain optimizer's per-variable gradient clipping (``clipnorm``) would clip the
+parts' stacked kernels together; :class:`PartwiseClipAdam` (what ``train.fit`` uses
+for these models) clips every part's block alone, so training takes the steps it takes
+with separate LSTMs. On a GPU the step is Keras' generic loop, not the cuDNN kernel.
+The weights are drawn part by part from the same initialisers as separate LSTMs, but
+in another order: a seed gives other initial weights than the per-part form did.
 """
 
 from __future__ import annotations
