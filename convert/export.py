@@ -44,7 +44,7 @@ ROUTES = ("unrolled", "loop", "fused")
 # (87.5 % → 98.8 % with these in float); weights, FULLY_CONNECTED/CONV_2D and the
 # softmax stay int8.
 INT8_FLOAT_OPS = ("ADD", "MUL", "LOGISTIC", "TANH")
-RNN_LAYERS = {"LSTM", "GRU", "SimpleRNN"}
+RNN_LAYERS = {"LSTM", "GRU", "SimpleRNN", "PartsLSTM"}  # PartsLSTM: ALANet per part (train.models.parts_lstm)
 
 
 def load_trained(run: Run):

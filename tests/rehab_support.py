@@ -25,6 +25,7 @@ import runtime_support as rs
 REPO = Path(__file__).resolve().parents[1]
 SOURCES = ["convert/tinyrun.py", "convert/export.py", "convert/convert.py", "convert/worker.py", "convert/parity.py",
            "device/attention.py", "device/inference.py", "train/models/alanet.py", "train/models/layers.py",
+           "train/models/parts_lstm.py", "train/models/defaults.py",
            "tests/rehab_support.py", "tests/runtime_support.py"]
 
 

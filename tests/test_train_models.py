@@ -136,3 +136,74 @@ def test_banet_published_head_shapes():
     np.testing.assert_allclose(w.sum(axis=-1), 1.0, atol=1e-5)  # softmax over the parts
     pooled = build_model("banet", timesteps=20, channels=30, n_classes=2, groups=parts, hparams={"head": "pooled"})
     assert pooled.get_layer("output").kernel.shape == (8, 2)
+
+
+def _separate_and_grouped(builder, *args):
+    """The same ALANet-per-part network built with one LSTM per part and with every part in one layer."""
+    from alanet.train.models import hparams_for
+
+    hp = hparams_for("alanet-parts", {"units": 3})
+    return builder(*args, {**hp, "group_parts": False}), builder(*args, {**hp, "group_parts": True})
+
+
+def _as_grouped(sep_weights: list[np.ndarray], n_parts: int) -> list[np.ndarray]:
+    """A separate-LSTM ALANet-per-part weight list (3 per part, then the head) → the grouped one."""
+    from alanet.train.models.parts_lstm import stack_part_weights
+
+    parts = [sep_weights[3 * p:3 * p + 3] for p in range(n_parts)]
+    return stack_part_weights(parts) + sep_weights[3 * n_parts:]
+
+
+def test_alanet_parts_grouped_lstm_is_the_same_network():
+    """group_parts=True (the default) runs every part's encoder LSTM in one layer: as many
+    parameters, the per-part weights stacked, equal outputs on a padded batch, and one
+    optimizer step (Adam, per-weight clipnorm, EMA) moves both forms to the same weights:
+    no gradient crosses from one part to another, and every part's gradient is clipped alone."""
+    from alanet.train.fit import _optimizer
+    from alanet.train.models.alanet import alanet_parts
+
+    rng = np.random.default_rng(3)
+    sep, grp = _separate_and_grouped(lambda *a: alanet_parts(10, 9, 3, GROUPS, *a))
+    assert sum(layer.__class__.__name__ == "LSTM" for layer in sep.layers) == len(GROUPS)
+    assert [layer.__class__.__name__ for layer in grp.layers].count("PartsLSTM") == 1
+    assert len(grp.get_layer("encoder_lstm").weights) == 3 and grp.count_params() == sep.count_params()
+    sep.set_weights([w + rng.normal(0, 0.3, w.shape).astype(np.float32) for w in sep.get_weights()])
+    grp.set_weights(_as_grouped(sep.get_weights(), len(GROUPS)))
+    x = rng.normal(size=(4, 10, 9)).astype(np.float32)
+    mask = np.ones((4, 10), bool)
+    x[1, 6:], mask[1, 6:] = 0.0, False  # a padded window: every part keeps its state past the end
+    np.testing.assert_allclose(grp.predict([x, mask], verbose=0), sep.predict([x, mask], verbose=0), atol=1e-6)
+    y = np.array([0, 1, 2, 1])
+    before = grp.get_weights()
+    # The recipe's optimizer (fit._optimizer), with a clipnorm small enough to clip every gradient.
+    hp = {"clipnorm": 0.01, "ema": 0.9}
+    for m in (sep, grp):
+        m.compile(_optimizer(0.01, hp, m), "sparse_categorical_crossentropy")
+        for step in range(3):  # Adam's first step ignores a gradient's scale: later ones do not
+            m.train_on_batch([x * (1 + step), mask], np.roll(y, step))
+    assert type(grp.optimizer).__name__ == "PartwiseClipAdam" and type(sep.optimizer).__name__ == "Adam"
+    after = _as_grouped(sep.get_weights(), len(GROUPS))
+    for w0, a, b in zip(before[:3], after[:3], grp.get_weights()[:3]):  # the parts' LSTM weights
+        assert np.abs(a - w0).max() > 1e-3  # they moved (Adam: by about the learning rate a step)
+        np.testing.assert_allclose(b, a, atol=1e-5)
+
+
+def test_alanet_parts_grouped_autoencoder_is_the_same_network():
+    """The pretraining autoencoder with every part's encoder, decoder and reconstruction
+    in one layer each reconstructs exactly what one autoencoder per part does."""
+    from alanet.train.models.alanet import alanet_parts_autoencoder
+    from alanet.train.models.parts_lstm import stack_part_weights
+
+    rng = np.random.default_rng(4)
+    sep, grp = _separate_and_grouped(lambda hp: alanet_parts_autoencoder(10, 9, GROUPS, hp))
+    assert grp.count_params() == sep.count_params()
+    sep.set_weights([w + rng.normal(0, 0.3, w.shape).astype(np.float32) for w in sep.get_weights()])
+    for stage, kind in (("encoder_lstm", "lstm"), ("decoder_lstm", "lstm"), ("reconstruction", "dense")):
+        grp.get_layer(stage).set_weights(stack_part_weights(
+            [sep.get_layer(f"{stage}_{p}").get_weights() for p in range(len(GROUPS))], kind))
+    x = rng.normal(size=(3, 10, 9)).astype(np.float32)
+    mask = np.ones((3, 10), bool)
+    x[2, 7:], mask[2, 7:] = 0.0, False  # the code is the state after the last real frame
+    out = grp.predict([x, mask], verbose=0)
+    assert out.shape == (3, 10, sum(len(g) for g in GROUPS))
+    np.testing.assert_allclose(out, sep.predict([x, mask], verbose=0), atol=1e-6)

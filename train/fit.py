@@ -280,7 +280,7 @@ def whole_batches(inputs, targets, sample_weight: np.ndarray, batch: int, steps:
     return keras.tree.map_structure(lambda a: np.asarray(a)[idx], (inputs, targets, sample_weight))
 
 
-def _optimizer(lr: float, hp: dict[str, Any]):
+def _optimizer(lr: float, hp: dict[str, Any], model=None):
     import keras
 
     kw: dict[str, Any] = {}
@@ -288,11 +288,17 @@ def _optimizer(lr: float, hp: dict[str, Any]):
         kw["clipnorm"] = float(hp["clipnorm"])
     if hp.get("ema"):
         kw.update(use_ema=True, ema_momentum=float(hp["ema"]))
+    if kw.get("clipnorm") and model is not None:
+        from alanet.train.models.parts_lstm import PartwiseClipAdam, part_splits
+
+        splits = part_splits(model)
+        if splits:  # grouped part LSTMs: clip every part's gradient alone, as separate LSTMs are
+            return PartwiseClipAdam(lr, part_splits=splits, **kw)
     return keras.optimizers.Adam(lr, **kw)
 
 
 def _compile(model, lr: float, hp: dict[str, Any], loss: str = "sparse_categorical_crossentropy") -> None:
-    model.compile(_optimizer(lr, hp), loss, run_eagerly=EAGER)
+    model.compile(_optimizer(lr, hp, model), loss, run_eagerly=EAGER)
 
 
 def fit_model(name: str, hp: dict[str, Any], *, x: np.ndarray, mask: np.ndarray, y: np.ndarray,

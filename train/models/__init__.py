@@ -104,7 +104,8 @@ def _build(name, timesteps, channels, n_classes, groups, hparams, unroll, maskin
 
 def custom_objects() -> dict[str, Any]:
     """Import the custom layers (registers them) and return them for ``load_model``."""
-    from alanet.train.models import layers
+    from alanet.train.models import layers, parts_lstm
 
     return {c.__name__: c for c in (layers.DropMask, layers.SelectChannels, layers.WeightedSum, layers.PartWeighting, layers.StackParts,
-                                        layers.FoldParts, layers.FoldMask, layers.TakePart, layers.FrameMask)}
+                                        layers.FoldParts, layers.FoldMask, layers.TakePart, layers.FrameMask,
+                                        parts_lstm.PartsLSTM, parts_lstm.PartsLSTMCell, parts_lstm.PartsDense)}

@@ -15,7 +15,10 @@ the inference copy (``masking=False``) takes the window alone: a streamed window
 always full. Both have the same weights.
 
 ``alanet-parts`` (the paper's Table II) gives every body part its own autoencoder;
-the head's bodily attention then weighs the parts.
+the head's bodily attention then weighs the parts. With ``group_parts`` (the default)
+the parts' LSTMs run as one layer (:class:`~alanet.train.models.parts_lstm.PartsLSTM`:
+the same parameters stacked in three variables, the same outputs, one recurrent loop
+instead of P); ``group_parts=False`` builds one Keras LSTM per part, as before.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from keras import layers
 from alanet.train.models import defaults
 from alanet.train.models.layers import (DropMask, SelectChannels, body_attention, padding_mask_input,
                                         temporal_attention)
+from alanet.train.models.parts_lstm import PartsDense, PartsLSTM
 
 DEFAULTS = defaults.ALANET
 PARTS_DEFAULTS = defaults.ALANET_PARTS
@@ -87,15 +91,24 @@ def alanet_parts_autoencoder(timesteps: int, channels: int, groups: list[list[in
     """One autoencoder per body part, trained together (disjoint weights, summed MSE).
 
     The output is every part's reconstruction concatenated in ``groups`` order; the
-    target is ``x[..., concat(groups)]``.
+    target is ``x[..., concat(groups)]``. The encoder layer is the classifier's (same
+    name, same weights).
     """
     inputs, x, mask = _inputs(timesteps, channels, True, None)
+    units, sizes = hp["units"], [len(g) for g in groups]
+    if hp.get("group_parts", True):
+        xp = SelectChannels([i for g in groups for i in g], name="parts")(x)
+        _, h, _ = PartsLSTM(units, sizes, return_sequences=True, return_state=True, name="encoder_lstm")(xp, mask=mask)
+        d = PartsLSTM(units, [units] * len(groups), return_sequences=True, name="decoder_lstm")(
+            layers.RepeatVector(timesteps, name="repeat")(h))
+        out = PartsDense(units, sizes, name="reconstruction")(d)
+        return keras.Model(inputs, out, name="alanet_parts_autoencoder")
     outs = []
     for p, idx in enumerate(groups):
         xp = SelectChannels(idx, name=f"part_{p}")(x)
-        _, h, _ = layers.LSTM(hp["units"], return_sequences=True, return_state=True,
+        _, h, _ = layers.LSTM(units, return_sequences=True, return_state=True,
                               name=f"encoder_lstm_{p}")(xp, mask=mask)
-        d = layers.LSTM(hp["units"], return_sequences=True, name=f"decoder_lstm_{p}")(
+        d = layers.LSTM(units, return_sequences=True, name=f"decoder_lstm_{p}")(
             layers.RepeatVector(timesteps, name=f"repeat_{p}")(h))
         outs.append(layers.TimeDistributed(layers.Dense(len(idx)), name=f"reconstruction_{p}")(d))
     out = outs[0] if len(outs) == 1 else layers.Concatenate(name="reconstruction")(outs)
@@ -106,11 +119,18 @@ def alanet_parts(timesteps: int, channels: int, n_classes: int, groups: list[lis
                  unroll: bool = False, masking: bool = True, batch_size: int | None = None) -> keras.Model:
     """ALANet with one encoder per body part; bodily attention weighs the parts."""
     inputs, x, mask = _inputs(timesteps, channels, masking, batch_size)
-    seqs = [layers.LSTM(hp["units"], return_sequences=True, unroll=unroll, name=f"encoder_lstm_{p}")(
-        SelectChannels(idx, name=f"part_{p}")(x), mask=mask) for p, idx in enumerate(groups)]
-    seq = seqs[0] if len(seqs) == 1 else layers.Concatenate(name="parts")(seqs)
+    units = hp["units"]
+    if hp.get("group_parts", True):
+        # Every part's encoder LSTM in one layer: [B, T, P*units], parts in ``groups`` order.
+        xp = SelectChannels([i for g in groups for i in g], name="parts")(x)
+        seq = PartsLSTM(units, [len(g) for g in groups], return_sequences=True, unroll=unroll,
+                        name="encoder_lstm")(xp, mask=mask)
+    else:
+        seqs = [layers.LSTM(units, return_sequences=True, unroll=unroll, name=f"encoder_lstm_{p}")(
+            SelectChannels(idx, name=f"part_{p}")(x), mask=mask) for p, idx in enumerate(groups)]
+        seq = seqs[0] if len(seqs) == 1 else layers.Concatenate(name="parts")(seqs)
     feats = DropMask(name="encoder_features")(seq)
-    head = attention_head(timesteps, hp["units"] * len(groups), len(groups), n_classes, masking)
+    head = attention_head(timesteps, units * len(groups), len(groups), n_classes, masking)
     out = head([feats, mask] if masking else feats)
     return keras.Model(inputs, out, name="alanet_parts")
 
