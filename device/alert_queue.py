@@ -202,33 +202,9 @@ class AlertQueue:
         """Commit one alert (idempotent on ``alert_id``). Oldest entries go past ``max_items``.
 
         If the disk refuses the write, the alert is held in memory instead (see the
-        module docstring); it is still returned by :meth:`pending`.
+        module docstring); it is still returned by :meth:`pending`. (:meth:`put_many` of one.)
         """
-        with self._lock:
-            try:
-                self._put(alert_id, topic, payload)
-            except sqlite3.DatabaseError as exc:
-                if not _corruption(exc):
-                    raise
-                self._recover_now(exc)
-                self._put(alert_id, topic, payload)
-
-    def _put(self, alert_id: str, topic: str, payload: bytes) -> None:
-        if self._held and not self._flush_held():
-            self._hold(alert_id, topic, payload)
-            return
-        try:
-            self._insert(alert_id, topic, bytes(payload), time.time())
-        except sqlite3.OperationalError as exc:
-            try:
-                if not self._release_reserve():
-                    raise
-                self._insert(alert_id, topic, bytes(payload), time.time())
-            except sqlite3.OperationalError:
-                self._disk_error(exc)
-                self._hold(alert_id, topic, payload)
-                return
-        self._retry_acked_unsaved()
+        self.put_many([(alert_id, topic, payload)])
 
     def put_many(self, items: Sequence[tuple[str, str, bytes]]) -> None:
         """Commit several alerts ``(alert_id, topic, payload)`` in one transaction (one fsync).
@@ -333,23 +309,8 @@ class AlertQueue:
         return True
 
     def delete(self, alert_id: str) -> bool:
-        """Remove an acknowledged alert; False if it was not (or no longer) queued."""
-        with self._lock:
-            if self._held.pop(alert_id, None) is not None:
-                return True
-            try:
-                cur = self._db.execute("DELETE FROM alerts WHERE id = ?", (alert_id,))
-            except sqlite3.OperationalError as exc:  # a full disk can refuse even a delete (WAL growth)
-                self._disk_error(exc)
-                self._acked_unsaved.add(alert_id)
-                return True
-            except sqlite3.DatabaseError as exc:
-                if not _corruption(exc):
-                    raise
-                self._recover_now(exc)
-                cur = self._db.execute("DELETE FROM alerts WHERE id = ?", (alert_id,))
-            self._depth -= cur.rowcount
-            return cur.rowcount > 0
+        """Remove an acknowledged alert; False if it was not (or no longer) queued (:meth:`delete_many` of one)."""
+        return self.delete_many([alert_id]) > 0
 
     def delete_many(self, alert_ids: Iterable[str]) -> int:
         """Remove several acknowledged alerts in one transaction; returns how many were queued.

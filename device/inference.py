@@ -26,6 +26,7 @@ platforms without a LiteRT wheel. No TensorFlow.
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
@@ -254,11 +255,7 @@ class ModelRunner:
             it.reset_all_variables()
         it.set_tensor(self._in_index, self._buf)
         it.invoke()
-        out = it.get_tensor(self._out_index).reshape(-1)
-        if self.output_quant:
-            scale, zp = self.output_quant
-            return ((out.astype(np.float32) - zp) * scale).astype(np.float32)
-        return out.astype(np.float32, copy=True)
+        return self._dequant(it.get_tensor(self._out_index).reshape(-1), self.output_quant)
 
     @property
     def has_attention(self) -> bool:
@@ -269,12 +266,9 @@ class ModelRunner:
         or ``None`` for a model without attention outputs."""
         if not self._att:
             return None
-        out = []
-        for role in ("temporal", "body"):
-            index, q = self._att[role]
-            v = self._it.get_tensor(index).reshape(-1)
-            out.append(((v.astype(np.float32) - q[1]) * q[0]).astype(np.float32) if q else v.astype(np.float32, copy=True))
-        return out[0], out[1]
+        (ti, tq), (bi, bq) = self._att["temporal"], self._att["body"]
+        return (self._dequant(self._it.get_tensor(ti).reshape(-1), tq),
+                self._dequant(self._it.get_tensor(bi).reshape(-1), bq))
 
     def predict_many(self, windows: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:
         """[N, K] probabilities for N windows (:meth:`predict_batch`)."""
@@ -377,8 +371,6 @@ class ModelRunner:
     def invoke_costs(self, repeats: int = 5) -> dict[int, float]:
         """Seconds per invoke at each native batch size (best of ``repeats``; measured once, on zero input)."""
         if self._cost is None:
-            import time
-
             cost = {}
             for size, inv in self._by_size.items():
                 best = float("inf")

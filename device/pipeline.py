@@ -56,14 +56,13 @@ from alanet.device.decisions import PAIN, PROTECTIVE, Event, PainDecider, Protec
 from alanet.device.features import EnvelopeFilter, Normalizer, StreamingFeatures
 from alanet.device.windowing import RingWindow
 from alanet.firmware_bridge.protocol import (
-    MAX_ABS_ANGLE_RAD,
-    MAX_ABS_EMG,
     SEQ_MOD,
     T_MS_MOD,
     Frame,
     Hello,
     RawEmg,
     frame_problem,
+    frames_in_bounds,
     hello_problem,
     raw_problem,
 )
@@ -102,21 +101,16 @@ class ModelSpec:
     def from_bundle(cls, bundle: Any, runner: Any) -> "ModelSpec":
         """Build from a loaded ``alanet.device.bundle.Bundle`` and its ``ModelRunner``.
 
-        A runner without ``predict_batch`` (or without ``attention_batch``, for a model
-        with attention outputs) is batched by a loop over ``predict`` (:func:`predict_windows`).
+        Batches go to the runner's ``predict_batch`` / ``attention_batch``.
         """
         att = AttentionSpec.from_manifest(bundle.manifest) if getattr(runner, "has_attention", False) else None
-        batch = getattr(runner, "predict_batch", None)
-        att_batch = getattr(runner, "attention_batch", None) if att else None
-        if att and att_batch is None:
-            batch = None  # attention per window needs the loop
-        sizes = tuple(sorted({1, *(int(b) for b in getattr(runner, "batch_sizes", (1,)) or (1,))}))
         return cls(predict=runner.predict, normalizer=bundle.normalizer, length=int(bundle.window),
                    stride=int(bundle.stride), sample_rate_hz=float(bundle.schema.sample_rate_hz),
                    n_channels=int(bundle.schema.n_channels), task=str(bundle.task), labels=tuple(bundle.labels),
                    decision=dict(bundle.manifest.get("decision") or {}), model_id=str(bundle.model_id),
                    attention=runner.attention if att else None, attention_spec=att,
-                   predict_batch=batch, attention_batch=att_batch, batch_sizes=sizes)
+                   predict_batch=runner.predict_batch, attention_batch=runner.attention_batch if att else None,
+                   batch_sizes=tuple(runner.batch_sizes))
 
 
 RawAttention = tuple[np.ndarray, np.ndarray]  # (temporal [N, L], body [N, P])
@@ -468,10 +462,7 @@ class WearerPipeline:
         n = len(run)
         if angles.shape != (n, h.n_angles) or emg.shape != (n, h.n_emg):
             return None
-        # max |x| <= bound is False for NaN (max propagates it) and ±inf: frame_problem's verdict
-        ok = np.abs(angles).max(axis=1, initial=0.0) <= MAX_ABS_ANGLE_RAD
-        ok &= np.abs(emg).max(axis=1, initial=0.0) <= MAX_ABS_EMG
-        return ok, angles, emg
+        return frames_in_bounds(angles, emg), angles, emg
 
     def _push_block(self, run: Sequence[Frame], angles: np.ndarray, emg: np.ndarray, i: int, j: int,
                     out: list[WindowResult]) -> int:
@@ -628,12 +619,13 @@ class WearerPipeline:
         return (self._t_base + t_ms) / 1000.0
 
     # ---- per window: normalise → predict → conclude ----
-    def _normalize(self, window: np.ndarray) -> np.ndarray:
-        """The window normalised with the bundle's statistics, in the slot's scratch buffer."""
+    def _normalize(self, window: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """The window normalised with the bundle's statistics, in ``out`` (default: the slot's scratch buffer)."""
         s = self.slot
-        np.subtract(window, s.mean, out=s.norm)
-        s.norm *= s.inv_std
-        return s.norm
+        out = s.norm if out is None else out
+        np.subtract(window, s.mean, out=out)
+        out *= s.inv_std
+        return out
 
     def _attention(self, raw: RawAttention | None) -> Attention | None:
         """A prediction's raw attention (temporal [L], body [P]), summarised (models with attention outputs only)."""
@@ -644,9 +636,7 @@ class WearerPipeline:
 
     def _classify(self, window: np.ndarray, seq: int, t_ms: float) -> WindowResult | None:
         if self.deferred:
-            s = self.slot
-            x = np.subtract(window, s.mean, dtype=np.float32)  # its own buffer: the ring moves on
-            x *= s.inv_std
+            x = self._normalize(window, np.empty_like(self.slot.norm))  # its own buffer: the ring moves on
             self._due.append(DueWindow(x, seq, t_ms))
             return None
         x = self._normalize(window)

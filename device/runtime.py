@@ -420,23 +420,14 @@ class Gateway:
             a = b
 
     def _send_alerts(self, alerts: list[tuple[int, str, str, bytes]]) -> None:
-        """Commit and send the alerts of one batch: together when the link can, else one by one."""
+        """Commit and send the alerts of one batch together (one queue commit)."""
         if not alerts:
             return
-        many = getattr(self.link, "publish_alerts", None)
-        if many is not None:
-            try:
-                many([(aid, t, payload) for _, aid, t, payload in alerts])
-                return
-            except Exception as exc:  # noqa: BLE001 - charged to the wearers whose alerts these were
-                for i in sorted({i for i, *_ in alerts}):
-                    self._runtime_fault(self.wearables[i], f"publishing {len(alerts)} alerts", exc)
-                return
-        for i, aid, t, payload in alerts:
-            try:
-                self.link.publish_alert(aid, t, payload)
-            except Exception as exc:  # noqa: BLE001 - one wearer's fault must not stop the gateway
-                self._runtime_fault(self.wearables[i], f"publishing alert {aid}", exc)
+        try:
+            self.link.publish_alerts([(aid, t, payload) for _, aid, t, payload in alerts])
+        except Exception as exc:  # noqa: BLE001 - charged to the wearers whose alerts these were
+            for i in sorted({i for i, *_ in alerts}):
+                self._runtime_fault(self.wearables[i], f"publishing {len(alerts)} alerts", exc)
 
     # ---- main loop ----
     def process(self, i: int, data: bytes, *, defer: bool = False) -> None:

@@ -23,6 +23,8 @@ import math
 import struct
 from dataclasses import dataclass
 
+import numpy as np
+
 PROTOCOL_VERSION = 1
 
 TYPE_HELLO = 0x01
@@ -193,6 +195,16 @@ def frame_problem(frame: Frame, hello: Hello) -> str | None:
     if not math.isfinite(sum(a) + sum(e)):
         return "range"
     return None
+
+
+def frames_in_bounds(angles: np.ndarray, emg: np.ndarray) -> np.ndarray:
+    """:func:`frame_problem`'s range verdict for many frames of the HELLO's shape at once:
+    per row of ``angles`` [n, J] and ``emg`` [n, E], True when every value is within the
+    physical bounds (NaN and ±inf never are: ``max`` propagates NaN, and neither compares
+    ``<=`` a bound)."""
+    ok = np.abs(angles).max(axis=1, initial=0.0) <= MAX_ABS_ANGLE_RAD
+    ok &= np.abs(emg).max(axis=1, initial=0.0) <= MAX_ABS_EMG
+    return ok
 
 
 def raw_problem(raw: RawEmg, hello: Hello) -> str | None:
