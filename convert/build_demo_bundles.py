@@ -76,9 +76,9 @@ def session_check(bundle_dir: Path, seeds: tuple[int, ...] = (101, 102, 103, 104
     for seed in seeds:
         bd = synth_session(seed=seed, duration_s=duration_s, patient=True)
         lab = bd[:, 32].astype(int)
-        z = b.normalizer.apply(emopain_frame_features(bd[:, :13], bd[:, 26:30], fs))
-        st = window_starts(len(z), L, S)
-        probs = runner.predict_many(np.stack([z[s:s + L] for s in st]))
+        feats = emopain_frame_features(bd[:, :13], bd[:, 26:30], fs)
+        st = window_starts(len(feats), L, S)
+        probs = runner.predict_many(b.normalizer.stream_windows(feats, st, L))
         y = np.array([majority_label(lab[s:s + L]) for s in st])
         ys.append(y)
         ps.append(window_labels(probs, rule))

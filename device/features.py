@@ -119,12 +119,43 @@ class StreamingFeatures:
         return out
 
 
+NORMALIZATION_MODES = ("population", "per-wearer")
+
+
 @dataclass(frozen=True)
 class Normalizer:
-    """Per-channel z-score, fitted on training participants only and shipped in the bundle."""
+    """Per-channel z-score, fitted on training participants only and shipped in the bundle.
+
+    Two modes:
+
+    - ``population`` (``prior_frames == 0``): every window is normalised with the
+      training participants' statistics ``mean`` / ``std``.
+    - ``per-wearer`` (``prior_frames > 0``): each wearer's own running statistics,
+      causal: a window is normalised with the mean and variance of everything this
+      wearer has sent so far (up to the window's last frame), blended with the
+      population statistics as a prior worth ``prior_frames`` frames. A new wearer
+      starts at the population values and moves towards its own as it streams. The
+      trainer computes the same numbers per recording (:func:`running_statistics`),
+      the gateway per wearer (:class:`WearerStats`).
+    """
 
     mean: np.ndarray  # [C] float32
     std: np.ndarray  # [C] float32, > 0
+    prior_frames: float = 0.0  # > 0: per-wearer running statistics with this prior weight
+
+    @property
+    def per_wearer(self) -> bool:
+        return self.prior_frames > 0
+
+    @property
+    def mode(self) -> str:
+        return NORMALIZATION_MODES[1] if self.per_wearer else NORMALIZATION_MODES[0]
+
+    def with_prior(self, prior_frames: float) -> "Normalizer":
+        """The same population statistics in per-wearer mode (``prior_frames`` > 0) or population mode (0)."""
+        if not (math.isfinite(prior_frames) and prior_frames >= 0):
+            raise ValueError(f"prior_frames must be finite and >= 0, got {prior_frames}")
+        return Normalizer(self.mean, self.std, float(prior_frames))
 
     @classmethod
     def fit(cls, frames: np.ndarray, min_std: float = 1e-6) -> "Normalizer":
@@ -138,11 +169,29 @@ class Normalizer:
         return cls(frames.mean(axis=0).astype(np.float32), np.maximum(std, min_std).astype(np.float32))
 
     def apply(self, x: np.ndarray) -> np.ndarray:
-        """Normalise [..., C] values (frames or windows)."""
+        """Normalise [..., C] values (frames or windows) with the population statistics."""
         return ((np.asarray(x, dtype=np.float32) - self.mean) / self.std).astype(np.float32)
 
+    def stream_windows(self, values: np.ndarray, starts: np.ndarray, length: int) -> np.ndarray:
+        """The windows [N, length, C] of one wearer's stream ``values`` [T, C] at ``starts``,
+        normalised as the gateway normalises them (per-wearer: with the statistics at each
+        window's last frame)."""
+        starts = np.asarray(starts, np.int64)
+        v = np.asarray(values, np.float32)
+        if len(starts) == 0:
+            return np.zeros((0, length, v.shape[1]), np.float32)
+        x = np.stack([v[s:s + length] for s in starts])
+        if not self.per_wearer:
+            return self.apply(x)
+        mean, std = running_statistics(v, self)
+        ends = starts + length - 1
+        return ((x - mean[ends][:, None]) / std[ends][:, None]).astype(np.float32)
+
     def to_dict(self) -> dict[str, Any]:
-        return {"mean": [float(v) for v in self.mean], "std": [float(v) for v in self.std]}
+        d: dict[str, Any] = {"mean": [float(v) for v in self.mean], "std": [float(v) for v in self.std]}
+        if self.per_wearer:
+            d.update(mode=self.mode, prior_frames=float(self.prior_frames))
+        return d
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any], n_channels: int | None = None) -> "Normalizer":
@@ -157,7 +206,62 @@ class Normalizer:
             raise ValueError(f"normalization has {mean.shape[0]} channels, schema has {n_channels}")
         if not (np.all(np.isfinite(mean)) and np.all(std > 0) and np.all(np.isfinite(std))):
             raise ValueError("normalization statistics must be finite with std > 0")
+        mode = d.get("mode", NORMALIZATION_MODES[0])
+        if mode not in NORMALIZATION_MODES:
+            raise ValueError(f"normalization mode {mode!r} is not one of {', '.join(NORMALIZATION_MODES)}")
+        prior = d.get("prior_frames", 0.0)
+        if mode == NORMALIZATION_MODES[1]:
+            if isinstance(prior, bool) or not isinstance(prior, (int, float)) or not (math.isfinite(prior) and prior > 0):
+                raise ValueError(f"normalization prior_frames must be a number > 0 for mode per-wearer, got {prior!r}")
+            return cls(mean, std, float(prior))
         return cls(mean, std)
+
+
+def running_statistics(values: np.ndarray, norm: Normalizer) -> tuple[np.ndarray, np.ndarray]:
+    """Per-wearer statistics after every frame of one stream ``values`` [T, C]: mean and
+    std [T, C] (float64) of the population prior (``norm.prior_frames`` frames of
+    ``norm.mean`` / ``norm.std``) together with frames ``0..t``. What :class:`WearerStats`
+    gives on the gateway after the same frames."""
+    v = np.asarray(values, np.float64)
+    n0 = float(norm.prior_frames)
+    mu0, var0 = norm.mean.astype(np.float64), norm.std.astype(np.float64) ** 2
+    n = n0 + np.arange(1, len(v) + 1, dtype=np.float64)[:, None]
+    mean = (n0 * mu0 + np.cumsum(v, axis=0)) / n
+    ex2 = (n0 * (var0 + mu0 * mu0) + np.cumsum(v * v, axis=0)) / n
+    return mean, np.sqrt(np.maximum(ex2 - mean * mean, MIN_VARIANCE))
+
+
+MIN_VARIANCE = 1e-12
+
+
+class WearerStats:
+    """One wearer's running per-channel sums on the gateway (per-wearer normalisation)."""
+
+    def __init__(self, n_channels: int) -> None:
+        self.n = 0
+        self._s = np.zeros(n_channels, np.float64)
+        self._s2 = np.zeros(n_channels, np.float64)
+
+    def reset(self) -> None:
+        self.n = 0
+        self._s[:] = 0.0
+        self._s2[:] = 0.0
+
+    def push(self, rows: np.ndarray) -> None:
+        """Add feature frames [C] or [k, C]."""
+        r = np.asarray(rows, np.float64).reshape(-1, self._s.shape[0])
+        self.n += len(r)
+        self._s += r.sum(axis=0)
+        self._s2 += np.einsum("ij,ij->j", r, r)
+
+    def mean_inv_std(self, norm: Normalizer) -> tuple[np.ndarray, np.ndarray]:
+        """Mean and 1 / std [C] (float32) of the prior and the frames pushed so far."""
+        n0 = float(norm.prior_frames)
+        mu0, var0 = norm.mean.astype(np.float64), norm.std.astype(np.float64) ** 2
+        n = n0 + self.n
+        mean = (n0 * mu0 + self._s) / n
+        var = np.maximum((n0 * (var0 + mu0 * mu0) + self._s2) / n - mean * mean, MIN_VARIANCE)
+        return mean.astype(np.float32), (1.0 / np.sqrt(var)).astype(np.float32)
 
 
 def check_finite(values: np.ndarray, what: str) -> None:

@@ -5,7 +5,8 @@ returns :class:`WindowResult` objects; the runtime does the serial and MQTT I/O.
 Per frame the work is the shared :class:`~alanet.device.features.StreamingFeatures`
 and one ring-buffer write, done on whole blocks of consecutive frames when a read
 holds several; normalisation runs once per window (on the window, with the bundle's
-statistics), so the per-frame cost stays a few microseconds.
+statistics, or, for a per-wearer bundle, with the wearer's running statistics whose
+sums are kept per block), so the per-frame cost stays a few microseconds.
 
 What a wearable must do before its frames count (``firmware_bridge/PROTOCOL.md``):
 announce itself with a HELLO the gateway accepts; then each DATA frame must have the
@@ -53,7 +54,7 @@ import numpy as np
 
 from alanet.device.attention import Attention, AttentionSpec, summarise
 from alanet.device.decisions import PAIN, PROTECTIVE, Event, PainDecider, ProtectiveDecider, make_decider
-from alanet.device.features import EnvelopeFilter, Normalizer, StreamingFeatures
+from alanet.device.features import EnvelopeFilter, Normalizer, StreamingFeatures, WearerStats
 from alanet.device.windowing import RingWindow
 from alanet.firmware_bridge.protocol import (
     SEQ_MOD,
@@ -280,6 +281,9 @@ class WearerPipeline:
         self.slot = ModelSlot.build(spec)
         self.max_gap = int(max_gap_frames)
         self.features = StreamingFeatures(spec.sample_rate_hz)
+        # This wearer's running statistics, kept while the bundle normalises per wearer (a
+        # switch to such a bundle starts them from its prior).
+        self.stats = WearerStats(spec.n_channels)
         self.counters = PipelineCounters()
         self._last: Frame | None = None
         self._t_base = 0  # unwrapped device clock offset (ms)
@@ -341,9 +345,12 @@ class WearerPipeline:
         new = switch.slot.spec
         if switch.features is not None:  # another sample rate: features and window start afresh
             self.slot, self.features, self._last, self.refusal = switch.slot, switch.features, None, switch.refusal
+            self.stats.reset()
             log.info("%s: model %s → %s at %g Hz (window restarts)", self.wearer, old.model_id, new.model_id,
                      new.sample_rate_hz)
             return False
+        if new.normalizer.per_wearer and not old.normalizer.per_wearer:
+            self.stats.reset()  # not kept under the old bundle: start from the new one's prior
         self.slot = switch.slot
         log.info("%s: model %s → %s (%s decision state)", self.wearer, old.model_id, new.model_id,
                  "kept" if switch.kept_decider else "new")
@@ -481,7 +488,12 @@ class WearerPipeline:
             return j
         self.counters.frames += j - i
         self._last = run[j - 1]
+        per_wearer = self.slot.spec.normalizer.per_wearer
+        counted = 0  # rows of the block in the wearer's statistics (each window sees the rows up to its end)
         for k, w in wins:
+            if per_wearer:
+                self.stats.push(rows[counted:k + 1])
+                counted = k + 1
             f = run[i + k]
             try:
                 r = self._classify(w, f.seq, f.t_ms)
@@ -491,6 +503,8 @@ class WearerPipeline:
                 return i + k + 1
             if r is not None:
                 out.append(r)
+        if per_wearer:
+            self.stats.push(rows[counted:])
         return j
 
     def _hello_verdict(self, h: Hello, fs: float) -> str | None:
@@ -512,6 +526,7 @@ class WearerPipeline:
             log.warning("%s: the wearable's HELLO changed (now %r, firmware %r, %g Hz): the window restarts",
                         self.wearer, h.device_id, h.firmware, h.sample_rate_hz)
             self._restart_window()
+            self.stats.reset()  # another wearable: its own statistics start from the prior
             self._env, self._env_rate, self._env_last = None, 0.0, None
         self.refusal = problem
         self.hello = h
@@ -606,7 +621,10 @@ class WearerPipeline:
 
     def _push(self, f: Frame, seq: int, t_ms: float) -> WindowResult | None:
         emg = f.emg if self._env_last is None else self._env_last
-        w = self.slot.ring.push(self.features.push(f.angles, emg))
+        row = self.features.push(f.angles, emg)
+        if self.slot.spec.normalizer.per_wearer:
+            self.stats.push(row)
+        w = self.slot.ring.push(row)
         if w is None:
             return None
         return self._classify(w, seq, t_ms)
@@ -620,11 +638,14 @@ class WearerPipeline:
 
     # ---- per window: normalise → predict → conclude ----
     def _normalize(self, window: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-        """The window normalised with the bundle's statistics, in ``out`` (default: the slot's scratch buffer)."""
+        """The window normalised with the bundle's statistics (per-wearer mode: this wearer's running
+        statistics up to the window's last frame), in ``out`` (default: the slot's scratch buffer)."""
         s = self.slot
         out = s.norm if out is None else out
-        np.subtract(window, s.mean, out=out)
-        out *= s.inv_std
+        mean, inv_std = (self.stats.mean_inv_std(s.spec.normalizer) if s.spec.normalizer.per_wearer
+                         else (s.mean, s.inv_std))
+        np.subtract(window, mean, out=out)
+        out *= inv_std
         return out
 
     def _attention(self, raw: RawAttention | None) -> Attention | None:

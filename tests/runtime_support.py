@@ -75,9 +75,9 @@ def make_session(seed: int = 3, duration_s: float = 120.0) -> Session:
 
 def session_windows(sess: Session, norm: Normalizer) -> tuple[np.ndarray, np.ndarray]:
     """Normalised windows [N, L, 30] and the seq of each window's last frame (frames numbered from 0)."""
-    feats = norm.apply(emopain_frame_features(sess.angles, sess.emg, FS))
+    feats = emopain_frame_features(sess.angles, sess.emg, FS)
     st = window_starts(len(feats), L, S)
-    return np.stack([feats[s:s + L] for s in st]), st + L - 1
+    return norm.stream_windows(feats, st, L), st + L - 1
 
 
 def build_bundle(out_dir: Path, sess: Session, k: float = 6.0, decision: dict | None = None,

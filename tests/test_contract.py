@@ -121,6 +121,50 @@ def test_normalizer_roundtrip_and_validation():
         Normalizer.fit(np.array([[np.nan]]))
 
 
+def test_per_wearer_statistics_stream_as_computed_offline():
+    """WearerStats (gateway, pushed in uneven blocks) = running_statistics (trainer) after
+    every frame; the prior dominates a new wearer and fades as its frames arrive."""
+    from alanet.device.features import WearerStats, running_statistics
+
+    rng = np.random.default_rng(5)
+    pop = Normalizer.fit(rng.normal(0.0, 1.0, size=(4000, 3)))
+    norm = pop.with_prior(200.0)
+    wearer = rng.normal([5.0, -2.0, 0.5], [3.0, 0.5, 1.0], size=(1500, 3))
+    mean, std = running_statistics(wearer, norm)
+    stats, at = WearerStats(3), 0
+    for k in (1, 7, 0, 300, 1, 1191):
+        stats.push(wearer[at:at + k])
+        at += k
+        if at:
+            m, inv = stats.mean_inv_std(norm)
+            np.testing.assert_allclose(m, mean[at - 1], rtol=1e-5, atol=1e-5)
+            np.testing.assert_allclose(1 / inv, std[at - 1], rtol=1e-5)
+    assert np.abs(mean[0] - pop.mean).max() < 0.05  # one frame against 200 of prior
+    np.testing.assert_allclose(mean[-1], wearer.mean(0) * 1500 / 1700 + pop.mean * 200 / 1700, rtol=1e-6, atol=1e-6)
+    stats.reset()
+    np.testing.assert_allclose(stats.mean_inv_std(norm)[0], pop.mean, atol=1e-6)
+    # stream windows: each with the statistics at its last frame
+    win = norm.stream_windows(wearer, np.array([0, 45]), 180)
+    np.testing.assert_allclose(win[1], (wearer[45:225] - mean[224]) / std[224], rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(pop.stream_windows(wearer, np.array([0]), 180)[0], pop.apply(wearer[:180]))
+
+
+def test_normalization_mode_roundtrip_and_validation():
+    pop = Normalizer.fit(np.random.default_rng(1).normal(size=(100, 2)))
+    assert pop.to_dict().keys() == {"mean", "std"} and pop.mode == "population"
+    pw = pop.with_prior(3600)
+    d = pw.to_dict()
+    assert d["mode"] == "per-wearer" and d["prior_frames"] == 3600.0
+    again = Normalizer.from_dict(d, 2)
+    assert again.per_wearer and again.prior_frames == 3600.0 and np.array_equal(again.mean, pw.mean)
+    for bad, why in (({**d, "mode": "per-session"}, "mode"), ({**d, "prior_frames": 0}, "prior_frames"),
+                     ({**d, "prior_frames": "60 s"}, "prior_frames"), ({**d, "prior_frames": float("nan")}, "prior_frames")):
+        with pytest.raises(ValueError, match=why):
+            Normalizer.from_dict(bad, 2)
+    with pytest.raises(ValueError, match="prior_frames"):
+        pop.with_prior(-1)
+
+
 def test_envelope_filter_is_causal_and_stateful():
     rng = np.random.default_rng(3)
     raw = rng.normal(size=(2000, 4)) * np.r_[np.ones(1000), 3 * np.ones(1000)][:, None]

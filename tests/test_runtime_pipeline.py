@@ -211,3 +211,52 @@ def test_blocks_equal_frame_by_frame(model, session):
                (y.window, y.seq, y.t_start, y.t_end, y.smoothed, y.state, y.event)
         assert np.array_equal(x.probs, y.probs)
     assert any(r.event for r in want)
+
+
+def test_per_wearer_normalisation_streams_as_the_trainer_computes_it(model, session, tmp_path):
+    """A per-wearer bundle: each window is normalised with the wearer's running statistics
+    up to its last frame, the same numbers the trainer computes per recording, on the
+    block path (serial reads of many frames) and frame by frame; a new wearable starts
+    again from the prior."""
+    import dataclasses
+    import json
+
+    from alanet.device.bundle import write_bundle
+
+    b, runner, _ = model
+    manifest = json.loads((b.path / "manifest.json").read_text())
+    manifest["normalization"].update(mode="per-wearer", prior_frames=600)
+    write_bundle(tmp_path / "pw", manifest, b.model_path.read_bytes(), force=True)
+    pb = load_bundle(tmp_path / "pw")
+    spec = ModelSpec.from_bundle(pb, ModelRunner.from_bundle(pb))
+    norm = spec.normalizer
+    assert norm.per_wearer and norm.prior_frames == 600.0
+    seen: list[np.ndarray] = []
+
+    def predict(x):
+        seen.append(np.array(x))
+        return runner.predict(x)
+
+    pw = dataclasses.replace(spec, normalizer=norm, predict=predict)
+    feats = emopain_frame_features(session.angles, session.emg, rs.FS)
+    st = window_starts(len(feats), rs.L, rs.S)
+    expect = norm.stream_windows(feats, st, rs.L)
+    assert np.abs(expect - b.normalizer.stream_windows(feats, st, rs.L)).max() > 0.1  # not the population's
+    enc = Encoder()
+    wire = enc.hello(0) + b"".join(enc.frame(int(i * 1000 / 60), session.angles[i].tolist(), session.emg[i].tolist())
+                                   for i in range(session.n))
+    for chunk in (777, None):
+        seen.clear()
+        p, dec = WearerPipeline("w1", pw), Decoder()
+        if chunk:
+            for k in range(0, len(wire), chunk):
+                p.handle(dec.feed(wire[k:k + chunk]))
+        else:
+            for pkt in frames(session, range(session.n)):
+                p.handle([pkt])
+        assert len(seen) == len(st)
+        np.testing.assert_allclose(np.stack(seen), expect, atol=2e-5)
+    # another wearable on the same line: its statistics start from the prior again
+    seen.clear()
+    p.handle([rs.hello(device_id="other-wearable")] + frames(session, range(rs.L))[1:])
+    np.testing.assert_allclose(seen[0], norm.stream_windows(feats[:rs.L], [0], rs.L)[0], atol=2e-5)

@@ -104,6 +104,10 @@ def test_bad_configurations_are_input_errors():
         run_experiment(cfg("knn", window=5000), ds)
     with pytest.raises(InputError, match="not in the dataset"):
         run_experiment(cfg("knn", test_participants=("X9",)), ds)
+    with pytest.raises(InputError, match="--normalization"):
+        run_experiment(cfg("knn", normalization="per-session"), ds)
+    with pytest.raises(InputError, match="--prior-seconds"):
+        run_experiment(cfg("knn", normalization="per-wearer", prior_seconds=0.0), ds)
     # Class 2 only in S02: holding S02 out leaves it without training windows.
     one = toy_dataset(participants=3)
     recs = list(one.recordings)
@@ -292,3 +296,20 @@ def test_refit_trains_again_on_fitting_and_validation_participants_never_test():
     assert set(fold.plan.val) <= set(fold.seen_fit)  # the refit saw the validation participants ...
     assert "S02" not in fold.seen_fit and "S02" not in fold.seen_val  # ... and never the test one
     assert_no_leak(r)
+
+
+def test_per_wearer_normalisation_reaches_every_window_of_the_run():
+    """--normalization per-wearer: the run's normaliser carries the prior (seconds × rate),
+    and the parity windows a bundle is checked on are normalised the way the gateway does."""
+    from alanet.train.windows import normalise_windows
+
+    ds = toy_dataset(participants=3)
+    r = run_experiment(cfg("rf", test_participants=("S02",), normalization="per-wearer", prior_seconds=0.5), ds)
+    assert r.normalizer.per_wearer and r.normalizer.prior_frames == 30.0
+    tw = make_windows(ds, "label", WindowSpec(30, 15))
+    full = tw.mask.all(axis=1)
+    held = tw.of(("S02",))
+    held = held[full[held]]
+    x = normalise_windows(tw, held, ds, r.normalizer)
+    assert any(np.allclose(r.test_x[0], w, atol=1e-6) for w in x)
+    assert not any(np.allclose(r.test_x[0], w, atol=1e-3) for w in normalise_windows(tw, held, ds, r.normalizer.with_prior(0)))

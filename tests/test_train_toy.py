@@ -84,6 +84,27 @@ def test_normaliser_uses_training_participants_only():
     assert not np.allclose(norm.mean, other.mean)
 
 
+def test_per_wearer_training_windows_are_the_gateways():
+    """normalise_windows in per-wearer mode gives each window its recording's running
+    statistics at the window's last frame (as the gateway does per wearer); padded frames stay 0."""
+    from alanet.device.windowing import WindowSpec
+    from alanet.train.windows import fit_normalizer, make_windows, normalise, normalise_windows
+
+    ds = toy_dataset()
+    tw = make_windows(ds, "label", WindowSpec(30, 10))
+    norm = fit_normalizer(ds, ["S00", "S01"], prior_frames=50.0)
+    assert norm.per_wearer
+    idx = np.arange(len(tw))
+    x = normalise_windows(tw, idx, ds, norm)
+    assert np.all(x[~tw.mask] == 0)
+    assert not np.allclose(x, normalise(tw.x, tw.mask, norm))
+    for i in np.flatnonzero(tw.mask.all(axis=1))[:5]:
+        rec = ds.recordings[int(tw.recording[i])]
+        expect = norm.stream_windows(rec.values, [int(tw.start[i])], 30)[0]
+        np.testing.assert_allclose(x[i], expect, rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(normalise_windows(tw, idx, ds, norm.with_prior(0)), normalise(tw.x, tw.mask, norm))
+
+
 def test_generic_schema_toy_is_valid():
     s = generic_schema(["a", "b"], 50.0, {"g": ["a", "b"]})
     assert s.groups == {"g": [0, 1]}

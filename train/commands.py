@@ -55,7 +55,8 @@ def cmd_train(args: argparse.Namespace) -> int:
                            epochs=args.epochs, ae_epochs=args.ae_epochs, seed=0 if args.seed is None else args.seed,
                            deterministic=args.seed is not None, jobs=args.jobs, test_participants=tests,
                            hparams=_hparams(args.hparam, args.finetune), distribute=args.distribute, final=final,
-                           folds=folds, progress=not args.quiet)
+                           folds=folds, progress=not args.quiet, normalization=args.normalization,
+                           prior_seconds=args.prior_seconds)
     validate(cfg, dataset)
     result = train_run(cfg, dataset, out, force=args.force)
     m = result.metrics
@@ -137,7 +138,7 @@ def evaluate_run(run_dir: str | Path, dataset) -> dict:
     from alanet.device.windowing import WindowSpec
     from alanet.train.metrics import classification_metrics
     from alanet.train.rundir import load_run
-    from alanet.train.windows import make_windows, normalise
+    from alanet.train.windows import make_windows, normalise_windows
 
     run = load_run(run_dir)
     why = schema_matches(run.schema, dataset.schema)
@@ -153,7 +154,7 @@ def evaluate_run(run_dir: str | Path, dataset) -> dict:
                          f"(knows {', '.join(names)})")
     remap = np.array([names.index(n) if n in names else -1 for n in tw.label_names])
     y = remap[tw.y]
-    x = normalise(tw.x, tw.mask, run.normalizer)
+    x = normalise_windows(tw, np.arange(len(tw)), dataset, run.normalizer)
     if run.is_classic:
         from alanet.train.fit import classic_proba
         from alanet.train.models.classic import window_statistics

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from alanet.device.features import Normalizer
+from alanet.device.features import NORMALIZATION_MODES, Normalizer
 from alanet.device.windowing import WindowSpec, window_starts
 from alanet.errors import InputError
 from alanet.train.data.recording import Dataset
@@ -26,7 +26,7 @@ from alanet.device.scoring import macro_f1
 from alanet.train.calibrate import Stream, calibrate, calibrate_stream
 from alanet.train.metrics import classification_metrics, mean_over_folds, participant_vote
 from alanet.train.models import ALL_MODELS, CLASSIC_MODELS, hparams_for
-from alanet.train.windows import TaskWindows, fit_normalizer, make_windows, normalise
+from alanet.train.windows import TaskWindows, fit_normalizer, make_windows, normalise_windows
 
 EVALS = ("holdout", "loso")
 PARITY_MAX = 256
@@ -51,6 +51,14 @@ class ExperimentConfig:
     folds: tuple[str, ...] | None = None  # LOSO: run only the folds holding out these participants (None: all)
     val_fraction: float = 0.2
     progress: bool = True
+    normalization: str = "population"  # or "per-wearer": each wearer's running statistics (Normalizer)
+    prior_seconds: float = 60.0  # per-wearer: weight of the population statistics, in seconds of stream
+
+    def prior_frames(self, dataset: Dataset) -> float:
+        """The per-wearer prior in frames (0 in population mode)."""
+        if self.normalization == "population":
+            return 0.0
+        return float(self.prior_seconds) * float(dataset.schema.sample_rate_hz)
 
     def resolved_hparams(self) -> dict[str, Any]:
         """The model's defaults, ``--hparam`` overrides, then ``--epochs``: an explicit epoch
@@ -167,6 +175,10 @@ def validate(cfg: ExperimentConfig, dataset: Dataset) -> None:
                          f"(has {', '.join(dataset.participants)})")
     if cfg.jobs < 1:
         raise InputError("--jobs must be >= 1")
+    if cfg.normalization not in NORMALIZATION_MODES:
+        raise InputError(f"--normalization: {cfg.normalization!r} is not one of {', '.join(NORMALIZATION_MODES)}")
+    if not (math.isfinite(cfg.prior_seconds) and cfg.prior_seconds > 0):
+        raise InputError(f"--prior-seconds must be a number > 0 (got {cfg.prior_seconds})")
     if cfg.folds is not None:
         if cfg.eval != "loso":
             raise InputError("--folds selects leave-one-subject-out folds: it needs --eval loso")
@@ -285,9 +297,9 @@ class FoldJob:
 
 def prepare_job(cfg: ExperimentConfig, hp: dict[str, Any], dataset: Dataset, tw: TaskWindows, plan: FoldPlan,
                 groups: list[list[int]], index: int) -> tuple[FoldJob, Normalizer]:
-    norm = fit_normalizer(dataset, plan.train)  # training participants only
+    norm = fit_normalizer(dataset, plan.train, cfg.prior_frames(dataset))  # training participants only
     idx = tw.of(plan.train + plan.test)
-    x = normalise(tw.x[idx], tw.mask[idx], norm)
+    x = normalise_windows(tw, idx, dataset, norm)
     streams = validation_streams(dataset, cfg, plan.val, norm) if tw.n_classes == 2 else []
     return FoldJob(cfg, hp, plan, groups, tw.n_classes, x, tw.mask[idx], tw.y[idx], tw.participant[idx], index,
                    val_streams=streams, sample_rate_hz=dataset.schema.sample_rate_hz), norm
@@ -304,9 +316,7 @@ def validation_streams(dataset: Dataset, cfg: ExperimentConfig, val_ids: tuple[s
         starts = window_starts(rec.n_frames, cfg.window, cfg.stride)
         if len(starts) < 2:
             continue
-        z = norm.apply(rec.values)
-        out.append((np.stack([z[s:s + cfg.window] for s in starts]).astype(np.float32), starts,
-                    np.asarray(rec.labels[cfg.task])))
+        out.append((norm.stream_windows(rec.values, starts, cfg.window), starts, np.asarray(rec.labels[cfg.task])))
     return out
 
 
@@ -494,12 +504,13 @@ def run_experiment(cfg: ExperimentConfig, dataset: Dataset) -> ExperimentResult:
         metrics = dict(fold_metrics[0])
         final = fit_results[0] if fit_results else None
         decision = folds[0].decision
-        normalizer = fit_normalizer(dataset, plans[0].train)
+        normalizer = fit_normalizer(dataset, plans[0].train, cfg.prior_frames(dataset))
         test_ids = plans[0].test
     else:
         metrics = pooled_metrics(folds, tw.n_classes) if folds else {}
         test_ids = ()
-        final, decision, normalizer = None, {}, fit_normalizer(dataset, tw.participant.tolist())
+        final, decision, normalizer = None, {}, fit_normalizer(dataset, tw.participant.tolist(),
+                                                               cfg.prior_frames(dataset))
         if cfg.final:
             people = tuple(sorted(set(tw.participant.tolist())))
             fit_ids, val_ids = inner_split(people, tw, cfg.val_fraction, cfg.seed + len(plans))
@@ -520,12 +531,12 @@ def run_experiment(cfg: ExperimentConfig, dataset: Dataset) -> ExperimentResult:
     held = tw.of(test_ids) if test_ids else np.arange(len(tw))
     held = held[full[held]]
     test_sel = held[_sample(len(held), PARITY_MAX, cfg.seed + 1)]
-    calib_x = normalise(tw.x[calib], tw.mask[calib], normalizer)
-    test_x = normalise(tw.x[test_sel], tw.mask[test_sel], normalizer)
+    calib_x = normalise_windows(tw, calib, dataset, normalizer)
+    test_x = normalise_windows(tw, test_sel, dataset, normalizer)
     ex = _examples(tw.y, test_sel, 8)
     return ExperimentResult(cfg, hp, tw.label_names, groups, folds, metrics, final, decision, normalizer,
                             tuple(test_ids), calib_x, test_x, tw.y[test_sel],
-                            normalise(tw.x[ex], tw.mask[ex], normalizer), tw.y[ex], parity_held_out=bool(test_ids),
+                            normalise_windows(tw, ex, dataset, normalizer), tw.y[ex], parity_held_out=bool(test_ids),
                             fold_participants=tuple(p.test[0] for p in plans) if cfg.eval == "loso" else ())
 
 

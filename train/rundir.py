@@ -184,7 +184,7 @@ def write_run(stage: Path, result, dataset, fingerprint: str, overrides: dict[st
         "model": cfg.model, "task": cfg.task, "label_names": list(result.label_names),
         "schema": dataset.schema.to_dict(), "window": cfg.window, "stride": cfg.stride,
         "groups": result.groups, "hparams": result.hparams, "seed": cfg.seed,
-        "deterministic": cfg.deterministic, "eval": cfg.eval,
+        "deterministic": cfg.deterministic, "eval": cfg.eval, "normalization": result.normalizer.mode,
         "test_participants": list(result.test_participants), "participants": dataset.participants,
         "format": dataset.format, "data_root": dataset.root, "distribute": cfg.distribute,
         "final_model": final is not None, "decision": result.decision,

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from alanet.device.features import Normalizer
+from alanet.device.features import Normalizer, running_statistics
 from alanet.device.windowing import IGNORE, Windows, WindowSpec, segment_windows
 from alanet.errors import InputError
 from alanet.train.data.recording import Dataset
@@ -69,18 +69,45 @@ def make_windows(dataset: Dataset, task: str, spec: WindowSpec) -> TaskWindows:
     return TaskWindows(w.x, w.mask, w.y, who, w.source, w.start, task, names)
 
 
-def fit_normalizer(dataset: Dataset, participants: set[str] | list[str] | tuple[str, ...]) -> Normalizer:
-    """Per-channel z-score statistics over every frame of ``participants`` only."""
+def fit_normalizer(dataset: Dataset, participants: set[str] | list[str] | tuple[str, ...],
+                   prior_frames: float = 0.0) -> Normalizer:
+    """Per-channel z-score statistics over every frame of ``participants`` only
+    (``prior_frames`` > 0: per-wearer mode with these statistics as its prior)."""
     keep = set(participants)
     frames = [r.values for r in dataset.recordings if r.participant in keep]
     if not frames:
         raise InputError(f"no recordings for participants {', '.join(sorted(keep))}")
-    return Normalizer.fit(np.concatenate(frames))
+    return Normalizer.fit(np.concatenate(frames)).with_prior(prior_frames)
 
 
 def normalise(x: np.ndarray, mask: np.ndarray, norm: Normalizer) -> np.ndarray:
-    """Normalise windows and keep padded frames at exactly 0 (what ``Masking`` skips)."""
+    """Normalise windows with the population statistics and keep padded frames at exactly 0
+    (what ``Masking`` skips)."""
     out = norm.apply(x)
+    out[~mask] = 0.0
+    return out
+
+
+def normalise_windows(tw: TaskWindows, idx: np.ndarray, dataset: Dataset, norm: Normalizer) -> np.ndarray:
+    """The windows ``tw[idx]`` normalised as the gateway normalises them, padded frames at 0.
+
+    Population mode: :func:`normalise`. Per-wearer mode: each window with its
+    recording's running statistics at the window's last frame
+    (:func:`~alanet.device.features.running_statistics`; a recording is one wearer's
+    stream from its start).
+    """
+    idx = np.asarray(idx, np.int64)
+    x, mask = tw.x[idx], tw.mask[idx]
+    if not norm.per_wearer:
+        return normalise(x, mask, norm)
+    out = np.empty_like(x)
+    ends = tw.start[idx] + mask.sum(axis=1) - 1
+    rec = tw.recording[idx]
+    for r in np.unique(rec):
+        sel = np.flatnonzero(rec == r)
+        mean, std = running_statistics(dataset.recordings[int(r)].values, norm)
+        e = ends[sel]
+        out[sel] = ((x[sel] - mean[e][:, None]) / std[e][:, None]).astype(np.float32)
     out[~mask] = 0.0
     return out
 
