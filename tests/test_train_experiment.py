@@ -313,3 +313,13 @@ def test_per_wearer_normalisation_reaches_every_window_of_the_run():
     x = normalise_windows(tw, held, ds, r.normalizer)
     assert any(np.allclose(r.test_x[0], w, atol=1e-6) for w in x)
     assert not any(np.allclose(r.test_x[0], w, atol=1e-3) for w in normalise_windows(tw, held, ds, r.normalizer.with_prior(0)))
+    # the default: per-wearer for protective behaviour in EmoPain-format sessions, population
+    # for pain level and for generic CSV cases
+    import dataclasses
+
+    assert cfg("rf", task="protective").normalization_for(ds) == "population"
+    emo = dataclasses.replace(ds, format="emopain")
+    assert cfg("rf", task="protective").normalization_for(emo) == "per-wearer"
+    assert cfg("rf", task="protective").prior_frames(emo) == 3600.0
+    assert cfg("rf", task="pain").normalization_for(emo) == "population" and cfg("rf", task="pain").prior_frames(emo) == 0
+    assert cfg("rf", task="protective", normalization="population").prior_frames(emo) == 0.0

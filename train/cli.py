@@ -38,10 +38,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "fine-tune encoder + head end to end at the end, kept only when it does better on validation")
     p.add_argument("--seed", type=int, help="random seed (default 0); given explicitly, TensorFlow ops are also "
                    "made deterministic, so a rerun gives the same weights")
-    p.add_argument("--normalization", choices=("population", "per-wearer"), default="population",
-                   help="population: the training participants' statistics for everyone (default); per-wearer: "
-                        "each wearer's own running statistics, starting from the population's (the gateway does "
-                        "the same per wearer)")
+    p.add_argument("--normalization", choices=("auto", "population", "per-wearer"), default="auto",
+                   help="population: the training participants' statistics for everyone; per-wearer: each "
+                        "wearer's own running statistics, starting from the population's (the gateway does the "
+                        "same per wearer); auto (default): per-wearer for protective behaviour on EmoPain-format "
+                        "data, population for pain level and for generic CSV (see docs/training.md)")
     p.add_argument("--prior-seconds", type=float, default=60.0,
                    help="per-wearer: weight of the population statistics, in seconds of stream (default 60)")
     p.add_argument("--jobs", type=int, default=1, help="parallel LOSO folds (processes)")

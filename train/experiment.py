@@ -51,12 +51,23 @@ class ExperimentConfig:
     folds: tuple[str, ...] | None = None  # LOSO: run only the folds holding out these participants (None: all)
     val_fraction: float = 0.2
     progress: bool = True
-    normalization: str = "population"  # or "per-wearer": each wearer's running statistics (Normalizer)
+    normalization: str = "auto"  # population | per-wearer (each wearer's running statistics) | auto (see below)
     prior_seconds: float = 60.0  # per-wearer: weight of the population statistics, in seconds of stream
+
+    def normalization_for(self, dataset: Dataset) -> str:
+        """``auto`` resolved: per-wearer for protective behaviour on EmoPain-format data
+        (an episode is a change against the wearer's own movement, and each recording is
+        one wearer's continuous session, as the gateway sees a wearer), population
+        otherwise: pain level is largely a property of the person over the whole session,
+        which per-wearer statistics would normalise away, and a generic CSV file may be one
+        short case (measured: docs/training.md, "Normalisation")."""
+        if self.normalization != "auto":
+            return self.normalization
+        return "per-wearer" if dataset.format == "emopain" and self.task == "protective" else "population"
 
     def prior_frames(self, dataset: Dataset) -> float:
         """The per-wearer prior in frames (0 in population mode)."""
-        if self.normalization == "population":
+        if self.normalization_for(dataset) == "population":
             return 0.0
         return float(self.prior_seconds) * float(dataset.schema.sample_rate_hz)
 
@@ -175,8 +186,8 @@ def validate(cfg: ExperimentConfig, dataset: Dataset) -> None:
                          f"(has {', '.join(dataset.participants)})")
     if cfg.jobs < 1:
         raise InputError("--jobs must be >= 1")
-    if cfg.normalization not in NORMALIZATION_MODES:
-        raise InputError(f"--normalization: {cfg.normalization!r} is not one of {', '.join(NORMALIZATION_MODES)}")
+    if cfg.normalization not in ("auto", *NORMALIZATION_MODES):
+        raise InputError(f"--normalization: {cfg.normalization!r} is not one of auto, {', '.join(NORMALIZATION_MODES)}")
     if not (math.isfinite(cfg.prior_seconds) and cfg.prior_seconds > 0):
         raise InputError(f"--prior-seconds must be a number > 0 (got {cfg.prior_seconds})")
     if cfg.folds is not None:
