@@ -37,6 +37,7 @@ def inspect_bundle(path: str | Path, trusted_keys: list[Path] | None = None) -> 
         "sample_rate_hz": b.schema.sample_rate_hz,
         "window": b.window,
         "stride": b.stride,
+        "normalization": {"mode": b.normalizer.mode, "prior_frames": b.normalizer.prior_frames},
         "input": m["input"],
         "output": m["output"],
         "decision": m["decision"],
@@ -66,6 +67,9 @@ def _text(r: dict[str, Any]) -> str:
         f"task        {r['task']}: {', '.join(r['labels'])}",
         f"input       {r['window']} frames x {r['channels']} channels at {r['sample_rate_hz']:g} Hz, "
         f"stride {r['stride']}; tensor {r['input']['shape']} {r['input']['dtype']}",
+        f"normalise   {r['normalization']['mode']}" + (
+            f" (each wearer's running statistics, prior {r['normalization']['prior_frames']:g} frames of the "
+            f"training population's)" if r['normalization']['prior_frames'] else " (the training population's statistics)"),
         f"model       {r['model_bytes']} bytes, {r['quantization']}"
         f"{', ' + r['route'] if r['route'] else ''}{', stateful' if r['stateful'] else ''}; sha256 {r['model_sha256']}",
         f"batch       native sizes {', '.join(map(str, r['batch_sizes']))}"

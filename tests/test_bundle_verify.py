@@ -59,6 +59,8 @@ def test_inspect_verifies_a_good_signed_bundle(signed):
     rep = json.loads(inspect(path, pub, json_out=True).stdout)
     assert rep["task"] == "protective" and rep["model_bytes"] == (path / "model.tflite").stat().st_size
     assert rep["decision"] == default_decision("protective")
+    assert rep["normalization"] == {"mode": "population", "prior_frames": 0.0}
+    assert "normalise   population" in res.stdout
 
 
 def test_one_flipped_byte_in_model_is_rejected(bundle, signed):
