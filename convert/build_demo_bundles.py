@@ -8,8 +8,10 @@ Each bundle is made by the same three public commands a user runs:
    EmoPain format, seed 0),
 2. ``alanet train`` with ALANet's default recipe (autoencoder pretraining, then the
    encoder and the attention head end to end; window 180 / stride 45 / 30 channels;
-   hold-out on the EmoPain challenge validation participants). Training calibrates the
-   decision rule on its inner-validation participants (window threshold, alert rule);
+   hold-out on the EmoPain challenge validation participants; normalisation ``auto``:
+   per-wearer running statistics for protective behaviour, population statistics for
+   pain level). Training calibrates the decision rule on its inner-validation
+   participants (window threshold, alert rule);
 3. ``alanet convert`` (float16, route ``fused``: the fused TFLite LSTM op through a
    tf_keras copy, a ~29 KB file, the fastest batch-1 form; see models/README.md for the
    routes measured), which writes that rule into the manifest.
