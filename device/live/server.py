@@ -469,8 +469,12 @@ def _clean_settings(d: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def wait_for_stop(poll: Callable[[], None] | None = None, interval: float = 1.0) -> None:
-    """Block until SIGINT/SIGTERM (calling ``poll`` every ``interval`` seconds)."""
+def wait_for_stop(poll: Callable[[], None] | None = None, interval: float = 1.0,
+                  ready: Callable[[], None] | None = None) -> None:
+    """Block until SIGINT/SIGTERM (calling ``poll`` every ``interval`` seconds).
+
+    ``ready`` runs once the handlers are installed: a "serving" line printed there
+    promises that a signal sent from then on stops the program cleanly."""
     stop = threading.Event()
     old = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
 
@@ -480,6 +484,8 @@ def wait_for_stop(poll: Callable[[], None] | None = None, interval: float = 1.0)
     for s in old:
         signal.signal(s, handler)
     try:
+        if ready is not None:
+            ready()
         while not stop.is_set():
             if poll is not None:
                 poll()
@@ -521,11 +527,14 @@ def cmd_live(args: argparse.Namespace) -> int:
                         max_clients=args.max_clients, idle_timeout=args.idle_timeout,
                         data_dir=args.data_dir, read_only=args.read_only)
     server.start()
-    print(f"alanet live: serving {server.url} (broker {server.store.broker}"
-          f"{', gateway ' + args.gateway if args.gateway else ''}{', read-only' if args.read_only else ''})"
-          "; Ctrl-C to stop", file=sys.stderr, flush=True)
+
+    def serving() -> None:
+        print(f"alanet live: serving {server.url} (broker {server.store.broker}"
+              f"{', gateway ' + args.gateway if args.gateway else ''}{', read-only' if args.read_only else ''})"
+              "; Ctrl-C to stop", file=sys.stderr, flush=True)
+
     try:
-        wait_for_stop()
+        wait_for_stop(ready=serving)
     finally:
         server.stop()
     print("alanet live: stopped", file=sys.stderr)
