@@ -21,7 +21,7 @@ import logging
 from typing import Any, Iterator, Mapping, Sequence
 
 from alanet.device.sessions import SessionManager, parse_command
-from alanet.firmware_bridge.protocol import Exercise, Frame, Hello
+from alanet.firmware_bridge.protocol import Exercise, Frame, FrameBlock, Hello
 
 log = logging.getLogger("alanet.sessions")
 
@@ -107,8 +107,10 @@ class GatewaySessions:
                 if pipeline.accepting and m.device_exercise(name, p.code, p.name):
                     self.publish_state(name)
             else:
-                if raw and type(p) is Frame and pipeline.accepts(p):  # only frames the pipeline takes
-                    m.on_frame(name, p.seq, p.t_ms, p.angles, p.emg)
+                if raw and type(p) in (Frame, FrameBlock):
+                    for f in (p,) if type(p) is Frame else p.frames():
+                        if pipeline.accepts(f):  # only frames the pipeline takes
+                            m.on_frame(name, f.seq, f.t_ms, f.angles, f.emg)
                 run.append(p)
                 if raw and type(p) is Hello:  # the pipeline judges it before the next frames are checked
                     yield run

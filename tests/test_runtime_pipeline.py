@@ -180,7 +180,7 @@ def test_blocks_equal_frame_by_frame(model, session):
     packets = _hostile_stream(session, rng)
     assert sum(type(p) is Frame for p in packets) > 2900
 
-    def pipeline() -> WearerPipeline:
+    def pipeline(batch: bool = True) -> WearerPipeline:
         calls = {"n": 0}
 
         def predict(x):  # the real model; one window faults, another gives NaN
@@ -189,9 +189,9 @@ def test_blocks_equal_frame_by_frame(model, session):
                 raise RuntimeError("invoke failed")
             return np.full(2, np.nan, np.float32) if calls["n"] == 17 else runner.predict(x)
 
-        return WearerPipeline("w1", dc_replace(spec, predict=predict), max_gap_frames=3)
+        return WearerPipeline("w1", dc_replace(spec, predict=predict), max_gap_frames=3, batch=batch)
 
-    ref, blk = pipeline(), pipeline()
+    ref, blk = pipeline(batch=False), pipeline()
     want = [r for p in packets for r in ref.handle([p])]  # runs of one frame: the per-frame path
     got, pos = [], 0
     while pos < len(packets):
