@@ -49,8 +49,8 @@ model (:meth:`WearerPipeline.finish_due`): their results come with the next
 
 from __future__ import annotations
 
-import bisect
 import logging
+import math
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
@@ -69,12 +69,13 @@ from alanet.firmware_bridge.protocol import (
     Hello,
     RawEmg,
     frame_blocks,
+    MAX_ABS_ANGLE_RAD,
+    MAX_ABS_EMG,
     frame_problem,
     frames_in_bounds,
     hello_problem,
     raw_problem,
     row_frame,
-    values_in_bounds,
 )
 
 log = logging.getLogger(__name__)
@@ -465,7 +466,7 @@ class WearerPipeline:
         """
         h = self.hello
         na = b.n_angles
-        if h is None or self.refusal is not None or na != h.n_angles or b.n_emg != h.n_emg:
+        if h is None or self.refusal is not None or na != h.n_angles or b.n_emg != h.n_emg or not na or not b.n_emg:
             for k in range(len(b.rows)):  # the reference path drops and counts them
                 self._one(b.frame(k), out)
             return
@@ -487,8 +488,12 @@ class WearerPipeline:
                     self._flush(out)
                     room = self.slot.ring.until_window()
             return
+        A, E, isfinite = MAX_ABS_ANGLE_RAD, MAX_ABS_EMG, math.isfinite
         for r in rows:
-            if (last is not None and (r[0] - last[0]) % SEQ_MOD != 1) or not values_in_bounds(r[2:e], r[e:]):
+            # values_in_bounds inline (this runs for every frame); seq and t_ms in the sum are finite
+            a, m = r[2:e], r[e:]
+            if ((last is not None and (r[0] - last[0]) % SEQ_MOD != 1)
+                    or not (-A <= min(a) and max(a) <= A and -E <= min(m) and max(m) <= E and isfinite(sum(r)))):
                 self._one(row_frame(r, na), out)
                 kept, last = self._rows, self._last_row
                 room = self.slot.ring.until_window()

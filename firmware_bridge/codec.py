@@ -177,26 +177,39 @@ class _BatchLayout:
         return self.head[1]
 
 
-def _frame_maker():
-    """``make(seq, t_ms, angles, emg)``: a ``Frame`` equal to ``Frame(seq, t_ms, angles, emg)``, made in about
-    half the time: the slots are set directly instead of through the frozen dataclass's ``__init__``
-    (which has nothing else to do: no defaults, no ``__post_init__``)."""
-    assert not hasattr(Frame, "__post_init__") and Frame.__slots__ == ("seq", "t_ms", "angles", "emg")
+def _slots_maker(cls: type):
+    """``make(*fields)``: a ``cls`` equal to ``cls(*fields)``, made in about half the time: the slots are
+    set directly instead of through the frozen dataclass's ``__init__`` (which has nothing else to do:
+    no defaults, no ``__post_init__``)."""
+    assert not hasattr(cls, "__post_init__") and len(cls.__slots__) == len(cls.__dataclass_fields__)
     new = object.__new__
-    set_seq, set_t, set_a, set_e = (getattr(Frame, k).__set__ for k in Frame.__slots__)
+    setters = [getattr(cls, k).__set__ for k in cls.__slots__]
+    if len(setters) == 3:
+        s0, s1, s2 = setters
 
-    def make(seq: int, t_ms: int, angles: tuple, emg: tuple) -> Frame:
-        f = new(Frame)
-        set_seq(f, seq)
-        set_t(f, t_ms)
-        set_a(f, angles)
-        set_e(f, emg)
+        def make3(a, b, c):
+            f = new(cls)
+            s0(f, a)
+            s1(f, b)
+            s2(f, c)
+            return f
+
+        return make3
+    s0, s1, s2, s3 = setters  # Frame (4 slots) and FrameBlock (3) are its users
+
+    def make4(a, b, c, d):
+        f = new(cls)
+        s0(f, a)
+        s1(f, b)
+        s2(f, c)
+        s3(f, d)
         return f
 
-    return make
+    return make4
 
 
-_frame = _frame_maker()
+_frame = _slots_maker(Frame)
+_block = _slots_maker(FrameBlock)
 
 
 def _crc_table() -> np.ndarray:
@@ -216,6 +229,7 @@ def _crc_table() -> np.ndarray:
 
 
 _CRC_WHOLE = _crc_table()
+_CRC_WHOLE_LIST = _CRC_WHOLE.tolist()
 
 
 def _crc_ok(packets: list[bytes], arr: np.ndarray) -> np.ndarray:
@@ -401,16 +415,19 @@ class Decoder:
 
     def _few_read(self, chunks: list[bytes], layout: "_BatchLayout", as_rows: bool) -> list | None:
         """``_whole_read`` for a read of a few packets (one ``struct`` call and one CRC per packet, no numpy)."""
-        decode, unpack, crc, size, head = cobs.fast_decode, layout.row.unpack, binascii.crc_hqx, layout.size, layout.vth
-        rows, prev = [], None
+        decode, unpack, crc, size, vt, nn = cobs.fast_decode, layout.row.unpack, binascii.crc_hqx, layout.size, \
+            layout.vth[:2], layout.head
+        whole, isfinite = _CRC_WHOLE_LIST, math.isfinite
+        rows = []
+        prev = -1
         try:
             for c in chunks:
                 pkt = decode(c)
-                if len(pkt) != size or pkt[:2] != head[:2] or pkt[10:12] != head[2:]:
+                if len(pkt) != size or pkt[:2] != vt or pkt[10:12] != nn:
                     return None
                 r = unpack(pkt)
-                if (crc(pkt[:-CRC_SIZE], 0xFFFF) != pkt[-2] | pkt[-1] << 8 or not math.isfinite(sum(r))
-                        or (prev is not None and (r[0] - prev) % SEQ_MOD != 1)):
+                if (crc(pkt, 0xFFFF) != whole[pkt[-2] | pkt[-1] << 8] or not isfinite(sum(r))
+                        or (prev >= 0 and (r[0] - prev) % SEQ_MOD != 1)):
                     return None
                 prev = r[0]
                 rows.append(r)
@@ -428,7 +445,7 @@ class Decoder:
         self.stats.packets += len(rows)
         self.stats.frames += len(rows)
         if as_rows:
-            return [FrameBlock(layout.n_angles, layout.n_emg, rows)] if rows else []
+            return [_block(layout.n_angles, layout.n_emg, rows)] if rows else []
         e = layout.emg_at
         return [_frame(r[0], r[1], r[2:e], r[e:]) for r in rows]
 
