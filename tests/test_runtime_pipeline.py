@@ -13,7 +13,7 @@ from alanet.device.inference import ModelRunner
 from alanet.device.pipeline import ModelSpec, WearerPipeline
 from alanet.device.windowing import window_starts
 from alanet.firmware_bridge.codec import Decoder, Encoder
-from alanet.firmware_bridge.protocol import Frame
+from alanet.firmware_bridge.protocol import Frame, FrameBlock
 
 
 @pytest.fixture(scope="module")
@@ -171,14 +171,27 @@ def _hostile_stream(sess, rng) -> list:
     return out
 
 
-def test_blocks_equal_frame_by_frame(model, session):
-    """Reads handled as blocks give the WindowResults, counters and faults of one packet at a time."""
+@pytest.mark.parametrize("source", ["frames", "wire"])
+def test_blocks_equal_frame_by_frame(model, session, source):
+    """Reads handled as blocks give the WindowResults, counters and faults of one packet at a time
+    (the reference path, ``batch=False``): from ``Frame`` lists, and from the decoder's frame blocks
+    of the same stream sent over the wire in reads of random sizes."""
     from dataclasses import asdict, replace as dc_replace
+
+    from alanet.firmware_bridge.codec import encode_packet
 
     _, runner, spec = model
     rng = np.random.default_rng(14)
     packets = _hostile_stream(session, rng)
     assert sum(type(p) is Frame for p in packets) > 2900
+    if source == "wire":  # one decoder, its reads as the gateway gets them (blocks of frame rows)
+        wire, dec, pos, packets = b"".join(map(encode_packet, packets)), Decoder(), 0, []
+        while pos < len(wire):
+            k = int(rng.choice([1, 56, 300, 2000, 40000]))
+            packets += dec.feed_blocks(wire[pos:pos + k])
+            pos += k
+        assert dec.stats.malformed  # the NaN frames stop at the decoder
+        assert sum(len(p) for p in packets if type(p) is FrameBlock) > 2900
 
     def pipeline(batch: bool = True) -> WearerPipeline:
         calls = {"n": 0}
