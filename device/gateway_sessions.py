@@ -87,15 +87,21 @@ class GatewaySessions:
             self.gw.link.publish(self.topic(name, "session", cmd.session or "", "log"), data, qos=1)
 
     # ---- main-loop hooks ----
+    def plain(self, i: int, packets: Sequence[Any]) -> bool:
+        """True when the hooks have nothing to do with ``packets``: no EXERCISE packet, no raw frames logged."""
+        m = self.manager
+        return not (m.raw_frames and m.active(self.names[i]) is not None) and \
+            not any(type(p) is Exercise for p in packets)
+
     def runs(self, i: int, packets: Sequence[Any]) -> Iterator[list[Any]]:
         """``packets`` split at the wearable's EXERCISE packets, which are applied in between (and,
         while raw frames are logged, after each HELLO, so only frames the pipeline accepts are logged)."""
         name = self.names[i]
         m = self.manager
-        raw = m.raw_frames and m.active(name) is not None
-        if not raw and not any(type(p) is Exercise for p in packets):  # the usual case: nothing to split
+        if self.plain(i, packets):  # the usual case: nothing to split
             yield list(packets)
             return
+        raw = m.raw_frames and m.active(name) is not None
         pipeline = self.gw.wearables[i].pipeline
         run: list[Any] = []
         for p in packets:

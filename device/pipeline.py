@@ -489,24 +489,34 @@ class WearerPipeline:
                     room = self.slot.ring.until_window()
             return
         A, E, isfinite = MAX_ABS_ANGLE_RAD, MAX_ABS_EMG, math.isfinite
+        new = 0  # rows kept since the last and the frame count were last written back
         for r in rows:
             # values_in_bounds inline (this runs for every frame); seq and t_ms in the sum are finite
             a, m = r[2:e], r[e:]
             if ((last is not None and (r[0] - last[0]) % SEQ_MOD != 1)
                     or not (-A <= min(a) and max(a) <= A and -E <= min(m) and max(m) <= E and isfinite(sum(r)))):
+                if new:
+                    self._last_row, self._last_na = last, na
+                    self.counters.frames += new
+                    new = 0
                 self._one(row_frame(r, na), out)
                 kept, last = self._rows, self._last_row
                 room = self.slot.ring.until_window()
                 continue
             kept.append(r)
             last = r
-            self._last_row, self._last_na = r, na
-            self.counters.frames += 1
+            new += 1
             room -= 1
             if not room:
+                self._last_row, self._last_na = last, na
+                self.counters.frames += new
+                new = 0
                 self._flush(out)
                 kept, last = self._rows, self._last_row
                 room = self.slot.ring.until_window()
+        if new:
+            self._last_row, self._last_na = last, na
+            self.counters.frames += new
 
     @staticmethod
     def _all_follow(rows: list[tuple], e: int, last: tuple | None) -> bool:

@@ -481,20 +481,25 @@ class Gateway:
         packets = w.decoder.feed_blocks(data)
         if packets:
             try:  # the session hooks split the packets at EXERCISE packets (and log raw frames)
-                runs = self.sessions.runs(i, packets) if self.sessions is not None else (packets,)
-                # windows before an exercise change are concluded before it (their payloads name the exercise)
-                split = p.deferred and self.sessions is not None and any(type(x) is Exercise for x in packets)
+                s = self.sessions
+                if s is None or s.plain(i, packets):
+                    runs, split = (packets,), False
+                else:
+                    runs = s.runs(i, packets)
+                    # windows before an exercise change are concluded before it (their payloads name the exercise)
+                    split = p.deferred and any(type(x) is Exercise for x in packets)
                 for run in runs:
                     before = p.due
                     out = p.handle(run)
                     if out:
                         self._publish(i, out)
-                    if p.due > before:
+                    after = p.due
+                    if after > before:
                         if before == 0:
                             if not self._due_n:
                                 self._due_since = time.monotonic()
                             self._due.append(i)
-                        self._due_n += p.due - before
+                        self._due_n += after - before
                         if split:
                             self.classify_due()
             except Exception as exc:  # noqa: BLE001 - the same for the session hooks
