@@ -1,8 +1,8 @@
 """Gateway capacity: simultaneous 60 Hz wearables one core serves with no frame dropped
 and p99 window/alert latency under 100 ms, and the capacity curve.
 
-    python bench/capacity.py [--bundle DIR] [--seconds 12] [--quick] [--max 4000]
-    python bench/capacity.py --curve [1,10,16,100,...] [--seconds 6] [--compare]
+    python bench/capacity.py [--bundle DIR] [--seconds 12] [--quick] [--max 4000] [--reads coalesced|per-read|both]
+    python bench/capacity.py --curve [1,10,16,100,...] [--seconds 6] [--compare] [--reads ...]
 
 Without ``--curve`` N is searched (see below; ``capacity.json``). With ``--curve`` one
 trial runs per wearable count of the list and the curve is saved as
@@ -25,18 +25,30 @@ pipeline, LiteRT model, decisions, durable SQLite alert queue, paho publishing s
 and alerts to a real Mosquitto), its thread and paho's pinned to one CPU; the broker
 runs outside the pin. Every wearable sends its frames at 60 Hz with its own phase
 (wearers are not synchronised) and its own part of the session; each frame arrives
-as two serial reads (one byte, then the rest: what ``SerialLink`` returns on an
-idle line) handed over a queue as the runtime's reader threads do.
+as two chunks (one byte, then the rest: the two reads an idle serial line gives).
 
-Time is simulated, work is not: chunks are processed in arrival order as fast as
-the core allows, each one's service time is measured (wall time minus the time the
-thread sat runnable while other processes held the core, from Linux schedstat; our
-own blocking such as an fsync counts), and a single-server FIFO clock gives when it
-would have finished: ``start = max(arrival, previous finish)``. Latency of
-a window = finish of the read that completed it − arrival of that read. A frame is
-dropped when its read would have waited longer than the serial driver's buffer lasts
-(4095 bytes ≈ 0.8 s of one 60 Hz wearable). N is doubled from 100 until it fails,
-then bisected. Writes ``bench/results/capacity.json``.
+How the chunks reach the gateway (``--reads``):
+
+- ``coalesced`` (default; what ``Gateway.run`` does): when the simulated core frees
+  at time t, the main loop takes, for the wearer that has waited longest, everything
+  of that wearer that has arrived by t (what a non-blocking read of its whole buffer
+  returns, or its queued reads joined) and processes it as one read; then the next
+  wearer, with everything arrived by the time it is served. An idle core serves the
+  first chunk of a frame (its first byte) alone as it arrives, then the rest: no
+  coalescing, and no waiting, when there is nothing to coalesce.
+- ``per-read`` (the earlier method): every chunk is its own read, in arrival order.
+- ``both``: one after the other in the same run, for same-run ratios.
+
+Time is simulated, work is not: reads are processed as fast as the core allows,
+each one's service time is measured (wall time minus the time the thread sat
+runnable while other processes held the core, from Linux schedstat; our own blocking
+such as an fsync counts), and a single-server clock gives when it would have
+finished: ``start = max(arrival, previous finish)``. Latency of a window = finish of
+the read (or of the model call, batched) that completed it − arrival of the frame
+that completed it. A frame is dropped when it would have waited longer than the
+serial driver's buffer lasts (4095 bytes ≈ 0.8 s of one 60 Hz wearable). N is
+doubled from 100 until it fails, then bisected. Writes ``bench/results/capacity.json``
+(with ``--reads both``: both searches, the first one's figures).
 """
 
 from __future__ import annotations
