@@ -4,8 +4,10 @@
 
 Encodes N DATA frames (13 angles + 4 sEMG), feeds them to ``Decoder`` in chunks the
 size a serial read returns, and reports frames/s (best of 3) for the binary decoder
-(the batch path the gateway runs, ``Decoder()``, and the one-packet-at-a-time
-pure-Python reference, ``Decoder(batch=False)``, in the same run), the CSV decoder
+(``Decoder().feed_blocks``, the path the gateway runs: frame rows, no ``Frame`` objects;
+``Decoder().feed``, the batch path returning ``Frame`` objects; and the
+one-packet-at-a-time pure-Python reference, ``Decoder(batch=False)``, all in the same
+run), the CSV decoder
 and the encoder, by wall time and by the process's CPU time (on a shared machine
 the wall time includes waiting for the CPU). Prints a summary and writes
 ``bench/results/bridge_decode.json``.
@@ -55,12 +57,13 @@ def _best(fn, repeat: int = 3) -> float:
     return best
 
 
-def _decode_rate(make, wire: bytes, chunk: int, n: int) -> float:
+def _decode_rate(make, wire: bytes, chunk: int, n: int, blocks: bool = False) -> float:
     def run() -> None:
         dec = make()
+        feed = dec.feed_blocks if blocks else dec.feed
         got = 0
         for i in range(0, len(wire), chunk):
-            got += len(dec.feed(wire[i : i + chunk]))
+            got += sum(map(len, feed(wire[i : i + chunk]))) if blocks else len(feed(wire[i : i + chunk]))
         assert got == n, (got, n)
 
     return n / _best(run, 5)
@@ -77,8 +80,10 @@ def main(argv: list[str] | None = None) -> int:
     wire = b"".join(encode_frame(f) for f in frames)
     text = b"".join(format_frame(f, "%.9g") for f in frames)
     enc_rate = args.frames / _best(lambda: [encode_frame(f) for f in frames])
-    bin_rate = _decode_rate(Decoder, wire, args.chunk, args.frames)
+    bin_rate = _decode_rate(Decoder, wire, args.chunk, args.frames, blocks=True)
     bin_cpu = args.frames / CPU_TIME["last"]
+    obj_rate = _decode_rate(Decoder, wire, args.chunk, args.frames)
+    obj_cpu = args.frames / CPU_TIME["last"]
     ref_rate = _decode_rate(lambda: Decoder(batch=False), wire, args.chunk, args.frames)
     ref_cpu = args.frames / CPU_TIME["last"]
     csv_rate = _decode_rate(CsvDecoder, text, args.chunk, args.frames)
@@ -91,8 +96,11 @@ def main(argv: list[str] | None = None) -> int:
         "bytes_per_frame_csv": len(text) / args.frames,
         "decode_frames_per_s": round(bin_rate),
         "decode_mb_per_s": round(bin_rate * bytes_per_frame / 1e6, 2),
-        "decode_path": "batch, C COBS (cobs package)" if cobs.HAVE_C_DECODER else "batch, Python COBS (fallback)",
+        "decode_path": ("feed_blocks (frame rows), " + ("C COBS (cobs package)" if cobs.HAVE_C_DECODER
+                                                         else "Python COBS (fallback)")),
         "decode_frames_per_cpu_s": round(bin_cpu),
+        "frame_objects_decode_frames_per_s": round(obj_rate),
+        "frame_objects_decode_frames_per_cpu_s": round(obj_cpu),
         "reference_decode_frames_per_s": round(ref_rate),
         "reference_decode_frames_per_cpu_s": round(ref_cpu),
         "batch_speedup": round(bin_rate / ref_rate, 2),
@@ -105,13 +113,15 @@ def main(argv: list[str] | None = None) -> int:
         "processor": platform.processor() or None,
         "cpus": os.cpu_count(),
         "load_average_1m": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
+        "load_average": [round(v, 2) for v in os.getloadavg()] if hasattr(os, "getloadavg") else None,
         "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(result, indent=1) + "\n")
     print(
         f"binary decode: {bin_rate:,.0f} frames/s ({result['decode_path']}; {result['decode_mb_per_s']} MB/s, "
-        f"{bytes_per_frame:.0f} B/frame; {bin_cpu:,.0f} per CPU second), reference path: {ref_rate:,.0f} frames/s "
+        f"{bytes_per_frame:.0f} B/frame; {bin_cpu:,.0f} per CPU second), as Frame objects: {obj_rate:,.0f} frames/s "
+        f"({obj_cpu:,.0f} per CPU second), reference path: {ref_rate:,.0f} frames/s "
         f"({ref_cpu:,.0f} per CPU second), "
         f"csv decode: {csv_rate:,.0f} frames/s, encode: {enc_rate:,.0f} frames/s  -> {RESULTS}"
     )

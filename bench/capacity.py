@@ -1,8 +1,8 @@
 """Gateway capacity: simultaneous 60 Hz wearables one core serves with no frame dropped
 and p99 window/alert latency under 100 ms, and the capacity curve.
 
-    python bench/capacity.py [--bundle DIR] [--seconds 12] [--quick] [--max 4000]
-    python bench/capacity.py --curve [1,10,16,100,...] [--seconds 6] [--compare]
+    python bench/capacity.py [--bundle DIR] [--seconds 12] [--quick] [--max 4000] [--reads coalesced|per-read|both]
+    python bench/capacity.py --curve [1,10,16,100,...] [--seconds 6] [--compare] [--reads ...]
 
 Without ``--curve`` N is searched (see below; ``capacity.json``). With ``--curve`` one
 trial runs per wearable count of the list and the curve is saved as
@@ -25,18 +25,30 @@ pipeline, LiteRT model, decisions, durable SQLite alert queue, paho publishing s
 and alerts to a real Mosquitto), its thread and paho's pinned to one CPU; the broker
 runs outside the pin. Every wearable sends its frames at 60 Hz with its own phase
 (wearers are not synchronised) and its own part of the session; each frame arrives
-as two serial reads (one byte, then the rest: what ``SerialLink`` returns on an
-idle line) handed over a queue as the runtime's reader threads do.
+as two chunks (one byte, then the rest: the two reads an idle serial line gives).
 
-Time is simulated, work is not: chunks are processed in arrival order as fast as
-the core allows, each one's service time is measured (wall time minus the time the
-thread sat runnable while other processes held the core, from Linux schedstat; our
-own blocking such as an fsync counts), and a single-server FIFO clock gives when it
-would have finished: ``start = max(arrival, previous finish)``. Latency of
-a window = finish of the read that completed it − arrival of that read. A frame is
-dropped when its read would have waited longer than the serial driver's buffer lasts
-(4095 bytes ≈ 0.8 s of one 60 Hz wearable). N is doubled from 100 until it fails,
-then bisected. Writes ``bench/results/capacity.json``.
+How the chunks reach the gateway (``--reads``):
+
+- ``coalesced`` (default; what ``Gateway.run`` does): when the simulated core frees
+  at time t, the main loop takes, for the wearer that has waited longest, everything
+  of that wearer that has arrived by t (what a non-blocking read of its whole buffer
+  returns, or its queued reads joined) and processes it as one read; then the next
+  wearer, with everything arrived by the time it is served. An idle core serves the
+  first chunk of a frame (its first byte) alone as it arrives, then the rest: no
+  coalescing, and no waiting, when there is nothing to coalesce.
+- ``per-read`` (the earlier method): every chunk is its own read, in arrival order.
+- ``both``: one after the other in the same run, for same-run ratios.
+
+Time is simulated, work is not: reads are processed as fast as the core allows,
+each one's service time is measured (wall time minus the time the thread sat
+runnable while other processes held the core, from Linux schedstat; our own blocking
+such as an fsync counts), and a single-server clock gives when it would have
+finished: ``start = max(arrival, previous finish)``. Latency of a window = finish of
+the read (or of the model call, batched) that completed it − arrival of the frame
+that completed it. A frame is dropped when it would have waited longer than the
+serial driver's buffer lasts (4095 bytes ≈ 0.8 s of one 60 Hz wearable). N is
+doubled from 100 until it fails, then bisected. Writes ``bench/results/capacity.json``
+(with ``--reads both``: both searches, the first one's figures).
 """
 
 from __future__ import annotations
@@ -91,6 +103,8 @@ class Trial:
     process_cpu_ms_per_wearer_s: float | None = None  # process CPU time (incl. this driver and paho) ÷ wearers ÷ s
     invoke_ms_per_window: float | None = None  # model time per window (a batch's call time ÷ its windows)
     runtime_ms_per_window: float | None = None  # the rest of the gateway's work × stride ÷ frames accepted
+    reads: str = "coalesced"  # how reads reach the gateway: "coalesced" or "per-read" (see the module docstring)
+    reads_processed: int = 0  # Gateway.process calls
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
@@ -138,7 +152,7 @@ def encoded_session(sess: rs.Session) -> list[bytes]:
 
 
 def run_trial(n: int, seconds: float, bundle: Path, frames: list[bytes], broker_url: str, work: Path,
-              model=None, batch_max: int = 0, batch_wait_ms: float = 20.0) -> Trial:
+              model=None, batch_max: int = 0, batch_wait_ms: float = 20.0, per_read: bool = False) -> Trial:
     """Stream ``seconds`` of 60 Hz frames from ``n`` wearables through one in-process gateway."""
     from collections import deque
 
@@ -147,7 +161,7 @@ def run_trial(n: int, seconds: float, bundle: Path, frames: list[bytes], broker_
 
     per = int(seconds * FS)
     cfg = load_config(None, {"port": "/dev/null", "bundle": str(bundle), "broker": broker_url, "gateway": "cap",
-                             "state_dir": str(work / f"cap-{n}-{batch_max}-{batch_wait_ms:g}")})
+                             "state_dir": str(work / f"cap-{n}-{batch_max}-{batch_wait_ms:g}-{int(per_read)}")})
     cfg = replace(cfg, wearables=tuple(WearableConfig(f"w{i}", f"/dev/null{i}") for i in range(n)),
                   batch_max=batch_max, batch_wait_ms=batch_wait_ms)
     results: list = []
@@ -213,6 +227,9 @@ def run_trial(n: int, seconds: float, bundle: Path, frames: list[bytes], broker_
             hand.put((i, wire[1:]))
             process(*hand.get(), defer=True)
             process(*hand.get(), defer=True)
+            n_reads[0] += 2
+
+        n_reads = [0]
 
         def classify(at: float) -> float:
             """Classify every due window at simulated time ``at``; returns when that finished."""
@@ -234,32 +251,21 @@ def run_trial(n: int, seconds: float, bundle: Path, frames: list[bytes], broker_
         hello = Encoder().hello(0)
         for i in range(n):  # each wearable announced itself when its port opened (not timed; never dropped)
             process(i, hello)
-        cpu0 = time.process_time()
-        for k in order:
-            arrival = float(times[k])
-            if batched and gw.due and arrival > free_at:  # the queue ran empty: classify what is due
-                free_at = classify(free_at)
-            i = int(who[k])
-            wire = frames[int(offset[i]) + int(idx[k])]
-            start = max(arrival, free_at)
-            wait = start - arrival
-            if wait > buffer_s:
-                dropped += 1
-                continue
-            max_wait = max(max_wait, wait)
-            if start >= next_poll:  # the main loop polls paho between queue items
-                start += measured(poll)[0]
-                next_poll = start + 0.05
-            before = len(results)
-            due0 = pipes[i].due
-            d = measured(two_reads, i, wire)[0]
-            free_at = start + d
+
+        def arrival_of(i: int, seq: int) -> float:
+            """When the frame ``seq`` of wearer ``i`` arrived (the stream's seq is its session frame index)."""
+            return float(phase[i] + (seq - int(offset[i])) / FS)
+
+        def served(i: int, start: float, d: float, before: int, due0: int, what_slow: str) -> float:
+            """Account one read of wearer ``i`` that started at ``start`` and took ``d``; returns its finish."""
+            nonlocal due_since
+            done = start + d
             if d > 0.01:
                 slow.append((round(1000 * d, 1), "alert" if any(r.event for r in results[before:]) else
-                             "window" if len(results) > before else "frame"))
-            if len(results) > before:
+                             "window" if len(results) > before else what_slow))
+            if len(results) > before:  # immediate mode: out when the read is done
                 for r in results[before:]:
-                    ms = 1000.0 * (free_at - arrival)
+                    ms = 1000.0 * (done - arrival_of(i, r.seq))
                     lat_w.append(ms)
                     if r.event is not None:
                         lat_a.append(ms)
@@ -268,12 +274,94 @@ def run_trial(n: int, seconds: float, bundle: Path, frames: list[bytes], broker_
             new_due = pipes[i].due - due0
             if new_due > 0:
                 if gw.due == new_due:
-                    due_since = free_at
-                due_arrivals[i].extend([arrival] * new_due)
-                if gw.due >= full or free_at - due_since >= wait_s:  # full, or the oldest waited long enough
+                    due_since = done
+                due_arrivals[i].extend(arrival_of(i, d_.seq) for d_ in pipes[i]._due[-new_due:])
+                if gw.due >= full or done - due_since >= wait_s:  # full, or the oldest waited long enough
+                    done = classify(done)
+            elif gw.due and done - due_since >= wait_s:
+                done = classify(done)
+            return done
+
+        def proc(i: int, b: bytes) -> None:
+            n_reads[0] += 1
+            process(i, b, defer=True)
+
+        def poll_at(start: float) -> float:
+            nonlocal next_poll
+            if start >= next_poll:  # the main loop polls paho between reads
+                start += measured(poll)[0]
+                next_poll = start + 0.05
+            return start
+
+        cpu0 = time.process_time()
+        if per_read:
+            for k in order:
+                arrival = float(times[k])
+                if batched and gw.due and arrival > free_at:  # the queue ran empty: classify what is due
                     free_at = classify(free_at)
-            elif gw.due and free_at - due_since >= wait_s:
-                free_at = classify(free_at)
+                i = int(who[k])
+                wire = frames[int(offset[i]) + int(idx[k])]
+                start = max(arrival, free_at)
+                wait = start - arrival
+                if wait > buffer_s:
+                    dropped += 1
+                    continue
+                max_wait = max(max_wait, wait)
+                start = poll_at(start)
+                before, due0 = len(results), pipes[i].due
+                d = measured(two_reads, i, wire)[0]
+                free_at = served(i, start, d, before, due0, "frame")
+        else:
+            from collections import OrderedDict
+
+            pending: OrderedDict[int, list] = OrderedDict()  # wearer -> [(arrival, chunk), ...], longest waiting first
+            ptr, total = 0, len(order)
+
+            def admit(t: float) -> None:
+                """Every chunk that has arrived by ``t`` joins its wearer's buffer (two per frame)."""
+                nonlocal ptr
+                while ptr < total and times[order[ptr]] <= t:
+                    k = order[ptr]
+                    i = int(who[k])
+                    wire = frames[int(offset[i]) + int(idx[k])]
+                    a = float(times[k])
+                    pending.setdefault(i, []).extend(((a, wire[:1]), (a, wire[1:])))
+                    ptr += 1
+
+            while True:
+                admit(free_at)
+                if not pending:
+                    if ptr == total:
+                        break
+                    if batched and gw.due:  # nothing to read: classify what is due
+                        free_at = classify(free_at)
+                        admit(free_at)
+                        if pending:
+                            continue
+                    # idle: the loop wakes on the reader's first read, the frame's first byte, and serves it alone
+                    k = order[ptr]
+                    ptr += 1
+                    i = int(who[k])
+                    wire = frames[int(offset[i]) + int(idx[k])]
+                    a = float(times[k])
+                    start = poll_at(max(a, free_at))
+                    before, due0 = len(results), pipes[i].due
+                    d = measured(proc, i, wire[:1])[0]
+                    free_at = served(i, start, d, before, due0, "frame")
+                    pending[i] = [(a, wire[1:])]
+                    continue
+                i, chunks = pending.popitem(last=False)
+                start = free_at
+                # bytes that waited longer than the serial driver's buffer lasts are lost (whole frames)
+                keep = [c for c in chunks if start - c[0] <= buffer_s]
+                dropped += (len(chunks) - len(keep) + 1) // 2
+                if not keep:
+                    continue
+                max_wait = max(max_wait, start - keep[0][0])
+                start = poll_at(start)
+                before, due0 = len(results), pipes[i].due
+                d = measured(proc, i, b"".join(c for _, c in keep))[0]
+                free_at = served(i, start, d, before, due0, f"read of {len(keep)} chunks")
         if gw.due:
             free_at = classify(free_at)
         cpu = time.process_time() - cpu0
@@ -299,7 +387,8 @@ def run_trial(n: int, seconds: float, bundle: Path, frames: list[bytes], broker_
                  process_cpu_ms_per_wearer_s=round(1000 * cpu / n / seconds, 4),
                  invoke_ms_per_window=round(1000 * invoke_s / windows, 4) if windows else None,
                  # steady state (one window per stride of frames; a short trial's first window needs a full one)
-                 runtime_ms_per_window=round(1000 * (busy - invoke_s) * stride / accepted, 4) if accepted else None)
+                 runtime_ms_per_window=round(1000 * (busy - invoke_s) * stride / accepted, 4) if accepted else None,
+                 reads="per-read" if per_read else "coalesced", reads_processed=n_reads[0])
 
 
 def summary(v: list[float]) -> dict:
@@ -349,18 +438,19 @@ def _line(t: Trial) -> str:
             f"{t.alert_latency_ms['p99']} ms (n={t.alert_latency_ms['n']}), dropped {t.dropped}, core busy "
             f"{t.busy:.0%}, CPU {t.cpu_ms_per_wearer_s} ms/wearer/s, batch {t.mean_batch} (max {t.batch_max}), "
             f"invoke {t.invoke_ms_per_window} vs runtime {t.runtime_ms_per_window} ms/window, "
+            f"{t.reads} reads ({t.frames_accepted / max(t.reads_processed, 1):.2f} frames/read), "
             f"slowest reads {t.slow_reads[:3]}, preempted {t.preempted_s:.2f} s")
 
 
 def find_capacity(seconds: float, bundle: Path, frames: list[bytes], broker_url: str, work: Path, start: int = 100,
                   maximum: int = 4000, precision: float = 0.05, log=print, batch_max: int = 0,
-                  batch_wait_ms: float = 20.0) -> tuple[int, list[Trial]]:
+                  batch_wait_ms: float = 20.0, per_read: bool = False) -> tuple[int, list[Trial]]:
     """Largest N that passes (doubling from ``start``, then bisection to ``precision``)."""
     model = _model(bundle, work)
     trials: list[Trial] = []
 
     def trial(n: int) -> bool:
-        t = run_trial(n, seconds, bundle, frames, broker_url, work, model, batch_max, batch_wait_ms)
+        t = run_trial(n, seconds, bundle, frames, broker_url, work, model, batch_max, batch_wait_ms, per_read)
         trials.append(t)
         log(_line(t))
         return t.ok
@@ -396,12 +486,12 @@ DEFAULT_CURVE = (1, 10, 16, 100, 250, 500, 750, 1000, 1250, 1500)
 
 
 def run_curve(counts: list[int], seconds: float, bundle: Path, frames: list[bytes], broker_url: str, work: Path,
-              batch_max: int, batch_wait_ms: float, log=print) -> list[Trial]:
+              batch_max: int, batch_wait_ms: float, log=print, per_read: bool = False) -> list[Trial]:
     """One trial per wearable count; past the first count that drops frames the rest still run (the curve)."""
     model = _model(bundle, work)
     out = []
     for n in counts:
-        t = run_trial(n, seconds, bundle, frames, broker_url, work, model, batch_max, batch_wait_ms)
+        t = run_trial(n, seconds, bundle, frames, broker_url, work, model, batch_max, batch_wait_ms, per_read)
         log(_line(t))
         out.append(t)
     return out
@@ -452,18 +542,23 @@ def curve_main(args: argparse.Namespace, bundle: Path, frames: list[bytes], brok
     call1 = batch_call_ms(spec, 1)
     print(f"model call per window: {call1} ms at 1 window, {call16} ms at 16 (native batch sizes {spec.batch_sizes})")
     if (args.batch_max or native) > 1:
-        modes = {f"batched (up to {args.batch_max or native})": args.batch_max}
+        modes = {f"batched (up to {args.batch_max or native})": (args.batch_max, False)}
         if args.compare:
-            modes["unbatched"] = 1
+            modes["unbatched"] = (1, False)
     else:  # a batch-1 model and no --batch-max: the runtime does not batch
-        modes = {"unbatched": 1}
+        modes = {"unbatched": (1, False)}
         if args.compare:
             print("--compare: the model runs batch 1 only and --batch-max was not given: one curve (unbatched)")
+    if args.reads != "coalesced":  # the per-read curve(s): next to the coalesced ones, or instead of them
+        per = {f"{k.split(' ')[0]}-per-read{k[len(k.split(' ')[0]):]}": (bm, True) for k, (bm, _) in modes.items()}
+        modes = per if args.reads == "per-read" else {**modes, **per}
     curves: dict[str, list[Trial]] = {}
     t0 = time.perf_counter()
-    for name, bm in modes.items():
-        print(f"{name} (batch_max {bm or 'auto'}, batch_wait_ms {args.batch_wait_ms:g}):", flush=True)
-        curves[name] = run_curve(counts, args.seconds, bundle, frames, broker_url, work, bm, args.batch_wait_ms)
+    for name, (bm, per_read) in modes.items():
+        print(f"{name} (batch_max {bm or 'auto'}, batch_wait_ms {args.batch_wait_ms:g}, "
+              f"{'per-read' if per_read else 'coalesced'} reads):", flush=True)
+        curves[name] = run_curve(counts, args.seconds, bundle, frames, broker_url, work, bm, args.batch_wait_ms,
+                                 per_read=per_read)
     took = time.perf_counter() - t0
     man = json.loads((bundle / "manifest.json").read_text())
     figs = []
@@ -492,6 +587,7 @@ def curve_main(args: argparse.Namespace, bundle: Path, frames: list[bytes], brok
                                    f"runtime {t.runtime_ms_per_window} ms per window (steady state, everything but "
                                    f"the model), model {call16} ms per window in a call of 16 ({call1} ms alone)"))
     note = (f"{man.get('model_id')}, {args.seconds:g} s per trial, 1 thread, load {os.getloadavg()[0]:.1f}")
+    load = [round(v, 2) for v in os.getloadavg()]
     plot = args.plot or (REPO / "docs" / "capacity-curve.png")
     plot_curve(curves, plot, note)
     write_result("capacity_curve", {"bundle": str(bundle), "model_id": man.get("model_id"),
@@ -500,7 +596,7 @@ def curve_main(args: argparse.Namespace, bundle: Path, frames: list[bytes], brok
                                     "native_batch_sizes": list(spec.batch_sizes),
                                     "model_call_ms_per_window": {"1": call1, "16": call16},
                                     "curves": {k: [t.as_dict() for t in v] for k, v in curves.items()},
-                                    "took_s": round(took, 1)}, figs, args.out)
+                                    "load_average": load, "took_s": round(took, 1)}, figs, args.out)
     print(f"curve in {took:.0f} s; plot {plot}")
     return 0
 
@@ -521,6 +617,11 @@ def main(argv: list[str] | None = None) -> int:
                     help="windows per model call, as [runtime] batch_max (0: the model's largest native batch)")
     ap.add_argument("--batch-wait-ms", type=float, default=20.0, help="as [runtime] batch_wait_ms (default 20)")
     ap.add_argument("--unbatched", action="store_true", help="no batching (--batch-max 1)")
+    ap.add_argument("--reads", choices=("coalesced", "per-read", "both"), default="coalesced",
+                    help="how serial reads reach the gateway: coalesced (default; a wearer's turn takes everything "
+                         "that arrived), per-read (every chunk its own read, the earlier method), or both in one run")
+    ap.add_argument("--per-read", dest="reads", action="store_const", const="per-read",
+                    help="same as --reads per-read")
     args = ap.parse_args(argv)
     if args.unbatched:
         args.batch_max = 1
@@ -549,12 +650,18 @@ def main(argv: list[str] | None = None) -> int:
         if args.curve is not None:
             return curve_main(args, bundle, frames, broker.url, Path(tmp))
         t0 = time.perf_counter()
-        best, trials = find_capacity(seconds, bundle, frames, broker.url, Path(tmp), maximum=args.max,
-                                     precision=0.1 if args.quick else 0.05, batch_max=args.batch_max,
-                                     batch_wait_ms=args.batch_wait_ms)
+        searches = {}
+        for mode in (("coalesced", "per-read") if args.reads == "both" else (args.reads,)):
+            print(f"{mode} reads:", flush=True)
+            searches[mode] = find_capacity(seconds, bundle, frames, broker.url, Path(tmp), maximum=args.max,
+                                           precision=0.1 if args.quick else 0.05, batch_max=args.batch_max,
+                                           batch_wait_ms=args.batch_wait_ms, per_read=mode == "per-read")
+        best, trials = next(iter(searches.values()))
         took = time.perf_counter() - t0
     at = next((t for t in trials if t.wearers == best), None)
-    print(f"capacity: {best} wearables at 60 Hz on one core (searched in {took:.0f} s)")
+    for mode, (b, _) in searches.items():
+        print(f"capacity ({mode} reads): {b} wearables at 60 Hz on one core")
+    print(f"searched in {took:.0f} s, load average {os.getloadavg()[0]:.2f}")
     man = json.loads((bundle / "manifest.json").read_text())
     how = (f"in-process gateway (decoder+pipeline+LiteRT+SQLite queue+paho→Mosquitto) pinned to 1 CPU; {seconds:g} s "
            "of 60 Hz frames per wearer, measured service times (preemption by other processes excluded) on a "
@@ -569,6 +676,10 @@ def main(argv: list[str] | None = None) -> int:
                               "quantization": man.get("quantization"), "seconds_per_trial": seconds,
                               "wearables_per_core": best, "batch_max": args.batch_max,
                               "batch_wait_ms": args.batch_wait_ms, "trials": [t.as_dict() for t in trials],
+                              "reads": args.reads, "by_reads": {m: {"wearables_per_core": b,
+                                                                   "trials": [t.as_dict() for t in ts]}
+                                                               for m, (b, ts) in searches.items()},
+                              "load_average": [round(v, 2) for v in os.getloadavg()],
                               "search_s": round(took, 1)}, figs, args.out)
     return 0
 

@@ -21,7 +21,7 @@ import logging
 from typing import Any, Iterator, Mapping, Sequence
 
 from alanet.device.sessions import SessionManager, parse_command
-from alanet.firmware_bridge.protocol import Exercise, Frame, Hello
+from alanet.firmware_bridge.protocol import Exercise, Frame, FrameBlock, Hello
 
 log = logging.getLogger("alanet.sessions")
 
@@ -87,15 +87,21 @@ class GatewaySessions:
             self.gw.link.publish(self.topic(name, "session", cmd.session or "", "log"), data, qos=1)
 
     # ---- main-loop hooks ----
+    def plain(self, i: int, packets: Sequence[Any]) -> bool:
+        """True when the hooks have nothing to do with ``packets``: no EXERCISE packet, no raw frames logged."""
+        m = self.manager
+        return not (m.raw_frames and m.active(self.names[i]) is not None) and \
+            not any(type(p) is Exercise for p in packets)
+
     def runs(self, i: int, packets: Sequence[Any]) -> Iterator[list[Any]]:
         """``packets`` split at the wearable's EXERCISE packets, which are applied in between (and,
         while raw frames are logged, after each HELLO, so only frames the pipeline accepts are logged)."""
         name = self.names[i]
         m = self.manager
-        raw = m.raw_frames and m.active(name) is not None
-        if not raw and not any(type(p) is Exercise for p in packets):  # the usual case: nothing to split
+        if self.plain(i, packets):  # the usual case: nothing to split
             yield list(packets)
             return
+        raw = m.raw_frames and m.active(name) is not None
         pipeline = self.gw.wearables[i].pipeline
         run: list[Any] = []
         for p in packets:
@@ -107,8 +113,10 @@ class GatewaySessions:
                 if pipeline.accepting and m.device_exercise(name, p.code, p.name):
                     self.publish_state(name)
             else:
-                if raw and type(p) is Frame and pipeline.accepts(p):  # only frames the pipeline takes
-                    m.on_frame(name, p.seq, p.t_ms, p.angles, p.emg)
+                if raw and type(p) in (Frame, FrameBlock):
+                    for f in (p,) if type(p) is Frame else p.frames():
+                        if pipeline.accepts(f):  # only frames the pipeline takes
+                            m.on_frame(name, f.seq, f.t_ms, f.angles, f.emg)
                 run.append(p)
                 if raw and type(p) is Hello:  # the pipeline judges it before the next frames are checked
                     yield run

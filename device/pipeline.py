@@ -2,11 +2,18 @@
 
 Sans-I/O like the codec: :meth:`WearerPipeline.handle` takes decoded packets and
 returns :class:`WindowResult` objects; the runtime does the serial and MQTT I/O.
-Per frame the work is the shared :class:`~alanet.device.features.StreamingFeatures`
-and one ring-buffer write, done on whole blocks of consecutive frames when a read
-holds several; normalisation runs once per window (on the window, with the bundle's
-statistics, or, for a per-wearer bundle, with the wearer's running statistics whose
-sums are kept per block), so the per-frame cost stays a few microseconds.
+
+The fast path (the default) takes DATA frames as :class:`FrameBlock` rows (the
+decoder's ``feed_blocks``; runs of ``Frame`` objects are turned into blocks): per
+frame it only checks the bounds and the sequence number and keeps the row; when the
+rows kept complete a window (or anything else must see the stream state: any other
+packet, a dropped or out-of-sequence frame, a model switch) the shared
+:class:`~alanet.device.features.StreamingFeatures` and the ring write run once on the
+whole block. Normalisation runs once per window (with the bundle's statistics, or, for
+a per-wearer bundle, with the wearer's running statistics up to the window's last
+frame, whose sums are kept per block).
+``batch=False`` is the reference path: one packet at a time, features and ring per
+frame. Both give the same windows, results, counters and faults for any packets.
 
 What a wearable must do before its frames count (``firmware_bridge/PROTOCOL.md``):
 announce itself with a HELLO the gateway accepts; then each DATA frame must have the
@@ -44,8 +51,8 @@ model (:meth:`WearerPipeline.finish_due`): their results come with the next
 
 from __future__ import annotations
 
-import bisect
 import logging
+import math
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
@@ -60,18 +67,24 @@ from alanet.firmware_bridge.protocol import (
     SEQ_MOD,
     T_MS_MOD,
     Frame,
+    FrameBlock,
     Hello,
     RawEmg,
+    frame_blocks,
+    MAX_ABS_ANGLE_RAD,
+    MAX_ABS_EMG,
     frame_problem,
     frames_in_bounds,
     hello_problem,
     raw_problem,
+    row_frame,
 )
 
 log = logging.getLogger(__name__)
 
+VET_MIN = 24  # blocks of this many rows or more are checked with numpy at once (fewer: row by row)
+
 MAX_NOTED_FAULTS = 16  # faults kept for take_faults() between two calls (all are counted)
-MIN_BLOCK = 8  # shorter runs of DATA frames are handled one at a time (a block's fixed cost is not worth it)
 
 
 @dataclass(frozen=True)
@@ -271,11 +284,17 @@ class WearerPipeline:
 
     ``deferred``: queue completed windows as due instead of classifying them at once
     (see the module docstring); it may be switched while no window is due.
+    ``batch=False``: the reference path (one packet at a time, see the module docstring).
     """
 
-    def __init__(self, wearer: str, spec: ModelSpec, max_gap_frames: int = 3, *, deferred: bool = False) -> None:
+    def __init__(self, wearer: str, spec: ModelSpec, max_gap_frames: int = 3, *, deferred: bool = False,
+                 batch: bool = True) -> None:
         self.wearer = wearer
         self.deferred = bool(deferred)
+        self.batch = bool(batch)
+        self._rows: list[tuple] = []  # accepted DATA rows not yet through features and ring (fast path)
+        self._last_row: tuple | None = None  # the last accepted frame as a row (seq, t_ms, *angles, *emg)
+        self._last_na = 0  # its number of angles
         self._due: list[DueWindow] = []
         self._ready: list[WindowResult] = []  # concluded by a model switch, returned by the next call
         self.slot = ModelSlot.build(spec)
@@ -285,7 +304,6 @@ class WearerPipeline:
         # switch to such a bundle starts them from its prior).
         self.stats = WearerStats(spec.n_channels)
         self.counters = PipelineCounters()
-        self._last: Frame | None = None
         self._t_base = 0  # unwrapped device clock offset (ms)
         self._last_t_ms: int | None = None
         self.refusal: str | None = None
@@ -313,12 +331,26 @@ class WearerPipeline:
     def fs(self) -> float:
         return self.slot.spec.sample_rate_hz
 
+    @property
+    def _last(self) -> Frame | None:
+        """The last accepted DATA frame (None after a window restart)."""
+        r = self._last_row
+        return None if r is None else row_frame(r, self._last_na)
+
+    @_last.setter
+    def _last(self, f: Frame | None) -> None:
+        if f is None:
+            self._last_row = None
+        else:
+            self._last_row, self._last_na = (f.seq, f.t_ms, *f.angles, *f.emg), len(f.angles)
+
     def plan_model(self, spec: ModelSpec) -> "ModelSwitch":
         """Everything a switch to ``spec`` needs, built completely; ValueError if it cannot be.
 
         Nothing changes until :meth:`apply_model`. Plan and apply with no packet handled
         in between (the plan carries the ring's frames as they are now).
         """
+        self._flush(None)  # the ring holds every accepted frame (kept rows never complete a window)
         old = self.slot.spec
         if spec.n_channels != old.n_channels:
             raise ValueError(f"model expects {spec.n_channels} channels, the pipeline feeds {old.n_channels}")
@@ -339,6 +371,7 @@ class WearerPipeline:
         results come with the next :meth:`conclude_due` / :meth:`finish_due` call. The
         rest is assignments only.
         """
+        self._flush(None)
         if self._due:
             self._ready = self.finish_due()  # (it takes what was ready before, too)
         old = self.slot.spec
@@ -381,30 +414,35 @@ class WearerPipeline:
             self._faults.append(what)
 
     # ---- packets ----
-    def handle(self, packets: Sequence[Frame | Hello | RawEmg]) -> list[WindowResult]:
+    def handle(self, packets: Sequence[Frame | FrameBlock | Hello | RawEmg]) -> list[WindowResult]:
         """Process decoded packets in order; return the windows they completed. Never raises.
 
-        Runs of DATA frames are handled in blocks (:meth:`_frames`); the results, counters
-        and faults are exactly those of handling the packets one at a time.
+        DATA frames take the fast path (:meth:`_block`); the results, counters and faults
+        are exactly those of the reference path (``batch=False``: one packet at a time).
         """
         out: list[WindowResult] = []
-        i, n = 0, len(packets)
-        while i < n:
-            p = packets[i]
-            if type(p) is Frame:
-                j = i + 1
-                while j < n and type(packets[j]) is Frame:
-                    j += 1
-                if j - i >= MIN_BLOCK:
-                    self._frames(packets[i:j], out)
-                    i = j
-                    continue
-            self._one(p, out)
-            i += 1
+        if not self.batch:
+            for p in packets:
+                if type(p) is FrameBlock:
+                    for f in p.frames():
+                        self._one(f, out)
+                else:
+                    self._one(p, out)
+            return out
+        for p in packets:
+            t = type(p)
+            if t is FrameBlock:
+                self._block(p, out)
+            elif t is Frame:
+                self._block(frame_blocks((p,))[0], out)
+            else:
+                self._one(p, out)
         return out
 
     def _one(self, p: Frame | Hello | RawEmg, out: list[WindowResult]) -> None:
         """Handle one packet (the reference path); a fault is counted and restarts the window."""
+        if self._rows:
+            self._flush(out)  # the features and the ring first take the rows kept so far
         try:
             if type(p) is Frame:
                 r = self._frame(p)
@@ -424,88 +462,113 @@ class WearerPipeline:
                           self.counters.faults, type(p).__name__, exc_info=exc)
         self._restart_window()
 
-    # ---- runs of DATA frames, in blocks ----
-    def _frames(self, run: Sequence[Frame], out: list[WindowResult]) -> None:
-        """Handle consecutive DATA frames: blocks where they can, one at a time where they must.
+    # ---- the fast path: DATA rows kept, features and ring once per window ----
+    def _block(self, b: FrameBlock, out: list[WindowResult]) -> None:
+        """Handle a block of DATA rows as the reference path handles its frames one at a time.
 
-        A block is a stretch of frames that pass :func:`frame_problem` (checked on all at once)
-        and follow each other (seq + 1, the first one + 1 after the last accepted frame, or
-        any seq when the window has just restarted). Its features and ring writes run on
-        the whole block; each window it completes is classified in order, as ``_push``
-        does. Every other frame (dropped, duplicate, gap, restart) takes the per-frame path.
+        A row that passes the bounds check and follows the last accepted frame (seq + 1,
+        or any seq right after a window restart) is counted and kept; when the rows kept
+        complete a window they go through the features and the ring at once
+        (:meth:`_flush`). Any other row (dropped, duplicate, gap, restart) takes the
+        reference path as a ``Frame``.
         """
         h = self.hello
-        ok = self._vet(run, h) if h is not None and self.refusal is None else None
-        if ok is None:  # no usable HELLO, or frames of other shapes: the per-frame path counts them
-            for f in run:
-                self._one(f, out)
+        na = b.n_angles
+        if h is None or self.refusal is not None or na != h.n_angles or b.n_emg != h.n_emg or not na or not b.n_emg:
+            for k in range(len(b.rows)):  # the reference path drops and counts them
+                self._one(b.frame(k), out)
             return
-        good, angles, emg = ok
-        n = len(run)
-        seqs = np.array([f.seq for f in run], np.int64)
-        follows = good[1:] & ((seqs[1:] - seqs[:-1]) % SEQ_MOD == 1)  # frame k + 1 continues a block at frame k
-        ends = (np.flatnonzero(~follows) + 1).tolist() + [n]  # where blocks must end
-        good_list, seq_list = good.tolist(), seqs.tolist()
-        i = 0
-        while i < n:
-            last = self._last
-            if not good_list[i] or (last is not None and (seq_list[i] - last.seq) % SEQ_MOD != 1):
-                self._one(run[i], out)
-                i += 1
+        e = 2 + na
+        kept = self._rows
+        last = self._last_row
+        room = self.slot.ring.until_window() - len(kept)  # rows until the next window
+        rows = b.rows
+        if len(rows) >= VET_MIN and self._all_follow(rows, e, last):  # checked at once: keep them all
+            i, n = 0, len(rows)
+            while i < n:
+                k = min(room, n - i)
+                self._rows.extend(rows[i:i + k])
+                self.counters.frames += k
+                self._last_row, self._last_na = rows[i + k - 1], na
+                i += k
+                room -= k
+                if not room:
+                    self._flush(out)
+                    room = self.slot.ring.until_window()
+            return
+        A, E, isfinite = MAX_ABS_ANGLE_RAD, MAX_ABS_EMG, math.isfinite
+        new = 0  # rows kept since the last and the frame count were last written back
+        for r in rows:
+            # values_in_bounds inline (this runs for every frame); seq and t_ms in the sum are finite
+            a, m = r[2:e], r[e:]
+            if ((last is not None and (r[0] - last[0]) % SEQ_MOD != 1)
+                    or not (-A <= min(a) and max(a) <= A and -E <= min(m) and max(m) <= E and isfinite(sum(r)))):
+                if new:
+                    self._last_row, self._last_na = last, na
+                    self.counters.frames += new
+                    new = 0
+                self._one(row_frame(r, na), out)
+                kept, last = self._rows, self._last_row
+                room = self.slot.ring.until_window()
                 continue
-            j = ends[bisect.bisect_right(ends, i)]
-            i = self._push_block(run, angles, emg, i, j, out)
+            kept.append(r)
+            last = r
+            new += 1
+            room -= 1
+            if not room:
+                self._last_row, self._last_na = last, na
+                self.counters.frames += new
+                new = 0
+                self._flush(out)
+                kept, last = self._rows, self._last_row
+                room = self.slot.ring.until_window()
+        if new:
+            self._last_row, self._last_na = last, na
+            self.counters.frames += new
 
-    def _vet(self, run: Sequence[Frame], h: Hello) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
-        """``frame_problem(f, h) is None`` for every frame at once, with the frames' values as arrays.
+    @staticmethod
+    def _all_follow(rows: list[tuple], e: int, last: tuple | None) -> bool:
+        """True when every row is within the physical bounds and follows the one before (the first: ``last``)."""
+        if last is not None and (rows[0][0] - last[0]) % SEQ_MOD != 1:
+            return False
+        v = np.array(rows, np.float64)
+        return bool(frames_in_bounds(v[:, 2:e], v[:, e:]).all() and (np.diff(v[:, 0]) % SEQ_MOD == 1).all())
 
-        None when the frames do not all have the HELLO's channel counts.
+    def _flush(self, out: list[WindowResult] | None) -> None:
+        """Put the kept rows through the features and the ring; classify the window the last one completes.
+
+        Rows are kept only until they complete a window, so only a flush at that point
+        gives one (``out`` may be None elsewhere).
         """
+        rows = self._rows
+        if not rows:
+            return
+        self._rows = []
+        na = self._last_na
         try:
-            angles = np.array([f.angles for f in run], np.float64)
-            emg = np.array([f.emg for f in run], np.float64)
-        except (ValueError, TypeError):  # ragged (some frame has other counts) or not numbers: frame by frame
-            return None
-        n = len(run)
-        if angles.shape != (n, h.n_angles) or emg.shape != (n, h.n_emg):
-            return None
-        return frames_in_bounds(angles, emg), angles, emg
-
-    def _push_block(self, run: Sequence[Frame], angles: np.ndarray, emg: np.ndarray, i: int, j: int,
-                    out: list[WindowResult]) -> int:
-        """Accept ``run[i:j]`` (checked, consecutive) as one block; return where to go on.
-
-        That is ``j``, or, when classifying a window faults, the frame after the one that
-        completed it: as on the per-frame path, the frames up to it are counted, the fault
-        restarts the window, and the frames after it are handled afresh.
-        """
-        env = self._env_last
-        try:
-            rows = self.features.push_block(angles[i:j], emg[i:j] if env is None else env)
-            wins = self.slot.ring.push_block(rows)
-        except Exception as exc:  # noqa: BLE001 - none is known (checked arrays); never raise, drop the block
-            self._packet_fault(run[i], exc)
-            return j
-        self.counters.frames += j - i
-        self._last = run[j - 1]
+            v = np.array(rows, np.float64)
+            emg = v[:, 2 + na:] if self._env_last is None else self._env_last
+            feats = self.features.push_block(v[:, 2:2 + na], emg)
+            wins = self.slot.ring.push_block(feats)
+        except Exception as exc:  # noqa: BLE001 - none is known (checked rows); never raise, drop the block
+            self._packet_fault(row_frame(rows[0], na), exc)
+            return
         per_wearer = self.slot.spec.normalizer.per_wearer
-        counted = 0  # rows of the block in the wearer's statistics (each window sees the rows up to its end)
+        counted = 0  # rows in the wearer's statistics (each window sees the rows up to its last one)
         for k, w in wins:
             if per_wearer:
-                self.stats.push(rows[counted:k + 1])
+                self.stats.push(feats[counted:k + 1])
                 counted = k + 1
-            f = run[i + k]
+            r = rows[k]
             try:
-                r = self._classify(w, f.seq, f.t_ms)
+                res = self._classify(w, r[0], r[1])
             except Exception as exc:  # noqa: BLE001 - as _one: count, note, restart the window
-                self.counters.frames -= j - i - k - 1  # the frames after f are not handled yet
-                self._packet_fault(f, exc)
-                return i + k + 1
-            if r is not None:
-                out.append(r)
+                self._packet_fault(row_frame(r, na), exc)
+                return
+            if res is not None and out is not None:
+                out.append(res)
         if per_wearer:
-            self.stats.push(rows[counted:])
-        return j
+            self.stats.push(feats[counted:])
 
     def _hello_verdict(self, h: Hello, fs: float) -> str | None:
         problem = hello_problem(h)
@@ -566,6 +629,7 @@ class WearerPipeline:
         self._env_last = self._env.process(np.asarray(r.samples, np.float64))[-1]
 
     def _restart_window(self) -> None:
+        self._rows = []  # kept rows complete no window: pushing them before the reset would change nothing
         self.features.reset()
         self.slot.ring.reset()
         self._last = None

@@ -7,7 +7,14 @@ heartbeat and the retained model description.
 
 All processing happens on one thread (the caller's): serial reader threads only hand
 byte chunks over a bounded queue (when it is full, reads are dropped and counted; the
-decoder resynchronises), paho's thread only hands acknowledgements over. SIGTERM and
+decoder resynchronises), paho's thread only hands acknowledgements over.
+
+Reads coalesce under load and never wait when idle: before each wearer's turn the main
+loop takes every chunk the reader threads have queued (up to ``DATA_QUEUE_MAX`` held),
+then serves the wearer that has waited longest with all of its chunks joined into one
+read (one decode, one pipeline call). An idle gateway processes a chunk as soon as it
+arrives; a busy one processes everything a port delivered since that wearer's last turn
+at once, so the per-read costs are shared by the frames that queued meanwhile. SIGTERM and
 SIGINT stop the loop; the retained status then says ``offline`` and the alert queue
 keeps whatever the broker has not acknowledged.
 
@@ -182,6 +189,8 @@ class Gateway:
         self.flash: Any = None  # alanet.device.flash.gateway.GatewayFlash while running
         self.stop_event = threading.Event()
         self._data: queue.Queue[tuple[int, bytes] | None] = queue.Queue(maxsize=DATA_QUEUE_MAX)
+        self._pending: dict[int, list[bytes]] = {}  # chunks taken from the queue, per wearer, longest waiting first
+        self._pending_n = 0  # chunks in _pending (at most DATA_QUEUE_MAX)
         self.dropped_reads = 0  # serial reads dropped because the main loop fell behind
         self.started = time.monotonic()
         self.alerts = 0
@@ -341,6 +350,34 @@ class Gateway:
                 log.error("the main loop is %d serial reads behind: %d read(s) dropped so far", DATA_QUEUE_MAX,
                           self.dropped_reads)
 
+    def _hold(self, item: tuple[int, bytes] | None) -> None:
+        """Keep one queued chunk with its wearer's others (None, the stop wake-up, is dropped)."""
+        if item is None:
+            return
+        i, b = item
+        chunks = self._pending.get(i)
+        if chunks is None:
+            self._pending[i] = [b]
+        else:
+            chunks.append(b)
+        self._pending_n += 1
+
+    def _next_read(self) -> tuple[int, bytes] | None:
+        """Take every queued chunk (up to ``DATA_QUEUE_MAX`` held); then the longest-waiting wearer's chunks,
+        joined into one read, or None when nothing is waiting."""
+        data = self._data
+        while self._pending_n < DATA_QUEUE_MAX:
+            try:
+                self._hold(data.get_nowait())
+            except queue.Empty:
+                break
+        if not self._pending:
+            return None
+        i = next(iter(self._pending))
+        chunks = self._pending.pop(i)
+        self._pending_n -= len(chunks)
+        return i, chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
     # ---- batching ----
     def batch_limit(self) -> int:
         """Windows per model call: ``[runtime] batch_max``, or (0) the model's largest native batch size."""
@@ -441,23 +478,28 @@ class Gateway:
         """
         w = self.wearables[i]
         p = w.pipeline
-        packets = w.decoder.feed(data)
+        packets = w.decoder.feed_blocks(data)
         if packets:
             try:  # the session hooks split the packets at EXERCISE packets (and log raw frames)
-                runs = self.sessions.runs(i, packets) if self.sessions is not None else (packets,)
-                # windows before an exercise change are concluded before it (their payloads name the exercise)
-                split = p.deferred and self.sessions is not None and any(type(x) is Exercise for x in packets)
+                s = self.sessions
+                if s is None or s.plain(i, packets):
+                    runs, split = (packets,), False
+                else:
+                    runs = s.runs(i, packets)
+                    # windows before an exercise change are concluded before it (their payloads name the exercise)
+                    split = p.deferred and any(type(x) is Exercise for x in packets)
                 for run in runs:
                     before = p.due
                     out = p.handle(run)
                     if out:
                         self._publish(i, out)
-                    if p.due > before:
+                    after = p.due
+                    if after > before:
                         if before == 0:
                             if not self._due_n:
                                 self._due_since = time.monotonic()
                             self._due.append(i)
-                        self._due_n += p.due - before
+                        self._due_n += after - before
                         if split:
                             self.classify_due()
             except Exception as exc:  # noqa: BLE001 - the same for the session hooks
@@ -577,22 +619,19 @@ class Gateway:
             data = self._data
             wait_s = cfg.batch_wait_ms / 1000.0
             while not self.stop_event.is_set():
-                try:
-                    item = data.get(timeout=0.05)
-                except queue.Empty:
-                    item = None
+                if not self._pending:
+                    try:
+                        self._hold(data.get(timeout=0.05))
+                    except queue.Empty:
+                        pass
                 budget = time.monotonic() + LOOP_BUDGET_S  # then serve MQTT, even under a flood
-                while item is not None:
+                while (item := self._next_read()) is not None:
                     self.process(*item, defer=True)
                     now = time.monotonic()
                     if self._due_n and (self._due_n >= self._batch_full or now - self._due_since >= wait_s):
                         self.classify_due()  # the batch is full, or its oldest window waited long enough
                     if now > budget:
                         break
-                    try:
-                        item = data.get_nowait()
-                    except queue.Empty:
-                        item = None
                 self.classify_due()  # nothing left to read (or the budget is spent): nothing stays due
                 if self.flash is not None:
                     self.flash.apply_pending()  # model switches, between two frames
@@ -621,13 +660,8 @@ class Gateway:
                 w.reconnects += int(getattr(w.link, "reconnects", 0) or 0)
                 w.link = None
         self.classify_due()
-        while True:  # finish what was already read
-            try:
-                item = self._data.get_nowait()
-            except queue.Empty:
-                break
-            if item is not None:
-                self.process(*item)
+        while (item := self._next_read()) is not None:  # finish what was already read
+            self.process(*item)
         if self.sessions is not None:
             self.sessions.close()
         off = self._offline_payload(clean=True)

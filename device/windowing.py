@@ -163,18 +163,23 @@ class RingWindow:
             return self._buf[self._pos:self._pos + L]
         return None
 
+    def until_window(self) -> int:
+        """Frames still to push before the next window is due (the last of them completes it)."""
+        L, S = self.length, self.stride
+        return L - self._n if self._n < L else S - (self._n - L) % S
+
     def push_block(self, rows: np.ndarray) -> list[tuple[int, np.ndarray]]:
         """Add [n, C] consecutive frames; return ``(index in rows, window)`` for each window they complete.
 
         The same windows, at the same frames, as ``n`` calls of :meth:`push`; each window is a
         copy (later rows of the block overwrite the buffer).
         """
-        L, S = self.length, self.stride
+        L = self.length
         out: list[tuple[int, np.ndarray]] = []
         i, n = 0, len(rows)
         while i < n:
             # frames until the next window is due (at most L: a slice never wraps onto itself)
-            due = L - self._n if self._n < L else S - (self._n - L) % S
+            due = self.until_window()
             k = min(due, n - i)
             self._write(rows[i:i + k])
             i += k

@@ -45,14 +45,17 @@ from alanet.firmware_bridge.protocol import (
     TYPE_RAW_EMG,
     Exercise,
     Frame,
+    FrameBlock,
     Hello,
     Packet,
     RawEmg,
+    add_row,
+    frame_blocks,
 )
 
 _CRC = struct.Struct("<H")
 #: Reads completing fewer packets than this are decoded one packet at a time (a batch's fixed cost is not worth it).
-BATCH_MIN = 12
+BATCH_MIN = 32
 
 
 def crc16(data: bytes) -> int:
@@ -114,11 +117,12 @@ class SeqTracker:
     a step of 2**31 or more is taken as a backwards jump: the device restarted.
     """
 
-    __slots__ = ("last", "gaps", "lost", "duplicates", "restarts")
+    __slots__ = ("last", "gaps", "lost", "duplicates", "restarts", "changed")
 
     def __init__(self) -> None:
         self.last: int | None = None
         self.gaps = self.lost = self.duplicates = self.restarts = 0
+        self.changed = False  # a counter moved since the flag was last cleared
 
     def check(self, seq: int) -> bool:
         last = self.last
@@ -126,12 +130,15 @@ class SeqTracker:
             d = (seq - last) % SEQ_MOD
             if d == 0:
                 self.duplicates += 1
+                self.changed = True
                 return False
             if d >= SEQ_MOD // 2:
                 self.restarts += 1
+                self.changed = True
             elif d > 1:
                 self.gaps += 1
                 self.lost += d - 1
+                self.changed = True
         self.last = seq
         return True
 
@@ -147,6 +154,7 @@ class _BatchLayout:
     row: struct.Struct  # the packet's seq, t_ms and values as one tuple (``iter_unpack``)
     vt: int  # version | type << 8 of such a packet
     nn: int  # n_angles | n_emg << 8
+    vth: bytes  # version, type, n_angles, n_emg bytes of such a packet
 
     @classmethod
     def of(cls, n_angles: int, n_emg: int) -> "_BatchLayout":
@@ -157,29 +165,51 @@ class _BatchLayout:
         row = struct.Struct(f"<2xII2x{n}f2x")  # seq, t_ms, the values
         assert row.size == dtype.itemsize == HEADER_SIZE + DATA_HEAD.size + 4 * n + CRC_SIZE
         return cls(row.size, bytes((n_angles, n_emg)), 2 + n_angles, dtype, row,
-                   PROTOCOL_VERSION | TYPE_DATA << 8, n_angles | n_emg << 8)
+                   PROTOCOL_VERSION | TYPE_DATA << 8, n_angles | n_emg << 8,
+                   bytes((PROTOCOL_VERSION, TYPE_DATA, n_angles, n_emg)))
+
+    @property
+    def n_angles(self) -> int:
+        return self.head[0]
+
+    @property
+    def n_emg(self) -> int:
+        return self.head[1]
 
 
-def _frame_maker():
-    """``make(seq, t_ms, angles, emg)``: a ``Frame`` equal to ``Frame(seq, t_ms, angles, emg)``, made in about
-    half the time: the slots are set directly instead of through the frozen dataclass's ``__init__``
-    (which has nothing else to do: no defaults, no ``__post_init__``)."""
-    assert not hasattr(Frame, "__post_init__") and Frame.__slots__ == ("seq", "t_ms", "angles", "emg")
+def _slots_maker(cls: type):
+    """``make(*fields)``: a ``cls`` equal to ``cls(*fields)``, made in about half the time: the slots are
+    set directly instead of through the frozen dataclass's ``__init__`` (which has nothing else to do:
+    no defaults, no ``__post_init__``)."""
+    assert not hasattr(cls, "__post_init__") and len(cls.__slots__) == len(cls.__dataclass_fields__)
     new = object.__new__
-    set_seq, set_t, set_a, set_e = (getattr(Frame, k).__set__ for k in Frame.__slots__)
+    setters = [getattr(cls, k).__set__ for k in cls.__slots__]
+    if len(setters) == 3:
+        s0, s1, s2 = setters
 
-    def make(seq: int, t_ms: int, angles: tuple, emg: tuple) -> Frame:
-        f = new(Frame)
-        set_seq(f, seq)
-        set_t(f, t_ms)
-        set_a(f, angles)
-        set_e(f, emg)
+        def make3(a, b, c):
+            f = new(cls)
+            s0(f, a)
+            s1(f, b)
+            s2(f, c)
+            return f
+
+        return make3
+    s0, s1, s2, s3 = setters  # Frame (4 slots) and FrameBlock (3) are its users
+
+    def make4(a, b, c, d):
+        f = new(cls)
+        s0(f, a)
+        s1(f, b)
+        s2(f, c)
+        s3(f, d)
         return f
 
-    return make
+    return make4
 
 
-_frame = _frame_maker()
+_frame = _slots_maker(Frame)
+_block = _slots_maker(FrameBlock)
 
 
 def _crc_table() -> np.ndarray:
@@ -199,6 +229,7 @@ def _crc_table() -> np.ndarray:
 
 
 _CRC_WHOLE = _crc_table()
+_CRC_WHOLE_LIST = _CRC_WHOLE.tolist()
 
 
 def _crc_ok(packets: list[bytes], arr: np.ndarray) -> np.ndarray:
@@ -215,10 +246,7 @@ def _finite_rows(arr: np.ndarray) -> np.ndarray:
 
 def _consecutive(seqs: list[int]) -> bool:
     """True when each sequence number is the previous one + 1 (mod 2**32)."""
-    if len(seqs) < 2:
-        return True
-    a = np.array(seqs, np.uint32)
-    return bool(np.all(a[1:] - a[:-1] == 1))
+    return all((b - a) % SEQ_MOD == 1 for a, b in zip(seqs, seqs[1:]))
 
 
 def _finite(values: Iterable[float]) -> bool:
@@ -236,11 +264,16 @@ class Decoder:
     ``feed(data)`` returns the packets completed by ``data`` in stream order. Any byte
     sequence is accepted: damaged packets are dropped and counted in ``stats``.
 
-    With ``batch=True`` (the default) ``feed`` decodes all the DATA packets a read
-    completed at once (when there are ``BATCH_MIN`` or more): COBS with
-    :func:`cobs.fast_decode` (C when available), the CRCs with ``binascii.crc_hqx``,
-    the checks with numpy over all packets, the numbers with ``struct.iter_unpack``. ``batch=False`` is the reference path, one packet at a time in pure
-    Python. Both return the same packets and the same ``stats`` for any input.
+    With ``batch=True`` (the default) ``feed`` decodes the DATA packets a read completed
+    together: COBS with :func:`cobs.fast_decode` (C when available), the CRCs with
+    ``binascii.crc_hqx``, the numbers with one ``struct`` call per packet (``iter_unpack``
+    over all of them, with the checks in numpy, when there are ``BATCH_MIN`` or more).
+    ``batch=False`` is the reference path, one packet at a time in pure Python. Both
+    return the same packets and the same ``stats`` for any input.
+
+    :meth:`feed_blocks` is the gateway's fast path: the same decoding, counters and
+    order, with each run of DATA frames handed over as one :class:`FrameBlock` of row
+    tuples instead of a ``Frame`` object per frame.
 
     ``max_packet`` bounds the decoded packet size and so the memory held between
     calls: a stream that never sends 0x00 keeps at most ``cobs.max_encoded_len(max_packet)``
@@ -267,6 +300,15 @@ class Decoder:
 
     def feed(self, data: bytes | bytearray | memoryview) -> list[Packet]:
         """Decode ``data``; return the packets it completed."""
+        return self._feed(data, False)
+
+    def feed_blocks(self, data: bytes | bytearray | memoryview) -> list[Packet | FrameBlock]:
+        """``feed``, with each run of DATA frames of one layout as one :class:`FrameBlock` (no ``Frame`` objects)."""
+        if not self.batch:
+            return frame_blocks(self._feed(data, False))
+        return self._feed(data, True)
+
+    def _feed(self, data: bytes | bytearray | memoryview, rows: bool) -> list:
         try:
             data = bytes(data)
         except Exception:  # not bytes-like: nothing to decode
@@ -276,7 +318,7 @@ class Decoder:
         for _ in range(overflows):
             self._framing_error()
         if self.batch:
-            out = self._decode_batch(chunks)
+            out = self._decode_batch(chunks, rows) if chunks else []
         else:
             out = []
             for chunk in chunks:
@@ -298,25 +340,30 @@ class Decoder:
         self.stats.resyncs += 1
 
     def _sync_stats(self) -> None:
-        s, d, r = self.stats, self._data_seq, self._raw_seq
+        d, r = self._data_seq, self._raw_seq
+        if not (d.changed or r.changed):
+            return
+        d.changed = r.changed = False
+        s = self.stats
         s.gaps, s.lost, s.duplicates, s.restarts = d.gaps, d.lost, d.duplicates, d.restarts
         s.raw_gaps, s.raw_lost, s.raw_duplicates = r.gaps, r.lost, r.duplicates
 
-    def _decode_batch(self, chunks: list[bytes]) -> list[Packet]:
+    def _decode_batch(self, chunks: list[bytes], as_rows: bool) -> list:
         """The batch path: the same checks, counters and order as ``_decode_chunk`` per chunk.
 
         Pass 1 COBS-decodes every chunk and sets aside the DATA packets of the batch layout
         (their checks run on all of them at once); any other packet takes the reference
         path, with its DATA frames parsed but not yet sequence-checked. Pass 2 walks the
         packets in stream order, so sequence accounting sees DATA frames as the reference does.
+        ``as_rows``: DATA frames come as ``FrameBlock`` rows.
         """
         decode, errors = cobs.fast_decode, cobs.FAST_ERRORS
         layout = self._layout
         blen, bhead = layout.size, layout.head
-        if blen > self.max_packet or len(chunks) < BATCH_MIN:
-            blen = -1  # refused as too long (the reference path counts them), or too few to be worth a batch
+        if blen > self.max_packet:
+            blen = -1  # refused as too long (the reference path counts them)
         else:
-            whole = self._whole_read(chunks, layout)
+            whole = (self._whole_read if len(chunks) >= BATCH_MIN else self._few_read)(chunks, layout, as_rows)
             if whole is not None:
                 return whole
         items: list = []  # per packet in stream order: int (index into batch) or a Packet
@@ -342,13 +389,13 @@ class Decoder:
         if relayout is not None and bytes((len(relayout.angles), len(relayout.emg))) != layout.head:
             self._layout = _BatchLayout.of(len(relayout.angles), len(relayout.emg))  # batch that layout from now on
         if not batch:
-            return self._in_order(items, None)
-        ok, seqs, rows = self._check_batch(batch, layout)
+            return self._in_order(items, None, as_rows)
+        ok, seqs, rows = (self._check_batch if len(batch) >= BATCH_MIN else self._check_few)(batch, layout)
         if ok is None and len(items) == len(batch) and _consecutive(seqs):
-            return self._consecutive_frames(seqs, rows, layout)
-        return self._in_order(items, (ok, rows, layout.emg_at))
+            return self._consecutive_frames(seqs, rows, layout, as_rows)
+        return self._in_order(items, (ok, rows, layout), as_rows)
 
-    def _whole_read(self, chunks: list[bytes], layout: "_BatchLayout") -> list[Packet] | None:
+    def _whole_read(self, chunks: list[bytes], layout: "_BatchLayout", as_rows: bool) -> list | None:
         """The common read, decoded without a Python loop per packet: only DATA packets of the batch
         layout, all valid, seq + 1 each. None (nothing counted) for any other read."""
         try:
@@ -364,43 +411,98 @@ class Decoder:
         if not (((arr["vt"] == layout.vt) & (arr["nn"] == layout.nn)).all() and (seq[1:] - seq[:-1] == 1).all()
                 and (_crc_ok(pkts, arr) & _finite_rows(arr)).all()):
             return None
-        return self._consecutive_frames(seq.tolist(), list(layout.row.iter_unpack(buf)), layout)
+        return self._consecutive_frames(seq.tolist(), list(layout.row.iter_unpack(buf)), layout, as_rows)
 
-    def _consecutive_frames(self, seqs: list[int], rows: list[tuple], layout: "_BatchLayout") -> list[Frame]:
+    def _few_read(self, chunks: list[bytes], layout: "_BatchLayout", as_rows: bool) -> list | None:
+        """``_whole_read`` for a read of a few packets (one ``struct`` call and one CRC per packet, no numpy)."""
+        decode, unpack, crc, size, vt, nn = cobs.fast_decode, layout.row.unpack, binascii.crc_hqx, layout.size, \
+            layout.vth[:2], layout.head
+        whole, isfinite = _CRC_WHOLE_LIST, math.isfinite
+        rows = []
+        prev = -1
+        try:
+            for c in chunks:
+                pkt = decode(c)
+                if len(pkt) != size or pkt[:2] != vt or pkt[10:12] != nn:
+                    return None
+                r = unpack(pkt)
+                if (crc(pkt, 0xFFFF) != whole[pkt[-2] | pkt[-1] << 8] or not isfinite(sum(r))
+                        or (prev >= 0 and (r[0] - prev) % SEQ_MOD != 1)):
+                    return None
+                prev = r[0]
+                rows.append(r)
+        except cobs.FAST_ERRORS:
+            return None
+        return self._consecutive_frames([rows[0][0], prev], rows, layout, as_rows)
+
+    def _consecutive_frames(self, seqs: list[int], rows: list[tuple], layout: "_BatchLayout", as_rows: bool) -> list:
         """Good DATA frames, seq + 1 each: only the first can be a gap, a restart or a duplicate
         of the previous read's last frame."""
         keep_first = self._data_seq.check(seqs[0])
         self._data_seq.last = seqs[-1]
-        e = layout.emg_at
-        frames = [_frame(r[0], r[1], r[2:e], r[e:]) for r in rows]
         if not keep_first:
-            del frames[0]
-        self.stats.packets += len(frames)
-        self.stats.frames += len(frames)
-        return frames
+            del rows[0]
+        self.stats.packets += len(rows)
+        self.stats.frames += len(rows)
+        if as_rows:
+            return [_block(layout.n_angles, layout.n_emg, rows)] if rows else []
+        e = layout.emg_at
+        return [_frame(r[0], r[1], r[2:e], r[e:]) for r in rows]
 
-    def _in_order(self, items: list, batch: tuple | None) -> list[Packet]:
+    def _in_order(self, items: list, batch: tuple | None, as_rows: bool) -> list:
         """Pass 2 in stream order: sequence-check and count the DATA frames; keep the other packets."""
-        out: list[Packet] = []
+        out: list = []
         check = self._data_seq.check
         st = self.stats
         for it in items:
             if type(it) is int:
-                ok, rows, e = batch
+                ok, rows, lay = batch
                 if ok is not None and not ok[it]:
                     continue
                 r = rows[it]
-                f = _frame(r[0], r[1], r[2:e], r[e:])
+                if not check(r[0]):
+                    continue
+                if as_rows:
+                    add_row(out, lay.n_angles, lay.n_emg, r)
+                else:
+                    e = lay.emg_at
+                    out.append(_frame(r[0], r[1], r[2:e], r[e:]))
             elif type(it) is Frame:
-                f = it
+                if not check(it.seq):
+                    continue
+                if as_rows:
+                    add_row(out, len(it.angles), len(it.emg), (it.seq, it.t_ms, *it.angles, *it.emg))
+                else:
+                    out.append(it)
             else:
                 out.append(it)
                 continue
-            if check(f.seq):
-                st.packets += 1
-                st.frames += 1
-                out.append(f)
+            st.packets += 1
+            st.frames += 1
         return out
+
+    def _check_few(self, batch: list[bytes], layout: "_BatchLayout") -> tuple:
+        """``_check_batch`` for a few packets (a read of one or two frames): one ``struct`` call and one CRC
+        per packet, no numpy."""
+        crc, unpack = binascii.crc_hqx, layout.row.unpack
+        ok: list[bool] | None = None
+        seqs, rows = [], []
+        st = self.stats
+        for k, pkt in enumerate(batch):
+            r = unpack(pkt)
+            seqs.append(r[0])
+            rows.append(r)
+            if crc(pkt[:-CRC_SIZE], 0xFFFF) != pkt[-2] | pkt[-1] << 8:
+                st.crc_errors += 1
+            elif not math.isfinite(sum(r)):  # NaN/inf propagate; seq and t_ms are finite
+                st.malformed += 1
+            else:
+                continue
+            st.resyncs += 1
+            if ok is None:
+                ok = [True] * len(batch)
+            ok[k] = False
+        return ok, seqs, rows
 
     def _check_batch(self, batch: list[bytes], layout: "_BatchLayout") -> tuple:
         """CRC and value checks on DATA packets of one layout (bad ones counted).

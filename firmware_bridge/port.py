@@ -180,6 +180,8 @@ class SerialLink:
                 return
             try:
                 data = port.read(max(1, min(port.in_waiting, 65536)))
+                if len(data) == 1 and port.in_waiting:  # woken by a frame's first byte: take the rest with it
+                    data += port.read(min(port.in_waiting, 65535))
             except (serial.SerialException, OSError, TypeError, AttributeError) as exc:
                 # TypeError/AttributeError: pyserial internals after close() from stop().
                 if not self._stop.is_set():

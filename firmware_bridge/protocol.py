@@ -22,6 +22,7 @@ from __future__ import annotations
 import math
 import struct
 from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
 
@@ -143,6 +144,61 @@ class Exercise:
 Packet = Frame | Hello | RawEmg | Exercise
 
 
+@dataclass(frozen=True, slots=True)
+class FrameBlock:
+    """DATA frames of one channel layout, in stream order, without a ``Frame`` object per frame.
+
+    ``rows[k]`` is frame k as one tuple ``(seq, t_ms, *angles, *emg)`` (what
+    ``struct.iter_unpack`` gives for a packet); ``n_angles`` / ``n_emg`` split it. The
+    decoder's fast path (``Decoder.feed_blocks``) hands reads over this way; the rows
+    list is not to be changed once handed over. :meth:`frames` gives the same frames as
+    ``Frame`` objects.
+    """
+
+    n_angles: int
+    n_emg: int
+    rows: list
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def frame(self, k: int) -> Frame:
+        """Row ``k`` as a ``Frame``."""
+        return row_frame(self.rows[k], self.n_angles)
+
+    def frames(self) -> list[Frame]:
+        return [row_frame(r, self.n_angles) for r in self.rows]
+
+
+def row_frame(row: tuple, n_angles: int) -> Frame:
+    """The ``Frame`` of one ``FrameBlock`` row."""
+    e = 2 + n_angles
+    return Frame(row[0], row[1], row[2:e], row[e:])
+
+
+def add_row(out: list, n_angles: int, n_emg: int, row: tuple) -> None:
+    """Append a frame's row to ``out``: to its last item when that is a ``FrameBlock`` of the same layout,
+    else as a new block."""
+    last = out[-1] if out else None
+    if type(last) is FrameBlock and last.n_angles == n_angles and last.n_emg == n_emg:
+        last.rows.append(row)
+    else:
+        out.append(FrameBlock(n_angles, n_emg, [row]))
+
+
+def frame_blocks(packets: Sequence[Packet | FrameBlock]) -> list[Packet | FrameBlock]:
+    """``packets`` with each run of ``Frame`` objects of one layout turned into one ``FrameBlock`` (order kept)."""
+    out: list = []
+    for p in packets:
+        if type(p) is Frame:
+            add_row(out, len(p.angles), len(p.emg), (p.seq, p.t_ms, *p.angles, *p.emg))
+        elif type(p) is FrameBlock:
+            out.append(FrameBlock(p.n_angles, p.n_emg, list(p.rows)))  # its own list: add_row may extend it
+        else:
+            out.append(p)
+    return out
+
+
 def hello_problem(hello: Hello, *, expect_layout: str | None = DEFAULT_LAYOUT) -> str | None:
     """Why a gateway must refuse this wearable, or ``None`` when it can use it.
 
@@ -187,14 +243,17 @@ def frame_problem(frame: Frame, hello: Hello) -> str | None:
     a, e = frame.angles, frame.emg
     if len(a) != hello.n_angles or len(e) != hello.n_emg:
         return "shape"
+    return None if values_in_bounds(a, e) else "range"
+
+
+def values_in_bounds(a: Sequence[float], e: Sequence[float]) -> bool:
+    """:func:`frame_problem`'s range verdict for one frame's angles and sEMG values."""
     # inline (this runs for every frame): min/max bound the values, the sum catches NaN and ±inf
     if a and not (-MAX_ABS_ANGLE_RAD <= min(a) and max(a) <= MAX_ABS_ANGLE_RAD):
-        return "range"
+        return False
     if e and not (-MAX_ABS_EMG <= min(e) and max(e) <= MAX_ABS_EMG):
-        return "range"
-    if not math.isfinite(sum(a) + sum(e)):
-        return "range"
-    return None
+        return False
+    return math.isfinite(sum(a) + sum(e))
 
 
 def frames_in_bounds(angles: np.ndarray, emg: np.ndarray) -> np.ndarray:

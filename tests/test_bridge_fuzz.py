@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from alanet.firmware_bridge import cobs
 from alanet.firmware_bridge.codec import Decoder, crc16, encode_packet
 from alanet.firmware_bridge.csv_mode import CsvDecoder, format_frame
-from alanet.firmware_bridge.protocol import HEADER, Frame, Hello, RawEmg
+from alanet.firmware_bridge.protocol import HEADER, Frame, Hello, RawEmg, frame_blocks
 
 COUNT = {"streams": 0}
 MUTATED_EXAMPLES, MUTATED_PER_EXAMPLE = 700, 100
@@ -186,18 +186,20 @@ def _python_cobs(monkeypatch) -> None:
 
 
 def _same_decoding(stream: bytes, rng: random.Random, max_packet: int) -> None:
-    """The batch path and the reference path give the same packets, counters and buffer, read by read."""
-    fast, ref = Decoder(max_packet), Decoder(max_packet, batch=False)
+    """The batch path, its frame-block form (``feed_blocks``) and the reference path give the same packets,
+    counters and buffer, read by read."""
+    fast, blk, ref = Decoder(max_packet), Decoder(max_packet), Decoder(max_packet, batch=False)
     pos = 0
     while pos < len(stream):
         step = rng.choice([1, 7, 64, 500, 4096, len(stream)])
         chunk = stream[pos : pos + step]
-        got, want = fast.feed(chunk), ref.feed(chunk)
+        got, want, blocks = fast.feed(chunk), ref.feed(chunk), blk.feed_blocks(chunk)
         assert got == want and repr(got) == repr(want)
-        assert fast.buffered == ref.buffered
+        assert blocks == frame_blocks(want)
+        assert fast.buffered == ref.buffered == blk.buffered
         pos += step
-    assert fast.stats == ref.stats
-    assert fast.last_hello == ref.last_hello
+    assert fast.stats == ref.stats == blk.stats
+    assert fast.last_hello == ref.last_hello == blk.last_hello
 
 
 @pytest.mark.parametrize("c_cobs", [True, False], ids=["c-cobs", "python-cobs"])

@@ -13,7 +13,7 @@ from alanet.device.inference import ModelRunner
 from alanet.device.pipeline import ModelSpec, WearerPipeline
 from alanet.device.windowing import window_starts
 from alanet.firmware_bridge.codec import Decoder, Encoder
-from alanet.firmware_bridge.protocol import Frame
+from alanet.firmware_bridge.protocol import Frame, FrameBlock
 
 
 @pytest.fixture(scope="module")
@@ -171,16 +171,29 @@ def _hostile_stream(sess, rng) -> list:
     return out
 
 
-def test_blocks_equal_frame_by_frame(model, session):
-    """Reads handled as blocks give the WindowResults, counters and faults of one packet at a time."""
+@pytest.mark.parametrize("source,per_wearer", [("frames", False), ("wire", False), ("wire", True)])
+def test_blocks_equal_frame_by_frame(model, session, source, per_wearer):
+    """Reads handled as blocks give the WindowResults, counters and faults of one packet at a time
+    (the reference path, ``batch=False``): from ``Frame`` lists, and from the decoder's frame blocks
+    of the same stream sent over the wire in reads of random sizes."""
     from dataclasses import asdict, replace as dc_replace
+
+    from alanet.firmware_bridge.codec import encode_packet
 
     _, runner, spec = model
     rng = np.random.default_rng(14)
     packets = _hostile_stream(session, rng)
     assert sum(type(p) is Frame for p in packets) > 2900
+    if source == "wire":  # one decoder, its reads as the gateway gets them (blocks of frame rows)
+        wire, dec, pos, packets = b"".join(map(encode_packet, packets)), Decoder(), 0, []
+        while pos < len(wire):
+            k = int(rng.choice([1, 56, 300, 2000, 40000]))
+            packets += dec.feed_blocks(wire[pos:pos + k])
+            pos += k
+        assert dec.stats.malformed  # the NaN frames stop at the decoder
+        assert sum(len(p) for p in packets if type(p) is FrameBlock) > 2900
 
-    def pipeline() -> WearerPipeline:
+    def pipeline(batch: bool = True) -> WearerPipeline:
         calls = {"n": 0}
 
         def predict(x):  # the real model; one window faults, another gives NaN
@@ -189,9 +202,10 @@ def test_blocks_equal_frame_by_frame(model, session):
                 raise RuntimeError("invoke failed")
             return np.full(2, np.nan, np.float32) if calls["n"] == 17 else runner.predict(x)
 
-        return WearerPipeline("w1", dc_replace(spec, predict=predict), max_gap_frames=3)
+        norm = spec.normalizer.with_prior(600.0) if per_wearer else spec.normalizer
+        return WearerPipeline("w1", dc_replace(spec, predict=predict, normalizer=norm), max_gap_frames=3, batch=batch)
 
-    ref, blk = pipeline(), pipeline()
+    ref, blk = pipeline(batch=False), pipeline()
     want = [r for p in packets for r in ref.handle([p])]  # runs of one frame: the per-frame path
     got, pos = [], 0
     while pos < len(packets):
@@ -207,9 +221,13 @@ def test_blocks_equal_frame_by_frame(model, session):
     assert blk.take_faults() == ref.take_faults()
     assert len(got) == len(want)
     for x, y in zip(got, want):
-        assert (x.window, x.seq, x.t_start, x.t_end, x.smoothed, x.state, x.event) == \
-               (y.window, y.seq, y.t_start, y.t_end, y.smoothed, y.state, y.event)
-        assert np.array_equal(x.probs, y.probs)
+        assert (x.window, x.seq, x.t_start, x.t_end, x.state, x.event) == \
+               (y.window, y.seq, y.t_start, y.t_end, y.state, y.event)
+        if per_wearer:  # running sums added per block or per frame: the same up to rounding
+            np.testing.assert_allclose(x.probs, y.probs, atol=1e-5)
+            assert x.smoothed == pytest.approx(y.smoothed, abs=1e-5)
+        else:
+            assert np.array_equal(x.probs, y.probs) and x.smoothed == y.smoothed
     assert any(r.event for r in want)
 
 
