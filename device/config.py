@@ -87,7 +87,7 @@ class GatewayConfig:
     publish_state: bool = True
     max_gap_frames: int = 3
     batch_wait_ms: float = 20.0  # [runtime] longest a due window waits for others to share its model invoke
-    batch_max: int = 0  # [runtime] windows per invoke: 0 = the model's largest native batch, 1 = no batching
+    batch_max: int = 0  # [runtime] windows per classify call: 0 = the model's largest native batch, at least 16; 1 = no batching
     homeassistant_discovery: bool = False
     homeassistant_prefix: str = "homeassistant"
     retry_max_s: float = 300.0  # longest wait before alerts the broker refused are sent again

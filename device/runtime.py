@@ -62,6 +62,11 @@ from alanet.device.pipeline import ModelSpec, WearerPipeline, WindowResult, pred
 from alanet.errors import InputError
 from alanet.firmware_bridge.protocol import Exercise
 
+# Default windows per classify_due call when the bundle's native batch is smaller: deferring
+# windows pays even for a batch-1 model (alert commits and publishes are shared), measured 625
+# vs 387-500 wearables per core (docs/performance.md).
+DEFER_MIN = 16
+
 log = logging.getLogger("alanet.gateway")
 
 ALERT_SCHEMA = "alanet.alert/1"
@@ -380,8 +385,10 @@ class Gateway:
 
     # ---- batching ----
     def batch_limit(self) -> int:
-        """Windows per model call: ``[runtime] batch_max``, or (0) the model's largest native batch size."""
-        return int(self.cfg.batch_max or max(self.spec.batch_sizes))
+        """Windows per model call: ``[runtime] batch_max``, or (0) the model's largest native batch
+        size but at least :data:`DEFER_MIN` (a batch-1 model then runs the due windows as single
+        invokes, and their alerts still share one queue commit)."""
+        return int(self.cfg.batch_max or max(DEFER_MIN, *self.spec.batch_sizes))
 
     def _set_batching(self) -> None:
         """Deferred pipelines when batching pays (several wearables, a limit above 1); call with nothing due."""

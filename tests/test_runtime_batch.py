@@ -113,6 +113,10 @@ def test_batched_gateway_gives_the_unbatched_results(tmp_path, mosquitto, built,
     many, got8 = _gateway(tmp_path, mosquitto.url, bundle, "many", (bundle_, spec), batch_max=8)
     try:
         assert not one.batching and many.batching and many.batch_limit() == 8
+        default, _ = _gateway(tmp_path, mosquitto.url, bundle, "default", (bundle_, spec))
+        # batch_max 0: the native batch, at least 16 (a batch-1 model still defers: shared commits)
+        assert default.batching and default.batch_limit() == max(16, *spec.batch_sizes)
+        default.shutdown()
         assert all(w.pipeline.deferred for w in many.wearables)
         _stream(one, _parts(sess))
         _stream(many, _parts(sess))
