@@ -29,7 +29,7 @@ import numpy as np
 from alanet.convert.parity import DEFAULT_MIN_AGREEMENT, MAX_ATTENTION_TV, Parity, compare, compare_attention
 from alanet.convert.rundir import Run, load_parity_windows, load_run
 from alanet.device.decisions import window_labels
-from alanet.device.bundle import (MANIFEST_SCHEMA, MAX_BATCH_MODELS, QUANTIZATIONS, BundleError, default_decision,
+from alanet.device.bundle import (MANIFEST_SCHEMA, MANIFEST_SCHEMA_PER_WEARER, MAX_BATCH_MODELS, QUANTIZATIONS, BundleError, default_decision,
                                   encode_window, load_bundle, write_bundle)
 from alanet.device.inference import ModelRunner, model_ops
 from alanet.device.signing import load_private_key
@@ -143,7 +143,7 @@ def build_manifest(run: Run, quantization: str, route: str, runner: ModelRunner,
     out_q = runner.output_quant or (0.0, 0)
     run_config = {k: v for k, v in cfg.items() if k not in ("schema", "label_names")}
     return {
-        "schema": MANIFEST_SCHEMA,
+        "schema": MANIFEST_SCHEMA_PER_WEARER if run.normalizer.per_wearer else MANIFEST_SCHEMA,
         "model_id": model_id,
         "created": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "task": run.task,

@@ -4,7 +4,8 @@ A bundle is a directory holding ``model.tflite``, ``manifest.json`` and, when
 signed, ``signature``; a bundle that runs extra native batch sizes also holds one
 ``model-b<N>.tflite`` per size (listed with their SHA-256 and size in the
 manifest's ``batch_models``, so the signature over the manifest covers them); ``pack``/``unpack`` turn it into one tar file for transport.
-The manifest (schema ``alanet.bundle/1``, JSON Schema in
+The manifest (schema ``alanet.bundle/1``; ``alanet.bundle/2`` when the normalisation is
+per wearer, so that older gateways refuse it; JSON Schema in
 ``alanet/device/schemas/manifest.schema.json``) is the whole contract: task,
 labels, channels with units, sample rate, window/stride, normalisation,
 decision thresholds, quantisation, training and parity summary, the model's
@@ -42,6 +43,10 @@ from alanet.device.signing import KeySource, generate_keypair, sign_manifest  # 
 from alanet.errors import InputError
 
 MANIFEST_SCHEMA = "alanet.bundle/1"
+# A bundle whose normalisation is per wearer: a gateway that predates it must refuse the
+# bundle (it would normalise with the population statistics and never notice).
+MANIFEST_SCHEMA_PER_WEARER = "alanet.bundle/2"
+MANIFEST_SCHEMAS = (MANIFEST_SCHEMA, MANIFEST_SCHEMA_PER_WEARER)
 MANIFEST_FILE = "manifest.json"
 MODEL_FILE = "model.tflite"
 SIGNATURE_FILE = "signature"
@@ -461,8 +466,8 @@ def load_bundle(
         raise BundleError("signature: bundle is unsigned")
 
     validate_manifest(manifest)
-    if manifest["schema"] != MANIFEST_SCHEMA:  # pragma: no cover - the schema's const covers it
-        raise BundleError(f"{MANIFEST_FILE}: schema {manifest['schema']!r} is not {MANIFEST_SCHEMA}")
+    if manifest["schema"] not in MANIFEST_SCHEMAS:  # pragma: no cover - the schema's enum covers it
+        raise BundleError(f"{MANIFEST_FILE}: schema {manifest['schema']!r} is not one of {', '.join(MANIFEST_SCHEMAS)}")
 
     model_path = p / MODEL_FILE
     if not model_path.is_file():

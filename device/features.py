@@ -210,6 +210,8 @@ class Normalizer:
         if mode not in NORMALIZATION_MODES:
             raise ValueError(f"normalization mode {mode!r} is not one of {', '.join(NORMALIZATION_MODES)}")
         prior = d.get("prior_frames", 0.0)
+        if mode == NORMALIZATION_MODES[0] and "prior_frames" in d:
+            raise ValueError("normalization prior_frames is only for mode per-wearer")
         if mode == NORMALIZATION_MODES[1]:
             if isinstance(prior, bool) or not isinstance(prior, (int, float)) or not (math.isfinite(prior) and prior > 0):
                 raise ValueError(f"normalization prior_frames must be a number > 0 for mode per-wearer, got {prior!r}")

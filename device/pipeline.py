@@ -303,6 +303,7 @@ class WearerPipeline:
         # This wearer's running statistics, kept while the bundle normalises per wearer (a
         # switch to such a bundle starts them from its prior).
         self.stats = WearerStats(spec.n_channels)
+        self._stats_identity: tuple | None = None  # the accepted wearable the statistics belong to
         self.counters = PipelineCounters()
         self._t_base = 0  # unwrapped device clock offset (ms)
         self._last_t_ms: int | None = None
@@ -589,8 +590,12 @@ class WearerPipeline:
             log.warning("%s: the wearable's HELLO changed (now %r, firmware %r, %g Hz): the window restarts",
                         self.wearer, h.device_id, h.firmware, h.sample_rate_hz)
             self._restart_window()
-            self.stats.reset()  # another wearable: its own statistics start from the prior
             self._env, self._env_rate, self._env_last = None, 0.0, None
+        if problem is None:
+            ident = _wearable_identity(h)
+            if self._stats_identity is not None and ident != self._stats_identity:
+                self.stats.reset()  # another wearable (even after a refused HELLO): its own statistics
+            self._stats_identity = ident
         self.refusal = problem
         self.hello = h
 
@@ -629,7 +634,9 @@ class WearerPipeline:
         self._env_last = self._env.process(np.asarray(r.samples, np.float64))[-1]
 
     def _restart_window(self) -> None:
-        self._rows = []  # kept rows complete no window: pushing them before the reset would change nothing
+        if self._rows and self.slot.spec.normalizer.per_wearer:
+            self._flush(None)  # they complete no window, but count in the wearer's statistics (as per frame)
+        self._rows = []  # kept rows complete no window: nothing else would change
         self.features.reset()
         self.slot.ring.reset()
         self._last = None

@@ -163,6 +163,8 @@ def test_normalization_mode_roundtrip_and_validation():
             Normalizer.from_dict(bad, 2)
     with pytest.raises(ValueError, match="prior_frames"):
         pop.with_prior(-1)
+    with pytest.raises(ValueError, match="only for mode per-wearer"):
+        Normalizer.from_dict({**pop.to_dict(), "prior_frames": 3600}, 2)
 
 
 def test_envelope_filter_is_causal_and_stateful():

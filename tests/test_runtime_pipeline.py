@@ -244,6 +244,12 @@ def test_per_wearer_normalisation_streams_as_the_trainer_computes_it(model, sess
     b, runner, _ = model
     manifest = json.loads((b.path / "manifest.json").read_text())
     manifest["normalization"].update(mode="per-wearer", prior_frames=600)
+    from alanet.device.bundle import BundleError
+
+    with pytest.raises(BundleError, match="schema"):  # schema 1 promises population statistics to older gateways
+        write_bundle(tmp_path / "pw1", manifest, b.model_path.read_bytes(), force=True)
+        load_bundle(tmp_path / "pw1")
+    manifest["schema"] = "alanet.bundle/2"
     write_bundle(tmp_path / "pw", manifest, b.model_path.read_bytes(), force=True)
     pb = load_bundle(tmp_path / "pw")
     spec = ModelSpec.from_bundle(pb, ModelRunner.from_bundle(pb))
@@ -277,4 +283,10 @@ def test_per_wearer_normalisation_streams_as_the_trainer_computes_it(model, sess
     # another wearable on the same line: its statistics start from the prior again
     seen.clear()
     p.handle([rs.hello(device_id="other-wearable")] + frames(session, range(rs.L))[1:])
+    np.testing.assert_allclose(seen[0], norm.stream_windows(feats[:rs.L], [0], rs.L)[0], atol=2e-5)
+    # and after a refused HELLO, the next accepted wearable starts from the prior too
+    p.handle([rs.hello(sample_rate_hz=50.0, device_id="third")])
+    assert p.refusal
+    seen.clear()
+    p.handle([rs.hello(device_id="third")] + frames(session, range(rs.L))[1:])
     np.testing.assert_allclose(seen[0], norm.stream_windows(feats[:rs.L], [0], rs.L)[0], atol=2e-5)

@@ -31,7 +31,7 @@ from alanet.train.rundir import CONFIG, FOLDS, HISTORY, METRICS, NORMALIZATION, 
 
 # What every part must share: the data and the settings that shape the numbers.
 SAME = ("data_fingerprint", "model", "task", "label_names", "schema", "window", "stride", "groups", "hparams", "seed",
-        "deterministic", "participants", "fold_participants", "format")
+        "deterministic", "participants", "fold_participants", "format", "normalization", "prior_seconds")
 
 
 @dataclass(frozen=True)
@@ -156,7 +156,9 @@ def merge_runs(run_dirs: Sequence[str | Path], partial: bool = False):
         metrics["final_train_seconds"] = stored.get("final_train_seconds", final.train_seconds)
         metrics["final_decision"] = stored.get("final_decision", decision)
     schema = Schema.from_dict(c["schema"])
-    normalizer = Normalizer.from_dict(json.loads((first.path / NORMALIZATION).read_text()), schema.n_channels)
+    # (the parts share their normalisation settings: SAME; the final model's part has its statistics)
+    normalizer = Normalizer.from_dict(json.loads(((holder or first).path / NORMALIZATION).read_text()),
+                                      schema.n_channels)
     with np.load(first.path / PARITY) as z:
         calib_x, test_x, test_y = z["calib_x"], z["test_x"], z["test_y"]
     ex = _examples(test_y, np.arange(len(test_y)), 8)  # the windows a full run plots (a subset of test_x)
@@ -164,7 +166,8 @@ def merge_runs(run_dirs: Sequence[str | Path], partial: bool = False):
     cfg = ExperimentConfig(model=c["model"], task=c["task"], eval="loso", window=int(c["window"]),
                            stride=int(c["stride"]), seed=int(c["seed"]), deterministic=bool(c.get("deterministic")),
                            hparams=dict(c["hparams"]), distribute=c.get("distribute"), final=final is not None,
-                           folds=None if len(held) == len(order) else held, progress=False)
+                           folds=None if len(held) == len(order) else held, progress=False,
+                           normalization=normalizer.mode)
     names = ", ".join(str(p.path) for p in parts)
     notes = (f"Merged by `alanet merge` from {len(parts)} runs: {names}.",)
     if any(p.config.get("versions") != c.get("versions") for p in parts):
