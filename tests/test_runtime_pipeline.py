@@ -290,3 +290,27 @@ def test_per_wearer_normalisation_streams_as_the_trainer_computes_it(model, sess
     seen.clear()
     p.handle([rs.hello(device_id="third")] + frames(session, range(rs.L))[1:])
     np.testing.assert_allclose(seen[0], norm.stream_windows(feats[:rs.L], [0], rs.L)[0], atol=2e-5)
+
+
+def test_per_wearer_statistics_keep_every_frame_when_a_deferred_window_fails(model, session):
+    """A batched call that fails restarts the wearer's window while the fast path still
+    holds rows that complete no window: those frames count in the wearer's statistics,
+    as on the reference path, so the next windows are normalised alike."""
+    from dataclasses import replace as dc_replace
+
+    _, _, spec = model
+    pw = dc_replace(spec, normalizer=spec.normalizer.with_prior(600.0))
+    ref, blk = (WearerPipeline("w1", pw, deferred=True, batch=b) for b in (False, True))
+    first = frames(session, range(rs.L + 20))
+    for p in (ref, blk):
+        p.handle(first)
+        assert p.due == 1
+        p.conclude_due(np.zeros((1, 2), np.float32), failed={0: "invoke failed (injected)"})
+        assert p.counters.faults == 1
+    assert blk.stats.n == ref.stats.n == rs.L + 20
+    later = frames(session, range(rs.L + 20, 2 * rs.L + 40))[1:]
+    for p in (ref, blk):
+        p.handle(later)
+    assert ref.due == blk.due >= 1
+    for x, y in zip(blk.due_windows(), ref.due_windows()):
+        np.testing.assert_allclose(x, y, atol=1e-5)
