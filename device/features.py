@@ -183,9 +183,7 @@ class Normalizer:
         x = np.stack([v[s:s + length] for s in starts])
         if not self.per_wearer:
             return self.apply(x)
-        mean, std = running_statistics(v, self)
-        ends = starts + length - 1
-        return ((x - mean[ends][:, None]) / std[ends][:, None]).astype(np.float32)
+        return normalise_at_ends(x, v, starts + length - 1, self)
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"mean": [float(v) for v in self.mean], "std": [float(v) for v in self.std]}
@@ -219,21 +217,36 @@ class Normalizer:
         return cls(mean, std)
 
 
-def running_statistics(values: np.ndarray, norm: Normalizer) -> tuple[np.ndarray, np.ndarray]:
-    """Per-wearer statistics after every frame of one stream ``values`` [T, C]: mean and
-    std [T, C] (float64) of the population prior (``norm.prior_frames`` frames of
-    ``norm.mean`` / ``norm.std``) together with frames ``0..t``. What :class:`WearerStats`
-    gives on the gateway after the same frames."""
-    v = np.asarray(values, np.float64)
+MIN_VARIANCE = 1e-12
+
+
+def _with_prior(norm: Normalizer, n: Any, s: np.ndarray, s2: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and std (float64) of the population prior (``norm.prior_frames`` frames of
+    ``norm.mean`` / ``norm.std``) together with ``n`` frames whose sum is ``s`` and sum of
+    squares ``s2`` (broadcast: one wearer now, or every frame of a stream at once)."""
     n0 = float(norm.prior_frames)
     mu0, var0 = norm.mean.astype(np.float64), norm.std.astype(np.float64) ** 2
-    n = n0 + np.arange(1, len(v) + 1, dtype=np.float64)[:, None]
-    mean = (n0 * mu0 + np.cumsum(v, axis=0)) / n
-    ex2 = (n0 * (var0 + mu0 * mu0) + np.cumsum(v * v, axis=0)) / n
-    return mean, np.sqrt(np.maximum(ex2 - mean * mean, MIN_VARIANCE))
+    total = n0 + n
+    mean = (n0 * mu0 + s) / total
+    var = (n0 * (var0 + mu0 * mu0) + s2) / total - mean * mean
+    return mean, np.sqrt(np.maximum(var, MIN_VARIANCE))
 
 
-MIN_VARIANCE = 1e-12
+def running_statistics(values: np.ndarray, norm: Normalizer) -> tuple[np.ndarray, np.ndarray]:
+    """Per-wearer statistics after every frame of one stream ``values`` [T, C]: mean and
+    std [T, C] (float64) of the population prior together with frames ``0..t``. What
+    :class:`WearerStats` gives on the gateway after the same frames."""
+    v = np.asarray(values, np.float64)
+    n = np.arange(1, len(v) + 1, dtype=np.float64)[:, None]
+    return _with_prior(norm, n, np.cumsum(v, axis=0), np.cumsum(v * v, axis=0))
+
+
+def normalise_at_ends(x: np.ndarray, values: np.ndarray, ends: np.ndarray, norm: Normalizer) -> np.ndarray:
+    """Windows ``x`` [N, L, C] of one wearer's stream ``values`` [T, C], each normalised with
+    the per-wearer statistics at its last frame ``ends`` [N] (float32)."""
+    mean, std = running_statistics(values, norm)
+    ends = np.asarray(ends, np.int64)
+    return ((x - mean[ends][:, None]) / std[ends][:, None]).astype(np.float32)
 
 
 class WearerStats:
@@ -258,12 +271,8 @@ class WearerStats:
 
     def mean_inv_std(self, norm: Normalizer) -> tuple[np.ndarray, np.ndarray]:
         """Mean and 1 / std [C] (float32) of the prior and the frames pushed so far."""
-        n0 = float(norm.prior_frames)
-        mu0, var0 = norm.mean.astype(np.float64), norm.std.astype(np.float64) ** 2
-        n = n0 + self.n
-        mean = (n0 * mu0 + self._s) / n
-        var = np.maximum((n0 * (var0 + mu0 * mu0) + self._s2) / n - mean * mean, MIN_VARIANCE)
-        return mean.astype(np.float32), (1.0 / np.sqrt(var)).astype(np.float32)
+        mean, std = _with_prior(norm, self.n, self._s, self._s2)
+        return mean.astype(np.float32), (1.0 / std).astype(np.float32)
 
 
 def check_finite(values: np.ndarray, what: str) -> None:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from alanet.device.features import Normalizer, running_statistics
+from alanet.device.features import Normalizer, normalise_at_ends
 from alanet.device.windowing import IGNORE, Windows, WindowSpec, segment_windows
 from alanet.errors import InputError
 from alanet.train.data.recording import Dataset
@@ -105,9 +105,7 @@ def normalise_windows(tw: TaskWindows, idx: np.ndarray, dataset: Dataset, norm: 
     rec = tw.recording[idx]
     for r in np.unique(rec):
         sel = np.flatnonzero(rec == r)
-        mean, std = running_statistics(dataset.recordings[int(r)].values, norm)
-        e = ends[sel]
-        out[sel] = ((x[sel] - mean[e][:, None]) / std[e][:, None]).astype(np.float32)
+        out[sel] = normalise_at_ends(x[sel], dataset.recordings[int(r)].values, ends[sel], norm)
     out[~mask] = 0.0
     return out
 
