@@ -105,6 +105,7 @@ class Trial:
     runtime_ms_per_window: float | None = None  # the rest of the gateway's work × stride ÷ frames accepted
     reads: str = "coalesced"  # how reads reach the gateway: "coalesced" or "per-read" (see the module docstring)
     reads_processed: int = 0  # Gateway.process calls
+    read_hold_ms: float = 0.0  # [runtime] read_hold_ms (coalesced reads)
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
@@ -152,18 +153,19 @@ def encoded_session(sess: rs.Session) -> list[bytes]:
 
 
 def run_trial(n: int, seconds: float, bundle: Path, frames: list[bytes], broker_url: str, work: Path,
-              model=None, batch_max: int = 0, batch_wait_ms: float = 20.0, per_read: bool = False) -> Trial:
+              model=None, batch_max: int = 0, batch_wait_ms: float = 20.0, per_read: bool = False,
+              read_hold_ms: float = 250.0) -> Trial:
     """Stream ``seconds`` of 60 Hz frames from ``n`` wearables through one in-process gateway."""
     from collections import deque
 
     from alanet.device.config import WearableConfig, load_config
-    from alanet.device.runtime import Gateway
+    from alanet.device.runtime import Gateway, settle_heap
 
     per = int(seconds * FS)
     cfg = load_config(None, {"port": "/dev/null", "bundle": str(bundle), "broker": broker_url, "gateway": "cap",
                              "state_dir": str(work / f"cap-{n}-{batch_max}-{batch_wait_ms:g}-{int(per_read)}")})
     cfg = replace(cfg, wearables=tuple(WearableConfig(f"w{i}", f"/dev/null{i}") for i in range(n)),
-                  batch_max=batch_max, batch_wait_ms=batch_wait_ms)
+                  batch_max=batch_max, batch_wait_ms=batch_wait_ms, read_hold_ms=0.0 if per_read else read_hold_ms)
     results: list = []
     stamps: list[float] = []  # per result: wall time minus time preempted, when the runtime handed it over
     run_delay = RunDelay()
@@ -199,7 +201,7 @@ def run_trial(n: int, seconds: float, bundle: Path, frames: list[bytes], broker_
         lat_a: list[float] = []
         max_wait = 0.0
         dropped = 0
-        buffer_s = SERIAL_BUFFER_BYTES / len(frames[0]) / FS
+        buffer_s = SERIAL_BUFFER_BYTES / len(frames[-1]) / FS  # DATA frames (the first one carries the HELLO too)
         next_poll = 0.05
         busy = 0.0
         stolen = 0.0  # wall time other processes took from this core during our reads (not counted)
@@ -293,6 +295,7 @@ def run_trial(n: int, seconds: float, bundle: Path, frames: list[bytes], broker_
                 next_poll = start + 0.05
             return start
 
+        settle_heap()  # as Gateway.run does once it is up
         cpu0 = time.process_time()
         if per_read:
             for k in order:
@@ -312,55 +315,49 @@ def run_trial(n: int, seconds: float, bundle: Path, frames: list[bytes], broker_
                 d = measured(two_reads, i, wire)[0]
                 free_at = served(i, start, d, before, due0, "frame")
         else:
-            from collections import OrderedDict
-
-            pending: OrderedDict[int, list] = OrderedDict()  # wearer -> [(arrival, chunk), ...], longest waiting first
+            reads = gw.reads  # the gateway's own hold rules (HeldReads), on the simulated clock
+            arrived = [deque() for _ in range(n)]  # per wearer: arrival of each chunk held, in order
             ptr, total = 0, len(order)
+            inf = float("inf")
 
             def admit(t: float) -> None:
-                """Every chunk that has arrived by ``t`` joins its wearer's buffer (two per frame)."""
+                """Every chunk that has arrived by ``t`` joins its wearer's held reads (two per frame)."""
                 nonlocal ptr
                 while ptr < total and times[order[ptr]] <= t:
                     k = order[ptr]
                     i = int(who[k])
                     wire = frames[int(offset[i]) + int(idx[k])]
                     a = float(times[k])
-                    pending.setdefault(i, []).extend(((a, wire[:1]), (a, wire[1:])))
+                    reads.add(i, wire[:1], a)
+                    reads.add(i, wire[1:], a)
+                    arrived[i].extend((a, a))
                     ptr += 1
 
             while True:
                 admit(free_at)
-                if not pending:
-                    if ptr == total:
-                        break
-                    if batched and gw.due:  # nothing to read: classify what is due
+                item = reads.take(free_at)
+                if item is None:
+                    if batched and gw.due:  # nothing to read now: classify what is due
                         free_at = classify(free_at)
-                        admit(free_at)
-                        if pending:
-                            continue
-                    # idle: the loop wakes on the reader's first read, the frame's first byte, and serves it alone
-                    k = order[ptr]
-                    ptr += 1
-                    i = int(who[k])
-                    wire = frames[int(offset[i]) + int(idx[k])]
-                    a = float(times[k])
-                    start = poll_at(max(a, free_at))
-                    before, due0 = len(results), pipes[i].due
-                    d = measured(proc, i, wire[:1])[0]
-                    free_at = served(i, start, d, before, due0, "frame")
-                    pending[i] = [(a, wire[1:])]
+                        continue
+                    # idle until the next chunk arrives or the oldest held ones come due
+                    t = min(float(times[order[ptr]]) if ptr < total else inf, reads.next_due() or inf)
+                    if t == inf:
+                        break
+                    free_at = max(free_at, t)
                     continue
-                i, chunks = pending.popitem(last=False)
+                i, chunks, _ = item
                 start = free_at
+                when = [arrived[i].popleft() for _ in chunks]
                 # bytes that waited longer than the serial driver's buffer lasts are lost (whole frames)
-                keep = [c for c in chunks if start - c[0] <= buffer_s]
+                keep = [c for c, a in zip(chunks, when) if start - a <= buffer_s]
                 dropped += (len(chunks) - len(keep) + 1) // 2
                 if not keep:
                     continue
-                max_wait = max(max_wait, start - keep[0][0])
+                max_wait = max(max_wait, start - when[len(chunks) - len(keep)])
                 start = poll_at(start)
                 before, due0 = len(results), pipes[i].due
-                d = measured(proc, i, b"".join(c for _, c in keep))[0]
+                d = measured(proc, i, b"".join(keep))[0]
                 free_at = served(i, start, d, before, due0, f"read of {len(keep)} chunks")
         if gw.due:
             free_at = classify(free_at)
@@ -388,7 +385,8 @@ def run_trial(n: int, seconds: float, bundle: Path, frames: list[bytes], broker_
                  invoke_ms_per_window=round(1000 * invoke_s / windows, 4) if windows else None,
                  # steady state (one window per stride of frames; a short trial's first window needs a full one)
                  runtime_ms_per_window=round(1000 * (busy - invoke_s) * stride / accepted, 4) if accepted else None,
-                 reads="per-read" if per_read else "coalesced", reads_processed=n_reads[0])
+                 reads="per-read" if per_read else "coalesced", reads_processed=n_reads[0],
+                 read_hold_ms=cfg.read_hold_ms)
 
 
 def summary(v: list[float]) -> dict:
@@ -444,13 +442,15 @@ def _line(t: Trial) -> str:
 
 def find_capacity(seconds: float, bundle: Path, frames: list[bytes], broker_url: str, work: Path, start: int = 100,
                   maximum: int = 4000, precision: float = 0.05, log=print, batch_max: int = 0,
-                  batch_wait_ms: float = 20.0, per_read: bool = False) -> tuple[int, list[Trial]]:
+                  batch_wait_ms: float = 20.0, per_read: bool = False,
+                  read_hold_ms: float = 250.0) -> tuple[int, list[Trial]]:
     """Largest N that passes (doubling from ``start``, then bisection to ``precision``)."""
     model = _model(bundle, work)
     trials: list[Trial] = []
 
     def trial(n: int) -> bool:
-        t = run_trial(n, seconds, bundle, frames, broker_url, work, model, batch_max, batch_wait_ms, per_read)
+        t = run_trial(n, seconds, bundle, frames, broker_url, work, model, batch_max, batch_wait_ms, per_read,
+                      read_hold_ms)
         trials.append(t)
         log(_line(t))
         return t.ok
@@ -486,12 +486,14 @@ DEFAULT_CURVE = (1, 10, 16, 100, 250, 500, 750, 1000, 1250, 1500)
 
 
 def run_curve(counts: list[int], seconds: float, bundle: Path, frames: list[bytes], broker_url: str, work: Path,
-              batch_max: int, batch_wait_ms: float, log=print, per_read: bool = False) -> list[Trial]:
+              batch_max: int, batch_wait_ms: float, log=print, per_read: bool = False,
+              read_hold_ms: float = 250.0) -> list[Trial]:
     """One trial per wearable count; past the first count that drops frames the rest still run (the curve)."""
     model = _model(bundle, work)
     out = []
     for n in counts:
-        t = run_trial(n, seconds, bundle, frames, broker_url, work, model, batch_max, batch_wait_ms, per_read)
+        t = run_trial(n, seconds, bundle, frames, broker_url, work, model, batch_max, batch_wait_ms, per_read,
+                      read_hold_ms)
         log(_line(t))
         out.append(t)
     return out
@@ -541,8 +543,10 @@ def curve_main(args: argparse.Namespace, bundle: Path, frames: list[bytes], brok
     call16 = batch_call_ms(spec, 16)
     call1 = batch_call_ms(spec, 1)
     print(f"model call per window: {call1} ms at 1 window, {call16} ms at 16 (native batch sizes {spec.batch_sizes})")
-    if (args.batch_max or native) > 1:
-        modes = {f"batched (up to {args.batch_max or native})": (args.batch_max, False)}
+    from alanet.device.runtime import DEFER_MIN
+
+    if (args.batch_max or max(DEFER_MIN, native)) > 1:  # the gateway's default defers even a batch-1 model
+        modes = {f"batched (up to {args.batch_max or max(DEFER_MIN, native)})": (args.batch_max, False)}
         if args.compare:
             modes["unbatched"] = (1, False)
     else:  # a batch-1 model and no --batch-max: the runtime does not batch
@@ -558,6 +562,7 @@ def curve_main(args: argparse.Namespace, bundle: Path, frames: list[bytes], brok
         print(f"{name} (batch_max {bm or 'auto'}, batch_wait_ms {args.batch_wait_ms:g}, "
               f"{'per-read' if per_read else 'coalesced'} reads):", flush=True)
         curves[name] = run_curve(counts, args.seconds, bundle, frames, broker_url, work, bm, args.batch_wait_ms,
+                                 read_hold_ms=args.read_hold_ms,
                                  per_read=per_read)
     took = time.perf_counter() - t0
     man = json.loads((bundle / "manifest.json").read_text())
@@ -616,6 +621,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch-max", type=int, default=0,
                     help="windows per model call, as [runtime] batch_max (0: the model's largest native batch)")
     ap.add_argument("--batch-wait-ms", type=float, default=20.0, help="as [runtime] batch_wait_ms (default 20)")
+    ap.add_argument("--read-hold-ms", type=float, default=250.0,
+                    help="as [runtime] read_hold_ms, coalesced reads (default 250; 0 = serve each read as it comes)")
     ap.add_argument("--unbatched", action="store_true", help="no batching (--batch-max 1)")
     ap.add_argument("--reads", choices=("coalesced", "per-read", "both"), default="coalesced",
                     help="how serial reads reach the gateway: coalesced (default; a wearer's turn takes everything "
@@ -625,7 +632,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.unbatched:
         args.batch_max = 1
-    if args.batch_max < 0 or args.batch_wait_ms < 0:
+    if args.batch_max < 0 or args.batch_wait_ms < 0 or args.read_hold_ms < 0:
         ap.error("--batch-max and --batch-wait-ms must be >= 0")
     if args.curve:
         try:
@@ -655,7 +662,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{mode} reads:", flush=True)
             searches[mode] = find_capacity(seconds, bundle, frames, broker.url, Path(tmp), maximum=args.max,
                                            precision=0.1 if args.quick else 0.05, batch_max=args.batch_max,
-                                           batch_wait_ms=args.batch_wait_ms, per_read=mode == "per-read")
+                                           batch_wait_ms=args.batch_wait_ms, per_read=mode == "per-read",
+                                           read_hold_ms=args.read_hold_ms)
         best, trials = next(iter(searches.values()))
         took = time.perf_counter() - t0
     at = next((t for t in trials if t.wearers == best), None)
@@ -675,7 +683,8 @@ def main(argv: list[str] | None = None) -> int:
     write_result("capacity", {"bundle": str(bundle), "model_id": man.get("model_id"),
                               "quantization": man.get("quantization"), "seconds_per_trial": seconds,
                               "wearables_per_core": best, "batch_max": args.batch_max,
-                              "batch_wait_ms": args.batch_wait_ms, "trials": [t.as_dict() for t in trials],
+                              "batch_wait_ms": args.batch_wait_ms, "read_hold_ms": args.read_hold_ms,
+                              "trials": [t.as_dict() for t in trials],
                               "reads": args.reads, "by_reads": {m: {"wearables_per_core": b,
                                                                    "trials": [t.as_dict() for t in ts]}
                                                                for m, (b, ts) in searches.items()},

@@ -88,6 +88,7 @@ class GatewayConfig:
     max_gap_frames: int = 3
     batch_wait_ms: float = 20.0  # [runtime] longest a due window waits for others to share its model invoke
     batch_max: int = 0  # [runtime] windows per classify call: 0 = the model's largest native batch, at least 16; 1 = no batching
+    read_hold_ms: float = 250.0  # [runtime] longest a wearer's serial data waits when it completes no window
     homeassistant_discovery: bool = False
     homeassistant_prefix: str = "homeassistant"
     retry_max_s: float = 300.0  # longest wait before alerts the broker refused are sent again
@@ -175,7 +176,7 @@ SECTIONS: dict[str, set[str]] = {
     "mqtt": {"broker", "username", "password", "password_file", "ca_file", "cert_file", "key_file", "client_id",
              "keepalive", "heartbeat_s", "publish_state", "protocol", "retry_max_s", "ack_timeout_s"},
     "wearable": {"wearer", "port", "baud"},
-    "runtime": {"max_gap_frames", "batch_wait_ms", "batch_max"},
+    "runtime": {"max_gap_frames", "batch_wait_ms", "batch_max", "read_hold_ms"},
     "homeassistant": {"discovery", "prefix"},
     "flash": {"enabled", "allow_unsigned"},
     "sessions": {"enabled", "dir", "raw_frames", "history"},
@@ -328,6 +329,9 @@ def load_config(path: str | os.PathLike[str] | None = None, overrides: Mapping[s
     if batch_wait > 1000.0:
         raise InputError(f"{_where(src, 'runtime.batch_wait_ms')}: must be at most 1000 (ms), got {batch_wait:g}")
     batch_max = _int(src, "runtime.batch_max", runtime.get("batch_max", 0), 0, 4096)
+    read_hold = _num(src, "runtime.read_hold_ms", runtime.get("read_hold_ms", 250.0), 0.0)
+    if read_hold > 1000.0:
+        raise InputError(f"{_where(src, 'runtime.read_hold_ms')}: must be at most 1000 (ms), got {read_hold:g}")
 
     ha_discovery = _bool(src, "homeassistant.discovery", ha.get("discovery", False))
     ha_prefix = _str(src, "homeassistant.prefix", ha.get("prefix", "homeassistant")).strip("/")
@@ -343,7 +347,7 @@ def load_config(path: str | os.PathLike[str] | None = None, overrides: Mapping[s
                          wearables=wearables, trusted_keys=trusted, allow_unsigned=allow_unsigned,
                          flash_enabled=flash_enabled, flash_allow_unsigned=flash_allow_unsigned,
                          heartbeat_s=heartbeat, publish_state=publish_state, max_gap_frames=max_gap,
-                         batch_wait_ms=batch_wait, batch_max=batch_max,
+                         batch_wait_ms=batch_wait, batch_max=batch_max, read_hold_ms=read_hold,
                          homeassistant_discovery=ha_discovery, homeassistant_prefix=ha_prefix,
                          retry_max_s=retry_max, ack_timeout_s=ack_timeout, sessions=sess, source=src)
 

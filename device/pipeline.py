@@ -402,6 +402,13 @@ class WearerPipeline:
         """
         return self.apply_model(self.plan_model(spec))
 
+    def frames_to_window(self) -> int | None:
+        """DATA frames still to come before the next window completes (None while the stream
+        is not classified: no accepted HELLO yet, or a refused one)."""
+        if self.hello is None or self.refusal is not None:
+            return None
+        return max(1, self.slot.ring.until_window() - len(self._rows))
+
     # ---- faults ----
     def take_faults(self) -> list[str]:
         """The faults noted since the last call (at most ``MAX_NOTED_FAULTS``; all are counted)."""

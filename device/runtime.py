@@ -41,6 +41,7 @@ from __future__ import annotations
 import argparse
 import datetime as _dt
 import fcntl
+import gc
 import json
 import logging
 import queue
@@ -59,6 +60,7 @@ from alanet.device.config import GatewayConfig, WearableConfig, load_config
 from alanet.device.decisions import Event
 from alanet.device.mqtt_link import MqttLink
 from alanet.device.pipeline import ModelSpec, WearerPipeline, WindowResult, predict_each, predict_windows
+from alanet.device.reads import HeldReads
 from alanet.errors import InputError
 from alanet.firmware_bridge.protocol import Exercise
 
@@ -66,6 +68,7 @@ from alanet.firmware_bridge.protocol import Exercise
 # windows pays even for a batch-1 model (alert commits and publishes are shared), measured 625
 # vs 387-500 wearables per core (docs/performance.md).
 DEFER_MIN = 16
+HELD_PER_WEARER = 64  # chunks the main loop may hold per wearable (read_hold_ms of stream is ~15 frames)
 
 log = logging.getLogger("alanet.gateway")
 
@@ -77,6 +80,14 @@ MODEL_SCHEMA = "alanet.model/1"
 
 def utc_now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def settle_heap() -> None:
+    """Put what starting up allocated (model, pipelines, buffers, imports) out of the cyclic garbage
+    collector's reach: its full collections then scan only what the main loop allocates, and their
+    pauses (tens of ms with hundreds of wearables) stay out of the alert latency."""
+    gc.collect()
+    gc.freeze()
 
 
 def topic(gateway: str, *parts: str) -> str:
@@ -194,8 +205,6 @@ class Gateway:
         self.flash: Any = None  # alanet.device.flash.gateway.GatewayFlash while running
         self.stop_event = threading.Event()
         self._data: queue.Queue[tuple[int, bytes] | None] = queue.Queue(maxsize=DATA_QUEUE_MAX)
-        self._pending: dict[int, list[bytes]] = {}  # chunks taken from the queue, per wearer, longest waiting first
-        self._pending_n = 0  # chunks in _pending (at most DATA_QUEUE_MAX)
         self.dropped_reads = 0  # serial reads dropped because the main loop fell behind
         self.started = time.monotonic()
         self.alerts = 0
@@ -210,6 +219,9 @@ class Gateway:
 
         self.wearables = [Wearable(w, WearerPipeline(w.wearer, self.spec, cfg.max_gap_frames), Decoder())
                           for w in cfg.wearables]
+        # chunks taken from the queue, per wearer, until they complete a window or wait read_hold_ms
+        self.reads = HeldReads(len(self.wearables), cfg.read_hold_ms / 1000.0,
+                               max(DATA_QUEUE_MAX, HELD_PER_WEARER * len(self.wearables)))
         self._due: list[int] = []  # wearers with due windows, in the order their first one became due
         self._due_n = 0  # due windows in all
         self._due_since = 0.0  # monotonic time the oldest due window became due
@@ -357,30 +369,22 @@ class Gateway:
 
     def _hold(self, item: tuple[int, bytes] | None) -> None:
         """Keep one queued chunk with its wearer's others (None, the stop wake-up, is dropped)."""
-        if item is None:
-            return
-        i, b = item
-        chunks = self._pending.get(i)
-        if chunks is None:
-            self._pending[i] = [b]
-        else:
-            chunks.append(b)
-        self._pending_n += 1
+        if item is not None:
+            self.reads.add(item[0], item[1], time.monotonic())
 
-    def _next_read(self) -> tuple[int, bytes] | None:
-        """Take every queued chunk (up to ``DATA_QUEUE_MAX`` held); then the longest-waiting wearer's chunks,
-        joined into one read, or None when nothing is waiting."""
-        data = self._data
-        while self._pending_n < DATA_QUEUE_MAX:
+    def _next_read(self, *, drain: bool = False) -> tuple[int, bytes] | None:
+        """Take the queued chunks in (while fewer than the limit are held); then the next read that is
+        due (see :class:`HeldReads`), its chunks joined, or None. ``drain``: any held read."""
+        data, reads = self._data, self.reads
+        while not reads.full:
             try:
                 self._hold(data.get_nowait())
             except queue.Empty:
                 break
-        if not self._pending:
+        item = reads.take(time.monotonic(), drain=drain)
+        if item is None:
             return None
-        i = next(iter(self._pending))
-        chunks = self._pending.pop(i)
-        self._pending_n -= len(chunks)
+        i, chunks, _ = item
         return i, chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
     # ---- batching ----
@@ -511,6 +515,8 @@ class Gateway:
                             self.classify_due()
             except Exception as exc:  # noqa: BLE001 - the same for the session hooks
                 self._runtime_fault(w, "running the session hooks", exc)
+        ahead = p.frames_to_window()
+        self.reads.set_need(i, None if ahead is None else w.decoder.wire_bytes(ahead))
         if self._due_n and not defer:
             self.classify_due()
         if w.fault_count() != w.reported_faults:
@@ -622,13 +628,16 @@ class Gateway:
             for w in self.wearables:
                 w.link.wait_up(max(0.0, deadline - time.monotonic()))
             self.link.set_retained(self.status_topic, self.status_payload())
+            settle_heap()
             next_beat = time.monotonic() + cfg.heartbeat_s
             data = self._data
             wait_s = cfg.batch_wait_ms / 1000.0
+            reads = self.reads
             while not self.stop_event.is_set():
-                if not self._pending:
+                now = time.monotonic()
+                if not reads.due(now):  # wait for data, or until the oldest held data is due
                     try:
-                        self._hold(data.get(timeout=0.05))
+                        self._hold(data.get(timeout=max(reads.wait_s(now, 0.05), 0.0005)))
                     except queue.Empty:
                         pass
                 budget = time.monotonic() + LOOP_BUDGET_S  # then serve MQTT, even under a flood
@@ -667,7 +676,7 @@ class Gateway:
                 w.reconnects += int(getattr(w.link, "reconnects", 0) or 0)
                 w.link = None
         self.classify_due()
-        while (item := self._next_read()) is not None:  # finish what was already read
+        while (item := self._next_read(drain=True)) is not None:  # finish what was already read
             self.process(*item)
         if self.sessions is not None:
             self.sessions.close()

@@ -298,6 +298,11 @@ class Decoder:
         """Bytes held waiting for a delimiter (always <= ``max_encoded``)."""
         return self._framer.buffered
 
+    def wire_bytes(self, frames: int) -> int:
+        """Bytes still to arrive before ``frames`` more DATA frames of the stream's layout are
+        complete (the part of a frame already held counts; other packets in between are not foreseen)."""
+        return max(0, frames * (cobs.max_encoded_len(self._layout.size) + 1) - self._framer.buffered)
+
     def feed(self, data: bytes | bytearray | memoryview) -> list[Packet]:
         """Decode ``data``; return the packets it completed."""
         return self._feed(data, False)

@@ -276,3 +276,41 @@ def test_the_main_loop_batches_pty_wearables(tmp_path, mosquitto, built):
         assert [s["window"] for s in mine] == list(range(n_win))
         assert as_tuples(a for a in alerts if a["wearer"] == f"w{i}") == ev_tuples(expected[i])
     assert alerts, "the streams must raise alerts"
+
+
+def test_reads_that_complete_no_window_are_held_and_a_window_read_goes_out_at_once(tmp_path, mosquitto, built):
+    """``[runtime] read_hold_ms``: the main loop keeps a wearer's serial chunks until they hold the
+    frame that completes its next window (then at once, joined into one read) or have waited the hold."""
+    sess, bundle = built
+    gw, results = _gateway(tmp_path, mosquitto.url, bundle, "hold", read_hold_ms=400.0, batch_max=1)
+    part = _parts(sess)[0]
+    enc = Encoder(device_id="wear-0")
+    hello = enc.hello(0)
+    try:
+        gw.link.start()
+        assert gw.link.wait_connected(10)
+        gw.on_serial_data(0, hello)
+        assert gw._next_read() == (0, hello)  # nothing known about the stream yet: at once
+        gw.process(0, hello)
+        first = [_wire(part, [k], enc) for k in range(rs.L)]
+        for w in first[:-1]:
+            gw.on_serial_data(0, w)
+        gw.on_serial_data(0, first[-1][:10])  # the completing frame, in two reads
+        assert gw._next_read() is None  # one frame short of the first window
+        gw.on_serial_data(0, first[-1][10:])
+        assert gw._next_read() == (0, b"".join(first))  # the window is complete: no waiting
+        gw.process(0, b"".join(first))
+        assert [r.window for r in results] == [0]
+        t0 = time.monotonic()
+        more = _wire(part, range(rs.L, rs.L + 5), enc)
+        gw.on_serial_data(0, more)
+        assert gw._next_read() is None
+        while (item := gw._next_read()) is None:
+            time.sleep(0.01)
+        assert item == (0, more) and time.monotonic() - t0 >= 0.39  # after the hold, all together
+        gw.process(0, more)
+        assert gw.wearables[0].pipeline.counters.frames == rs.L + 5 and len(results) == 1
+    finally:
+        gw.link.stop(gw.status_topic, b"{}")
+        gw.queue.close()
+        gw._lock.release()

@@ -1,0 +1,110 @@
+"""Serial reads waiting for the gateway's main loop, held per wearer until they are worth a call.
+
+A 60 Hz wearable sends a frame every 17 ms, but only one frame in a stride (45 at the
+EmoPain settings) completes a window; the others only need to be decoded and kept
+before the serial buffers fill. Handing every read to the pipeline as it comes costs
+the per-call work (decoder, pipeline, session hooks) once per frame or less. So the
+main loop keeps each wearer's chunks here and takes them, joined into one read:
+
+- at once when they hold the bytes that complete the wearer's next window (its
+  *need*, which the loop sets after each read from the decoder and the pipeline):
+  a window goes out as soon as its last frame is in, as before;
+- otherwise when the oldest of them has waited ``hold_s``: the frames between two
+  windows are processed a few reads at a time instead of one read per frame.
+
+``hold_s = 0`` hands every chunk over as soon as the loop asks. Pure bookkeeping (no
+I/O, no clock: the caller passes the time), so the capacity benchmark replays the
+same rules on simulated time.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections import deque
+
+NEVER = sys.maxsize  # a need no read meets: the chunks wait for ``hold_s``
+
+
+class HeldReads:
+    """Chunks per wearer, longest waiting first; see the module docstring."""
+
+    def __init__(self, wearers: int, hold_s: float, limit: int) -> None:
+        if hold_s < 0:
+            raise ValueError(f"hold_s must be >= 0, got {hold_s}")
+        if limit < 1:
+            raise ValueError(f"limit must be >= 1, got {limit}")
+        self.hold_s = float(hold_s)
+        self.limit = int(limit)  # chunks held in all before the caller should stop taking more in
+        self.chunks = 0  # chunks held in all
+        self._need = [0] * wearers  # bytes that complete each wearer's next window (0: any read)
+        self._held: dict[int, list] = {}  # wearer -> [since, bytes, chunks, ready]; first chunk's order
+        self._ready: deque[int] = deque()  # wearers whose held bytes meet their need, in that order
+
+    def __bool__(self) -> bool:
+        return bool(self._held)
+
+    @property
+    def full(self) -> bool:
+        return self.chunks >= self.limit
+
+    def add(self, i: int, chunk: bytes, now: float) -> None:
+        """Hold one chunk of wearer ``i`` that arrived at ``now``."""
+        e = self._held.get(i)
+        if e is None:
+            e = self._held[i] = [now, 0, [], False]
+        e[1] += len(chunk)
+        e[2].append(chunk)
+        self.chunks += 1
+        if not e[3] and e[1] >= self._need[i]:
+            e[3] = True
+            self._ready.append(i)
+
+    def set_need(self, i: int, need: int | None) -> None:
+        """Bytes wearer ``i`` still needs for its next window (``None``: no window is coming; hold only)."""
+        self._need[i] = NEVER if need is None else max(0, int(need))
+        e = self._held.get(i)
+        if e is not None and not e[3] and e[1] >= self._need[i]:
+            e[3] = True
+            self._ready.append(i)
+
+    def due(self, now: float) -> bool:
+        """Whether :meth:`take` would hand a read over at ``now``."""
+        if self._ready:
+            return True
+        if not self._held:
+            return False
+        return now >= next(iter(self._held.values()))[0] + self.hold_s
+
+    def wait_s(self, now: float, most: float) -> float:
+        """Seconds until the oldest held chunks are due (``most`` when nothing is held, 0 when due now)."""
+        if self._ready:
+            return 0.0
+        if not self._held:
+            return most
+        return min(most, max(0.0, next(iter(self._held.values()))[0] + self.hold_s - now))
+
+    def next_due(self) -> float | None:
+        """When the oldest held chunks come due by age (None when nothing is held)."""
+        if not self._held:
+            return None
+        return next(iter(self._held.values()))[0] + self.hold_s
+
+    def take(self, now: float, *, drain: bool = False) -> tuple[int, list[bytes], float] | None:
+        """The next read: ``(wearer, its chunks in order, arrival of the first)``, or None when nothing
+        is due. Windows first (held bytes that meet the need), then by age; ``drain``: anything held."""
+        held = self._held
+        while self._ready:
+            i = self._ready.popleft()
+            e = held.get(i)
+            if e is not None and e[3]:
+                return self._pop(i)
+        if held:
+            i, e = next(iter(held.items()))
+            if drain or now >= e[0] + self.hold_s:  # the same sum as next_due(): due exactly then
+                return self._pop(i)
+        return None
+
+    def _pop(self, i: int) -> tuple[int, list[bytes], float]:
+        since, _, chunks, _ = self._held.pop(i)
+        self.chunks -= len(chunks)
+        return i, chunks, since
