@@ -286,6 +286,13 @@ class MqttLink:
         if self.connected:
             self.client.publish(topic, payload, qos=qos)
 
+    def publish_many(self, messages: Sequence[tuple[str, bytes]]) -> None:
+        """:meth:`publish` for several ``(topic, payload)`` in a row."""
+        if self.connected:
+            publish = self.client.publish
+            for topic, payload in messages:
+                publish(topic, payload, qos=0)
+
     def publish_alert(self, alert_id: str, topic: str, payload: bytes) -> None:
         """Commit the alert to the durable queue, then hand it to paho (QoS 1) when the window has room."""
         self.queue.put(alert_id, topic, payload)

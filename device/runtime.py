@@ -225,6 +225,7 @@ class Gateway:
         self._due: list[int] = []  # wearers with due windows, in the order their first one became due
         self._due_n = 0  # due windows in all
         self._due_since = 0.0  # monotonic time the oldest due window became due
+        self._states: list[tuple[str, bytes]] | None = None  # while classify_due runs: state messages to send
         self.batches = 0  # batched model calls (classify_due)
         self.batch_windows = 0  # windows they classified
         self.batch_s = 0.0  # time inside those calls
@@ -424,6 +425,7 @@ class Gateway:
             if p.due:
                 groups.setdefault(id(p.spec), (p.spec, []))[1].append(i)
         alerts: list[tuple[int, str, str, bytes]] = []
+        self._states = states = []  # the windows' state messages, sent together after the alerts' commit
         for spec, idx in groups.values():
             try:
                 self._classify_group(spec, idx, alerts)
@@ -431,7 +433,14 @@ class Gateway:
                 for i in idx:
                     self._runtime_fault(self.wearables[i], "classifying its due windows", exc)
                     self._publish(i, self.wearables[i].pipeline.conclude_due(np.zeros((0, 0), np.float32)), alerts)
+        self._states = None
         self._send_alerts(alerts)
+        if states:
+            # one after the other: paho's network thread then wakes once for many, not once per window
+            try:
+                self.link.publish_many(states)
+            except Exception:  # noqa: BLE001 - live state is best effort (QoS 0); alerts are already queued
+                log.exception("cannot publish %d window state(s)", len(states))
         for i in order:
             w = self.wearables[i]
             if w.fault_count() != w.reported_faults:
@@ -587,7 +596,10 @@ class Gateway:
                   "probabilities": {labels[k] if k < len(labels) else str(k): round(float(p), 4) for k, p in enumerate(r.probs)},
                   "smoothed": round(min(max(r.smoothed, 0.0), 1.0), 4), "state": r.state,
                   "inference_ms": round(r.inference_ms, 3), "model": self.spec.model_id, **extra}
-            self.link.publish(self._state_topics[i], _dumps(st))
+            if self._states is not None:
+                self._states.append((self._state_topics[i], _dumps(st)))
+            else:
+                self.link.publish(self._state_topics[i], _dumps(st))
         if self.on_result is not None:
             self.on_result(r)
 

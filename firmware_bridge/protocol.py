@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Sequence
 
 import numpy as np
@@ -153,11 +153,16 @@ class FrameBlock:
     decoder's fast path (``Decoder.feed_blocks``) hands reads over this way; the rows
     list is not to be changed once handed over. :meth:`frames` gives the same frames as
     ``Frame`` objects.
+
+    ``vetted``: the decoder found every row finite and within the physical bounds
+    (:func:`frames_in_bounds`), and each row's seq the one before + 1 (mod 2**32), so a
+    consumer that checks the same need only check how the first row follows its own last.
     """
 
     n_angles: int
     n_emg: int
     rows: list
+    vetted: bool = field(default=False, compare=False)  # a note on the rows, not part of them
 
     def __len__(self) -> int:
         return len(self.rows)

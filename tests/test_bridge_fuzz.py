@@ -14,14 +14,15 @@ from __future__ import annotations
 import random
 import struct
 
+import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from alanet.firmware_bridge import cobs
-from alanet.firmware_bridge.codec import Decoder, crc16, encode_packet
+from alanet.firmware_bridge.codec import Decoder, Encoder, crc16, encode_packet
 from alanet.firmware_bridge.csv_mode import CsvDecoder, format_frame
-from alanet.firmware_bridge.protocol import HEADER, Frame, Hello, RawEmg, frame_blocks
+from alanet.firmware_bridge.protocol import HEADER, SEQ_MOD, Frame, Hello, RawEmg, frame_blocks, values_in_bounds
 
 COUNT = {"streams": 0}
 MUTATED_EXAMPLES, MUTATED_PER_EXAMPLE = 700, 100
@@ -185,6 +186,37 @@ def _python_cobs(monkeypatch) -> None:
     monkeypatch.setattr(cobs, "FAST_ERRORS", (cobs.CobsError,))
 
 
+def _vetted_rows(b) -> bool:
+    e = 2 + b.n_angles
+    return all(values_in_bounds(r[2:e], r[e:]) for r in b.rows) and \
+        all((r[0] - q[0]) % SEQ_MOD == 1 for q, r in zip(b.rows, b.rows[1:]))
+
+
+def test_a_block_is_vetted_only_when_every_row_is_in_bounds():
+    """``FrameBlock.vetted`` on both decode paths (a few packets, a whole read): one angle past 2*pi
+    (even by less than float32 rounding of the bound) or one huge sEMG value clears it."""
+    enc = Encoder()
+    over = float(np.nextafter(np.float32(2 * np.pi), np.float32(10)))  # the first float32 above 2*pi
+
+    def vetted(n: int, bad: tuple | None) -> bool:
+        frames = []
+        for k in range(n):
+            a, m = [0.1] * 13, [0.5] * 4
+            if bad is not None and k == n // 2:
+                (a if bad[0] == "a" else m)[0] = bad[1]
+            frames.append(enc.frame(k, a, m, seq=k))
+        dec = Decoder()
+        dec.feed(enc.hello(0))
+        blocks = dec.feed_blocks(b"".join(frames))
+        assert len(blocks) == 1 and len(blocks[0]) == n
+        return blocks[0].vetted
+
+    for n in (5, 40):  # the few-packet path and the whole-read path
+        assert vetted(n, None)
+        assert not vetted(n, ("a", 7.0)) and not vetted(n, ("a", over)) and not vetted(n, ("m", 2e5))
+        assert vetted(n, ("a", -6.28)) and vetted(n, ("m", -9.9e4))
+
+
 def _same_decoding(stream: bytes, rng: random.Random, max_packet: int) -> None:
     """The batch path, its frame-block form (``feed_blocks``) and the reference path give the same packets,
     counters and buffer, read by read."""
@@ -196,6 +228,9 @@ def _same_decoding(stream: bytes, rng: random.Random, max_packet: int) -> None:
         got, want, blocks = fast.feed(chunk), ref.feed(chunk), blk.feed_blocks(chunk)
         assert got == want and repr(got) == repr(want)
         assert blocks == frame_blocks(want)
+        for b in blocks:
+            if getattr(b, "vetted", False):  # the decoder's promise: in bounds, finite, seq + 1 each
+                assert _vetted_rows(b), b
         assert fast.buffered == ref.buffered == blk.buffered
         pos += step
     assert fast.stats == ref.stats == blk.stats
