@@ -10,7 +10,9 @@ main loop keeps each wearer's chunks here and takes them, joined into one read:
   *need*, which the loop sets after each read from the decoder and the pipeline):
   a window goes out as soon as its last frame is in, as before;
 - otherwise when the oldest of them has waited ``hold_s``: the frames between two
-  windows are processed a few reads at a time instead of one read per frame.
+  windows are processed a few reads at a time instead of one read per frame; and
+  before any window once they have waited ``2 * hold_s`` (so that under load no
+  wearer's data waits for its next window: the serial buffers last ~0.8 s).
 
 ``hold_s = 0`` hands every chunk over as soon as the loop asks. Pure bookkeeping (no
 I/O, no clock: the caller passes the time), so the capacity benchmark replays the
@@ -91,8 +93,14 @@ class HeldReads:
 
     def take(self, now: float, *, drain: bool = False) -> tuple[int, list[bytes], float] | None:
         """The next read: ``(wearer, its chunks in order, arrival of the first)``, or None when nothing
-        is due. Windows first (held bytes that meet the need), then by age; ``drain``: anything held."""
+        is due. Windows first (held bytes that meet the need), then by age; but chunks that have waited
+        twice ``hold_s`` go before windows (under load windows would otherwise keep them waiting until
+        their own wearer's next window). ``drain``: anything held."""
         held = self._held
+        if held and self.hold_s > 0:
+            i, e = next(iter(held.items()))
+            if now >= e[0] + 2 * self.hold_s:
+                return self._pop(i)
         while self._ready:
             i = self._ready.popleft()
             e = held.get(i)

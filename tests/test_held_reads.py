@@ -62,3 +62,15 @@ def test_bad_settings_are_refused() -> None:
         HeldReads(1, hold_s=-1, limit=1)
     with pytest.raises(ValueError, match="limit"):
         HeldReads(1, hold_s=0, limit=0)
+
+
+def test_data_waiting_twice_the_hold_goes_before_windows() -> None:
+    r = HeldReads(2, hold_s=0.25, limit=100)
+    r.set_need(0, None)
+    r.set_need(1, 1)
+    r.add(0, b"old", now=0.0)
+    r.add(1, b"w", now=0.3)  # wearer 1's window
+    assert r.take(0.3) == (1, [b"w"], 0.3)  # 0.3 s: a window still goes first
+    r.add(1, b"w2", now=0.5)
+    assert r.take(0.5) == (0, [b"old"], 0.0)  # 0.5 s: wearer 0's data has waited 2 x hold
+    assert r.take(0.5) == (1, [b"w2"], 0.5)
