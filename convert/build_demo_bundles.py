@@ -11,7 +11,9 @@ Each bundle is made by the same three public commands a user runs:
    hold-out on the EmoPain challenge validation participants; normalisation ``auto``:
    per-wearer running statistics for protective behaviour, population statistics for
    pain level). Training calibrates the decision rule on its inner-validation
-   participants (window threshold, alert rule);
+   participants (window threshold, alert rule; with per-wearer normalisation the rule
+   raises no alert in a wearer's first ``prior`` seconds, the warm-up, and is chosen
+   with it);
 3. ``alanet convert`` (float16, route ``fused``: the fused TFLite LSTM op through a
    tf_keras copy, a ~29 KB file, the fastest batch-1 form; see models/README.md for the
    routes measured), which writes that rule into the manifest.
@@ -21,6 +23,11 @@ patient sessions (seeds used neither for training nor for calibration), scored w
 the toolkit's stream scorer. Demo models only: trained on synthetic sessions, they
 show the pipeline end to end and are no clinical tool. The work folder (data, runs)
 is kept for inspection.
+
+``--from-run RUN`` rebuilds a bundle without training: RUN's model, window threshold and
+normalisation stay; its alert rule is chosen again on its validation participants'
+recordings (:mod:`alanet.train.recalibrate`, e.g. with a warm-up the run predates),
+then step 3 and the check run as above.
 """
 
 from __future__ import annotations
@@ -95,19 +102,36 @@ def session_check(bundle_dir: Path, seeds: tuple[int, ...] = (101, 102, 103, 104
                                                      "active_precision", "active_recall")}}
 
 
+def recalibrated_run(name: str, from_run: Path, data: Path | None, work: Path) -> Path:
+    """``work/run-<name>``: a copy of ``from_run`` with its alert rule chosen again on its
+    validation streams (``data``: the data it was trained on; default its recorded data_root)."""
+    from alanet.train.data.loading import load_dataset
+    from alanet.train.recalibrate import recalibrate_alert_rule, write_recalibrated
+
+    config = json.loads((from_run / "config.json").read_text())
+    data = data or Path(str(config.get("data_root")))
+    decision = recalibrate_alert_rule(from_run, load_dataset(data, config.get("format")))
+    print(f"{from_run}: alert rule chosen again: {json.dumps(decision)}", flush=True)
+    return write_recalibrated(from_run, work / f"run-{name}", decision, force=True)
+
+
 def build(name: str, out_root: Path, work: Path, *, epochs: int | None, ae_epochs: int | None, seed: int,
-          duration: int) -> Path:
-    """Synthesize (once), train and convert demo ``name`` into ``out_root/<name>-demo``."""
+          duration: int, from_run: Path | None = None, data: Path | None = None) -> Path:
+    """Synthesize (once), train and convert demo ``name`` into ``out_root/<name>-demo``
+    (``from_run``: no training; that run with its alert rule chosen again)."""
     task, quant, route, extra, convert_extra = DEMOS[name]
-    data = work / "data"
-    if not (data / ".complete").exists():
-        _cli("data", "synth", "--out", str(data), "--seed", str(seed), "--duration", str(duration), "--force")
-        (data / ".complete").write_text("ok\n")
-    run = work / f"run-{name}"
-    budget = ([] if epochs is None else ["--epochs", str(epochs)]) + \
-        ([] if ae_epochs is None else ["--ae-epochs", str(ae_epochs)])
-    _cli("train", "--data", str(data), "--task", task, "--model", "alanet", "--eval", "holdout", "--window", "180",
-         "--stride", "45", *budget, "--seed", str(seed), "--quiet", "--force", *extra, "--out", str(run))
+    if from_run is not None:
+        run = recalibrated_run(name, from_run, data, work)
+    else:
+        data = work / "data"
+        if not (data / ".complete").exists():
+            _cli("data", "synth", "--out", str(data), "--seed", str(seed), "--duration", str(duration), "--force")
+            (data / ".complete").write_text("ok\n")
+        run = work / f"run-{name}"
+        budget = ([] if epochs is None else ["--epochs", str(epochs)]) + \
+            ([] if ae_epochs is None else ["--ae-epochs", str(ae_epochs)])
+        _cli("train", "--data", str(data), "--task", task, "--model", "alanet", "--eval", "holdout", "--window",
+             "180", "--stride", "45", *budget, "--seed", str(seed), "--quiet", "--force", *extra, "--out", str(run))
     bundle = out_root / f"{name}-demo"
     _cli("convert", str(run), "--quantize", quant, "--route", route, "--out", str(bundle), "--force", *convert_extra)
     m = json.loads((bundle / "manifest.json").read_text())
@@ -131,12 +155,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--ae-epochs", type=int, help="autoencoder epochs (default: the recipe's own)")
     ap.add_argument("--duration", type=int, default=120, help="seconds per synthetic session")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--from-run", type=Path, metavar="RUN", help="no training: RUN's model with its alert rule chosen "
+                    "again on its validation participants (one --which)")
+    ap.add_argument("--data", type=Path, help="with --from-run: the data RUN was trained on (default: its data_root)")
     args = ap.parse_args(argv)
+    if args.from_run is not None and args.which == "all":
+        ap.error("--from-run needs one --which")
     work = args.work or Path(tempfile.mkdtemp(prefix="alanet-demo-"))
     work.mkdir(parents=True, exist_ok=True)
     for name in (DEMOS if args.which == "all" else [args.which]):
         build(name, args.out, work, epochs=args.epochs, ae_epochs=args.ae_epochs, seed=args.seed,
-              duration=args.duration)
+              duration=args.duration, from_run=args.from_run, data=args.data)
     print(f"work folder: {work}", file=sys.stderr)
     return 0
 

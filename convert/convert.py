@@ -41,7 +41,8 @@ N_SELF_TEST = 3
 STATEFUL_OPS = {"UNIDIRECTIONAL_SEQUENCE_LSTM", "BIDIRECTIONAL_SEQUENCE_LSTM", "UNIDIRECTIONAL_SEQUENCE_RNN",
                 "VAR_HANDLE"}
 CLEAR_FRACTION = 0.75  # a calibrated alert clears below this fraction of its raise threshold
-HYSTERESIS = ("smoothing_alpha", "raise_threshold", "clear_threshold", "min_raise_windows", "min_clear_windows")
+HYSTERESIS = ("smoothing_alpha", "raise_threshold", "clear_threshold", "min_raise_windows", "min_clear_windows",
+              "warmup_s")
 
 
 class ConversionError(InputError):
@@ -218,22 +219,21 @@ def _lite_run(runner: ModelRunner, x: np.ndarray) -> tuple[np.ndarray, np.ndarra
 
 def _decision(run: Run, overrides: dict[str, Any]) -> dict[str, Any]:
     """The run's calibrated decision rule with ``overrides``, checked before any work."""
-    import jsonschema
-
-    from alanet.device.bundle import manifest_json_schema
+    from alanet.device.bundle import first_schema_error, manifest_json_schema
 
     cal = run.config.get("decision") or {}
     dec = calibrated_decision(run.task, run.labels, cal if isinstance(cal, dict) else {})
-    known = set(dec) | {"class_name", "window_threshold", "class_weights", "calibration"}
+    known = set(dec) | {"class_name", "window_threshold", "class_weights", "calibration"} | \
+        ({"warmup_s"} if "class_index" in dec else set())
     unknown = sorted(set(overrides) - known)
     if unknown:
         raise InputError(f"--decision: unknown key(s) {', '.join(unknown)} for task {run.task!r} "
                          f"(known: {', '.join(dec)})")
     dec.update(overrides)
-    try:
-        jsonschema.validate(dec, manifest_json_schema()["properties"]["decision"])
-    except jsonschema.ValidationError as exc:
-        raise InputError(f"--decision: {exc.message}") from None
+    err = first_schema_error(dec, manifest_json_schema()["properties"]["decision"])
+    if err is not None:
+        where = "/".join(map(str, err.absolute_path))
+        raise InputError(f"--decision: {where + ': ' if where else ''}{err.message}")
     if "class_index" in dec and not 0 <= int(dec["class_index"]) < len(run.labels):
         raise InputError(f"--decision: class_index {dec['class_index']} out of range for {len(run.labels)} labels")
     from alanet.device.decisions import make_decider

@@ -155,17 +155,34 @@ def manifest_json_schema() -> dict:
     return json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
 
 
+def first_schema_error(instance: Any, schema: Mapping[str, Any]) -> Any:
+    """The first (shallowest) way ``instance`` breaks ``schema``, or None. Where no branch of a
+    ``oneOf`` fits, the error inside the branch that fits best (fewest errors): the field a
+    user got wrong, not "valid under none of the schemas"."""
+    import jsonschema
+
+    errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(instance),
+                    key=lambda e: (len(e.path), list(map(str, e.path))))
+    if not errors:
+        return None
+    err = errors[0]
+    while err.validator == "oneOf" and err.context:
+        branches: dict[Any, list] = {}
+        for c in err.context:
+            branches.setdefault(c.relative_schema_path[0], []).append(c)
+        err = min(branches.values(), key=len)[0]
+    return err
+
+
 def validate_manifest(manifest: Mapping[str, Any], where: str = MANIFEST_FILE) -> None:
     """BundleError naming the first offending field if ``manifest`` breaks the schema or is inconsistent."""
     try:
-        import jsonschema
+        import jsonschema  # noqa: F401 - checked here for a clear message
     except ImportError:  # pragma: no cover - the device extra installs it
         raise BundleError("the 'jsonschema' package is needed to check bundles") from None
-    validator = jsonschema.Draft202012Validator(manifest_json_schema())
-    errors = sorted(validator.iter_errors(manifest), key=lambda e: (len(e.path), list(map(str, e.path))))
-    if errors:
-        err = errors[0]
-        path = [str(p) for p in err.path]
+    err = first_schema_error(manifest, manifest_json_schema())
+    if err is not None:
+        path = [str(p) for p in err.absolute_path]
         if err.validator == "required" and isinstance(err.instance, dict):
             missing = [k for k in err.validator_value if k not in err.instance]
             raise BundleError(f"{where}: field {'/'.join(path + missing[:1])}: missing")

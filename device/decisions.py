@@ -6,7 +6,9 @@ bundle manifest's ``decision`` section:
 
 - :class:`ProtectiveDecider` (2-class task): exponential smoothing of the positive
   class probability, then hysteresis (raise above ``raise_threshold``, clear below
-  ``clear_threshold``) with minimum durations counted in windows.
+  ``clear_threshold``) with minimum durations counted in windows, and no raise while
+  the wearer's stream behind a window is shorter than ``warmup_s`` seconds (its
+  per-wearer statistics are then still mostly the population prior).
 - :class:`PainDecider` (3-class task): the mean class probabilities over the last
   ``horizon_windows`` windows; the level changes only after the new level has led for
   ``min_change_windows`` consecutive windows.
@@ -16,6 +18,7 @@ Both are pure (no I/O, no clock): feed them windows, get :class:`Event` objects.
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from dataclasses import dataclass, fields
 from typing import Any, Mapping, Sequence
@@ -42,8 +45,13 @@ class ProtectiveRule:
     window_threshold: float = 0.5  # one window is positive when p >= this (calibrated in training)
     class_weights: tuple[float, ...] | None = None  # multi-class prior correction before p[class_index]
     calibration: str | None = None  # how the calibrated values were chosen (informational)
+    warmup_s: float = 0.0  # no raise from a window with less of the wearer's stream behind it (seconds)
 
     def __post_init__(self) -> None:
+        w = self.warmup_s
+        if isinstance(w, bool) or not isinstance(w, (int, float)) or not (math.isfinite(w) and w >= 0):
+            raise ValueError(f"decision.warmup_s must be a number of seconds >= 0, got {w!r}")
+        object.__setattr__(self, "warmup_s", float(w))
         if not 0 < self.smoothing_alpha <= 1:
             raise ValueError(f"decision.smoothing_alpha must lie in (0, 1], got {self.smoothing_alpha}")
         if not 0 <= self.clear_threshold <= self.raise_threshold <= 1:
@@ -147,8 +155,14 @@ class ProtectiveDecider:
         self.smoothed = None
         self._run = 0
 
-    def update(self, probs: Sequence[float], t_start: float, t_end: float) -> Event | None:
-        """Feed one window's class probabilities; return an event when the state flips."""
+    def update(self, probs: Sequence[float], t_start: float, t_end: float, *,
+               seen_s: float | None = None) -> Event | None:
+        """Feed one window's class probabilities; return an event when the state flips.
+
+        ``seen_s``: seconds of this wearer's stream behind the window (default ``t_end``:
+        a recording that starts with its statistics). While it is below the rule's
+        ``warmup_s`` no run towards a raise starts; clearing an open episode is unaffected.
+        """
         r = self.rule
         if r.class_weights is not None:
             probs = reweight(np.asarray(probs, np.float64), r.class_weights)
@@ -158,7 +172,7 @@ class ProtectiveDecider:
         idx = self._n
         self._n += 1
         if not self.active:
-            if s >= r.raise_threshold:
+            if s >= r.raise_threshold and (t_end if seen_s is None else seen_s) >= r.warmup_s:
                 if self._run == 0:
                     self._run_start = t_start
                 self._run += 1
@@ -203,8 +217,9 @@ class PainDecider:
         self.smoothed = None
         self._candidate, self._run = None, 0
 
-    def update(self, probs: Sequence[float], t_start: float, t_end: float) -> Event | None:
-        """Feed one window; return an event when the confirmed pain level changes."""
+    def update(self, probs: Sequence[float], t_start: float, t_end: float, *,
+               seen_s: float | None = None) -> Event | None:
+        """Feed one window; return an event when the confirmed pain level changes (``seen_s`` is not used)."""
         p = np.asarray(probs, dtype=np.float64)
         self._hist.append(p)
         mean = np.mean(self._hist, axis=0)

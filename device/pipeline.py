@@ -277,6 +277,7 @@ class DueWindow:
     x: np.ndarray  # [L, C] float32, normalised with the slot's statistics (its own buffer)
     seq: int
     t_ms: float
+    seen_s: float  # seconds of the wearer's stream behind the window (the decision's warm-up)
 
 
 class WearerPipeline:
@@ -304,6 +305,7 @@ class WearerPipeline:
         # switch to such a bundle starts them from its prior).
         self.stats = WearerStats(spec.n_channels)
         self._stats_identity: tuple | None = None  # the accepted wearable the statistics belong to
+        self._seen_base = 0  # frames accepted and bridged before that wearable was accepted
         self.counters = PipelineCounters()
         self._t_base = 0  # unwrapped device clock offset (ms)
         self._last_t_ms: int | None = None
@@ -603,6 +605,8 @@ class WearerPipeline:
             ident = _wearable_identity(h)
             if self._stats_identity is not None and ident != self._stats_identity:
                 self.stats.reset()  # another wearable (even after a refused HELLO): its own statistics
+            if ident != self._stats_identity:
+                self._seen_base = self.counters.frames + self.counters.bridged
             self._stats_identity = ident
         self.refusal = problem
         self.hello = h
@@ -734,10 +738,17 @@ class WearerPipeline:
             return None
         return summarise(raw[0], raw[1], spec.attention_spec, self.fs)
 
+    def _seen_s(self) -> float:
+        """Seconds of this wearer's stream behind the window just completed: the frames in its
+        running statistics (per-wearer bundles), or accepted since its wearable was (population)."""
+        c = self.counters
+        n = self.stats.n if self.slot.spec.normalizer.per_wearer else c.frames + c.bridged - self._seen_base
+        return n / self.fs
+
     def _classify(self, window: np.ndarray, seq: int, t_ms: float) -> WindowResult | None:
         if self.deferred:
             x = self._normalize(window, np.empty_like(self.slot.norm))  # its own buffer: the ring moves on
-            self._due.append(DueWindow(x, seq, t_ms))
+            self._due.append(DueWindow(x, seq, t_ms, self._seen_s()))
             return None
         x = self._normalize(window)
         spec = self.slot.spec
@@ -745,7 +756,7 @@ class WearerPipeline:
         probs = spec.predict(x)
         dt = time.perf_counter() - t0
         raw = spec.attention() if spec.attention is not None and spec.attention_spec is not None else None
-        return self._conclude(probs, seq, t_ms, dt, raw)
+        return self._conclude(probs, seq, t_ms, dt, raw, self._seen_s())
 
     # ---- deferred windows (batched across wearers by the caller) ----
     @property
@@ -782,7 +793,7 @@ class WearerPipeline:
                     self._restart_window()
                     continue
                 raw = (attention[0][k], attention[1][k]) if attention is not None else None
-                r = self._conclude(probs[k], d.seq, d.t_ms, dt, raw)
+                r = self._conclude(probs[k], d.seq, d.t_ms, dt, raw, d.seen_s)
                 if r is not None:
                     out.append(r)
             except Exception as exc:  # noqa: BLE001 - like a packet fault: counted, the wearer goes on
@@ -809,8 +820,9 @@ class WearerPipeline:
         return out
 
     def _conclude(self, probs: np.ndarray, seq: int, t_ms: float, dt: float,
-                  raw_attention: RawAttention | None = None) -> WindowResult | None:
-        """Decide on one window's probabilities; None (window skipped) when they are not finite."""
+                  raw_attention: RawAttention | None = None, seen_s: float | None = None) -> WindowResult | None:
+        """Decide on one window's probabilities; None (window skipped) when they are not finite.
+        ``seen_s``: seconds of the wearer's stream behind the window (the decision rule's warm-up)."""
         s, c = self.slot, self.counters
         c.inference_s += dt
         t_end = self._stream_seconds(t_ms) + 1.0 / self.fs
@@ -822,7 +834,7 @@ class WearerPipeline:
             return None
         t_start = round(t_end - s.spec.length / self.fs, 3) + 0.0  # ms resolution, no -0.0
         t_end = round(t_end, 3) + 0.0
-        ev = s.decider.update(probs, t_start, t_end)
+        ev = s.decider.update(probs, t_start, t_end, seen_s=seen_s)
         if ev is not None:
             c.events += 1
         d = s.decider

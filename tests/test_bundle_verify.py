@@ -108,6 +108,8 @@ def test_unsigned_bundle_rejected_when_keys_are_trusted(bundle, signed):
     (lambda m: m["channels"][0].pop("unit"), "channels/0"),
     (lambda m: m.update(schema="alanet.bundle/2"), "schema"),
     (lambda m: m["decision"].update(class_index=5), "decision/class_index"),
+    (lambda m: m["decision"].update(warmup_s=-1), "decision/warmup_s: -1 is less than the minimum of 0"),
+    (lambda m: m["decision"].update(warmup_s="60"), "decision/warmup_s: '60' is not of type 'number'"),
     (lambda m: m["normalization"]["std"].append(1.0), "normalization"),
 ])
 def test_manifest_breaking_the_schema_is_rejected(bundle, edit, field):
@@ -167,6 +169,22 @@ def test_unpack_refuses_path_traversal_and_links(tmp_path, name):
     with pytest.raises(BundleError, match="not allowed"):
         unpack(archive, tmp_path / "out")
     assert not (tmp_path / "out").exists() and not (tmp_path.parent / "evil").exists()
+
+
+def test_warmup_round_trips_through_the_manifest(signed, tmp_path):
+    """decision.warmup_s is written, read back and built into the gateway's decider; a
+    manifest without it (older bundles) means no warm-up."""
+    from alanet.device.bundle import write_bundle
+    from alanet.device.decisions import make_decider
+
+    b = load_bundle(signed[0])
+    assert "warmup_s" not in b.decision and make_decider(b.task, b.decision, b.labels).rule.warmup_s == 0.0
+    m = json.loads((signed[0] / "manifest.json").read_text())
+    m["decision"]["warmup_s"] = 12.5
+    write_bundle(tmp_path / "w", m, (signed[0] / "model.tflite").read_bytes())
+    again = load_bundle(tmp_path / "w")
+    assert again.decision["warmup_s"] == 12.5
+    assert make_decider(again.task, again.decision, again.labels).rule.warmup_s == 12.5
 
 
 def test_validate_manifest_accepts_pain_decision(signed):

@@ -120,7 +120,8 @@ def test_keygen_writes_private_0600_and_public(tmp_path):
 
 @pytest.mark.parametrize("flag, needle", [("raise_threshold=1.5", "greater than the maximum"),
                                           ("foo=1", "unknown key(s) foo"), ("novalue", "expected KEY=VALUE"),
-                                          ("clear_threshold=0.9", "clear_threshold <= raise_threshold")])
+                                          ("clear_threshold=0.9", "clear_threshold <= raise_threshold"),
+                                          ("warmup_s=-5", "--decision: warmup_s: -5 is less than the minimum of 0")])
 def test_bad_decision_override(tiny_run, tmp_path, flag, needle):
     out = tmp_path / "b"
     _assert_refused(run_cli("convert", str(tiny_run), "--quantize", "float16", "--out", str(out), "--decision", flag),

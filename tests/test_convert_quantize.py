@@ -74,10 +74,11 @@ def test_int8_loop_route_crash_is_a_clear_error(tiny_run, tmp_path):
 def test_loop_route_float16_is_small(tiny_run, tmp_path):
     out = tmp_path / "b"
     res = run_cli("convert", str(tiny_run), "--quantize", "float16", "--route", "loop", "--out", str(out),
-                  "--decision", "raise_threshold=0.5", "--decision", "min_raise_windows=3")
+                  "--decision", "raise_threshold=0.5", "--decision", "min_raise_windows=3", "--decision", "warmup_s=30")
     assert res.returncode == 0, res.stderr
     m = json.loads((out / "manifest.json").read_text())
     assert m["decision"]["raise_threshold"] == 0.5 and m["decision"]["min_raise_windows"] == 3
+    assert m["decision"]["warmup_s"] == 30 and "warmup_s" not in json.loads((tiny_run / "config.json").read_text())
     assert m["decision"]["clear_threshold"] == 0.4
     assert m["route"] == "loop" and "WHILE" in ModelRunner(out / "model.tflite").ops()
     assert m["parity"]["agreement"] >= 0.99

@@ -92,3 +92,29 @@ def test_decide_offline_equals_streaming():
     assert off == live and len(off) >= 2
     states = [e.state for e in off]
     assert all(a != b for a, b in zip(states, states[1:]))  # strictly alternating raise/clear
+
+
+def test_warmup_holds_raises_but_not_clears():
+    """No run towards a raise starts from a window with less than warmup_s of stream behind
+    it (offline: its end time); afterwards raises work as before, and an open episode
+    clears even while a new wearer's stream is short."""
+    rule = ProtectiveRule(smoothing_alpha=1.0, min_raise_windows=2, min_clear_windows=1, warmup_s=5.0)
+    ev = feed(ProtectiveDecider(rule), [0.9] * 6)  # window i ends at i + 3 s
+    assert [(e.state, e.window, e.t_start) for e in ev] == [(RAISED, 3, 2.0)]  # the run starts at window 2 (5 s)
+    assert feed(ProtectiveDecider(ProtectiveRule(smoothing_alpha=1.0, min_raise_windows=2)), [0.9] * 6)[0].window == 1
+    assert decide_offline("protective", {"smoothing_alpha": 1.0, "min_raise_windows": 2, "warmup_s": 5.0}, ["n", "p"],
+                          np.array([[0.1, 0.9]] * 6), np.arange(6.0), np.arange(6.0) + 3) == ev
+    d = ProtectiveDecider(rule)
+    assert d.update([0.1, 0.9], 0, 3, seen_s=60) is None and d.update([0.1, 0.9], 1, 4, seen_s=60).state == RAISED
+    assert d.update([0.9, 0.1], 2, 5, seen_s=0.5).state == CLEARED  # clearing is never held
+    assert d.update([0.1, 0.9], 3, 6, seen_s=4.9) is None and d.update([0.1, 0.9], 4, 7, seen_s=4.9) is None
+    assert d.update([0.1, 0.9], 5, 8, seen_s=5.0) is None and d.update([0.1, 0.9], 6, 9, seen_s=5.1).state == RAISED
+    # the pain decider takes the same call and ignores it
+    assert PainDecider(PainRule(), ["a", "b", "c"]).update([0.1, 0.8, 0.1], 0, 3, seen_s=0.0) is None
+
+
+@pytest.mark.parametrize("bad", [-1, "60", float("nan"), True])
+def test_bad_warmup_is_one_clear_error(bad):
+    with pytest.raises(ValueError, match=r"^decision\.warmup_s must be a number of seconds >= 0, got "):
+        protective_rule({"warmup_s": bad})
+    assert ProtectiveRule().warmup_s == 0.0 and protective_rule({"warmup_s": 60}).warmup_s == 60.0

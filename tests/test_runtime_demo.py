@@ -35,7 +35,7 @@ def test_demo_scores_alert_payloads_with_the_stream_scorer():
 
 
 def test_demo_command_runs_and_summarises(cli, bundle, tmp_path):
-    r = cli("demo", "--duration", "60", "--speed", "30", "--bundle", str(bundle), "--keep", str(tmp_path / "run"),
+    r = cli("demo", "--duration", "120", "--speed", "30", "--bundle", str(bundle), "--keep", str(tmp_path / "run"),
             timeout=240)
     assert r.returncode == 0, r.stderr[-3000:]
     lines = r.stdout.splitlines()
@@ -43,10 +43,12 @@ def test_demo_command_runs_and_summarises(cli, bundle, tmp_path):
     for start in ("hits:", "false alarms:", "active-time precision:"):
         assert any(line.startswith(start) for line in lines), start
     s = json.loads((tmp_path / "run" / "summary.json").read_text())
-    assert s["frames"] == 3600 and s["windows"] == (3600 - 180) // 45 + 1
+    assert s["frames"] == 7200 and s["windows"] == (7200 - 180) // 45 + 1
     assert s["hits"] + s["misses"] == s["episodes"] > 0
     got = [json.loads(l) for l in (tmp_path / "run" / "alerts.jsonl").read_text().splitlines()]
-    assert len(got) == s["alerts"] and len({a["id"] for a in got}) == len(got)
+    assert len(got) == s["alerts"] > 0 and len({a["id"] for a in got}) == len(got)
+    warmup = json.loads((bundle / "manifest.json").read_text())["decision"].get("warmup_s", 0.0)
+    assert all(a["t_end"] >= warmup for a in got if a["state"] == "raised")  # none in the wearer's warm-up
 
 
 def test_demo_on_the_python_broker(bundle, tmp_path):

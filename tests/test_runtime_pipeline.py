@@ -314,3 +314,43 @@ def test_per_wearer_statistics_keep_every_frame_when_a_deferred_window_fails(mod
     assert ref.due == blk.due >= 1
     for x, y in zip(blk.due_windows(), ref.due_windows()):
         np.testing.assert_allclose(x, y, atol=1e-5)
+
+
+@pytest.mark.parametrize("per_wearer", [True, False])
+def test_warmup_holds_raises_as_offline(model, session, per_wearer):
+    """A rule with a warm-up: the gateway (block path, reference path, deferred windows) raises
+    exactly what decide_offline raises on the same windows from the recording's start (no
+    raise before warmup_s of the wearer's stream), and a new wearable's warm-up starts again."""
+    from dataclasses import replace as dc_replace
+
+    b, runner, spec = model
+    norm = spec.normalizer.with_prior(600.0) if per_wearer else spec.normalizer
+    feats = emopain_frame_features(session.angles, session.emg, rs.FS)
+    st = window_starts(len(feats), rs.L, rs.S)
+    probs = runner.predict_many(norm.stream_windows(feats, st, rs.L))
+    rule = {**spec.decision, "smoothing_alpha": 1.0}
+    plain = decide_offline(b.task, rule, b.labels, probs, st / rs.FS, (st + rs.L) / rs.FS)
+    assert plain and plain[0].state == "raised"
+    rule["warmup_s"] = plain[0].t_end + 0.5  # holds the first raise (and what follows from it)
+    want = decide_offline(b.task, rule, b.labels, probs, st / rs.FS, (st + rs.L) / rs.FS)
+    assert want and want != plain and want[0].t_end > rule["warmup_s"]
+    pw = dc_replace(spec, normalizer=norm, decision=rule)
+
+    def switched_on_long_ago(pkts, t0_ms):  # the device clock does not start with the stream
+        return pkts[:1] + [dc_replace(f, t_ms=f.t_ms + t0_ms) for f in pkts[1:]]
+
+    packets = switched_on_long_ago(frames(session, range(session.n)), 600_000)
+    for p in (WearerPipeline("w1", pw), WearerPipeline("w1", pw, batch=False), WearerPipeline("w1", pw, deferred=True)):
+        res = []
+        for k in range(0, len(packets), 700):
+            res += p.handle(packets[k:k + 700])
+            if p.deferred:
+                res += p.finish_due()
+        assert [(r.event.state, r.window) for r in res if r.event] == [(e.state, e.window) for e in want]
+    # another wearable on the same line after an episode cleared: held again from its own start
+    end = int(st[[e.window for e in want if e.state == "cleared"][0]]) + rs.L
+    p = WearerPipeline("w1", pw)
+    p.handle(packets[:1 + end])
+    assert not p.decider.active
+    res = p.handle(switched_on_long_ago([rs.hello(device_id="other-wearable")] + packets[1:], 900_000))
+    assert [(r.event.state, r.window - res[0].window) for r in res if r.event] == [(e.state, e.window) for e in want]

@@ -99,3 +99,9 @@ def test_alert_rule_is_chosen_on_validation_streams():
              "min_clear_windows": 1}
     assert score(chosen) >= score(naive)
     assert score(chosen) > 0.5
+    # with a warm-up every candidate is scored with it, and the rule keeps it
+    held = calibrate_stream([stream], {**base, "warmup_s": 40.0}, "protective", ["n", "p"])
+    assert held["warmup_s"] == 40.0 and "with a 40 s warm-up" in held["calibration"]
+    assert score(held) >= score({**chosen, "warmup_s": 40.0})
+    events = decide_offline("protective", held, ["n", "p"], stream.proba, starts / fs, (starts + L) / fs)
+    assert events and all(e.t_end >= 40.0 for e in events if e.state == "raised")

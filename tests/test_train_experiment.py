@@ -199,6 +199,7 @@ def test_stream_calibration_uses_validation_participants_only(monkeypatch):
     fold = r.folds[0]
     assert seen and all(ids == tuple(fold.plan.val) for ids in seen) and fold.plan.val
     assert all("S05" not in ids for ids in seen)
+    assert "warmup_s" not in r.decision  # population statistics: no warm-up
 
 
 def test_class_weights_are_independent_of_augmentation():
@@ -306,6 +307,8 @@ def test_per_wearer_normalisation_reaches_every_window_of_the_run():
     ds = toy_dataset(participants=3)
     r = run_experiment(cfg("rf", test_participants=("S02",), normalization="per-wearer", prior_seconds=0.5), ds)
     assert r.normalizer.per_wearer and r.normalizer.prior_frames == 30.0
+    # alerts wait until the wearer's own frames weigh as much as the prior, and the alert rule was chosen so
+    assert r.decision["warmup_s"] == 0.5 and "0.5 s warm-up" in r.decision["calibration"]
     tw = make_windows(ds, "label", WindowSpec(30, 15))
     full = tw.mask.all(axis=1)
     held = tw.of(("S02",))
@@ -323,3 +326,5 @@ def test_per_wearer_normalisation_reaches_every_window_of_the_run():
     assert cfg("rf", task="protective").prior_frames(emo) == 3600.0
     assert cfg("rf", task="pain").normalization_for(emo) == "population" and cfg("rf", task="pain").prior_frames(emo) == 0
     assert cfg("rf", task="protective", normalization="population").prior_frames(emo) == 0.0
+    assert cfg("rf", task="protective").warmup_s(emo) == 60.0
+    assert cfg("rf", task="protective", normalization="population").warmup_s(emo) == 0.0

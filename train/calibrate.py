@@ -108,6 +108,8 @@ def calibrate_stream(streams: Sequence[Stream], decision: dict[str, Any], task: 
     """The alert rule (smoothing, raise/clear thresholds, minimum durations) that scores best
     on the validation streams with the toolkit's stream scorer: the mean of the event F1
     (episodes hit by a raise inside them vs raises that hit none) and the active-time F1.
+    A ``warmup_s`` in ``decision`` holds for every candidate (each stream is a wearer from
+    its start), so the thresholds chosen fit it.
 
     Returns ``decision`` updated with the chosen rule and a note, or unchanged when the
     streams hold no protective episode."""
@@ -135,7 +137,9 @@ def calibrate_stream(streams: Sequence[Stream], decision: dict[str, Any], task: 
                             best = (value, rule, total)
     assert best is not None
     value, rule, total = best
-    note = (f"; alert rule on {len(streams)} validation stream(s): {total.hits}/{total.episodes} episodes hit, "
+    warmup = float(decision.get("warmup_s", 0.0))
+    note = (f"; alert rule{f' (with a {warmup:g} s warm-up)' if warmup else ''} on {len(streams)} validation "
+            f"stream(s): {total.hits}/{total.episodes} episodes hit, "
             f"{total.false_alarms_per_10min:.1f} false alarms per 10 min, active-time precision "
             f"{total.active_precision:.2f} / recall {total.active_recall:.2f}")
     return {**rule, "calibration": str(decision.get("calibration", "")) + note}

@@ -71,6 +71,11 @@ class ExperimentConfig:
             return 0.0
         return float(self.prior_seconds) * float(dataset.schema.sample_rate_hz)
 
+    def warmup_s(self, dataset: Dataset) -> float:
+        """The alert rule's warm-up: per-wearer, the prior's length (no alert is raised until
+        the wearer's own frames weigh as much as the population prior); 0 in population mode."""
+        return self.prior_frames(dataset) / float(dataset.schema.sample_rate_hz)
+
     def resolved_hparams(self) -> dict[str, Any]:
         """The model's defaults, ``--hparam`` overrides, then ``--epochs``: an explicit epoch
         count applies to every stage (autoencoder and fine-tuning too, unless
@@ -264,6 +269,17 @@ def plan_folds(cfg: ExperimentConfig, dataset: Dataset, tw: TaskWindows) -> list
     return plans
 
 
+def deployed_plan(cfg: ExperimentConfig, dataset: Dataset, tw: TaskWindows) -> FoldPlan:
+    """The split of the deployable model: hold-out, the fold's; LOSO, the final model's
+    (every participant, an inner validation split of them)."""
+    plans = plan_folds(cfg, dataset, tw)
+    if cfg.eval == "holdout":
+        return plans[0]
+    people = tuple(sorted(set(tw.participant.tolist())))
+    fit_ids, val_ids = inner_split(people, tw, cfg.val_fraction, cfg.seed + len(plans))
+    return FoldPlan((), fit_ids, val_ids)
+
+
 def selected_folds(cfg: ExperimentConfig, plans: list[FoldPlan]) -> list[int]:
     """Indices of the folds to run: every one, or those holding out ``cfg.folds`` (LOSO).
 
@@ -304,6 +320,7 @@ class FoldJob:
     threads: int | None = None
     val_streams: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = field(default_factory=list)  # (windows, starts, labels)
     sample_rate_hz: float = 60.0
+    warmup_s: float = 0.0  # the alert rule's warm-up (seconds of a wearer's stream before a raise)
 
 
 def prepare_job(cfg: ExperimentConfig, hp: dict[str, Any], dataset: Dataset, tw: TaskWindows, plan: FoldPlan,
@@ -313,7 +330,8 @@ def prepare_job(cfg: ExperimentConfig, hp: dict[str, Any], dataset: Dataset, tw:
     x = normalise_windows(tw, idx, dataset, norm)
     streams = validation_streams(dataset, cfg, plan.val, norm) if tw.n_classes == 2 else []
     return FoldJob(cfg, hp, plan, groups, tw.n_classes, x, tw.mask[idx], tw.y[idx], tw.participant[idx], index,
-                   val_streams=streams, sample_rate_hz=dataset.schema.sample_rate_hz), norm
+                   val_streams=streams, sample_rate_hz=dataset.schema.sample_rate_hz,
+                   warmup_s=cfg.warmup_s(dataset)), norm
 
 
 def validation_streams(dataset: Dataset, cfg: ExperimentConfig, val_ids: tuple[str, ...],
@@ -373,6 +391,8 @@ def train_fold(job: FoldJob):
         decision = calibrate(p_val, job.y[val_idx], job.n_classes, counts, np.asarray(result.class_weights),
                              where="validation windows" if by_windows else
                              f"validation participants {','.join(plan.val)}")
+    if decision.get("window_threshold") is not None and job.warmup_s > 0:
+        decision = {**decision, "warmup_s": job.warmup_s}  # the alert rule below is chosen with it
     if job.val_streams and decision.get("window_threshold") is not None:
         streams = [Stream(predict_proba(result, w, np.ones(w.shape[:2], bool)), st, lab, job.cfg.window,
                           job.sample_rate_hz) for w, st, lab in job.val_streams]
@@ -523,10 +543,7 @@ def run_experiment(cfg: ExperimentConfig, dataset: Dataset) -> ExperimentResult:
         final, decision, normalizer = None, {}, fit_normalizer(dataset, tw.participant.tolist(),
                                                                cfg.prior_frames(dataset))
         if cfg.final:
-            people = tuple(sorted(set(tw.participant.tolist())))
-            fit_ids, val_ids = inner_split(people, tw, cfg.val_fraction, cfg.seed + len(plans))
-            plan = FoldPlan((), fit_ids, val_ids)
-            job, normalizer = prepare_job(cfg, hp, dataset, tw, plan, groups, len(plans))
+            job, normalizer = prepare_job(cfg, hp, dataset, tw, deployed_plan(cfg, dataset, tw), groups, len(plans))
             final_fold, final = train_fold(job)
             decision = final_fold.decision
             metrics["final_train_seconds"] = final.train_seconds

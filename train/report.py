@@ -189,6 +189,8 @@ def write_report(out: Path, result, dataset) -> None:
         rule = (f"class {names[dec['class_index']]!r} when p ≥ {dec['window_threshold']:.2f}"
                 if "window_threshold" in dec else
                 f"prior-corrected argmax, weights {dec['class_weights']}" if dec.get("class_weights") else "argmax")
+        if dec.get("warmup_s"):
+            rule += f"; no alert in a wearer's first {dec['warmup_s']:g} s"
         lines += [f"Decision rule of the deployed model: {rule} ({dec.get('calibration', '')}).", ""]
     if cfg.eval == "loso" and result.folds:
         lines += ["## Folds", "", "| Test participant | Accuracy | Macro F1 (present classes) | MCC | Train time (s) |",
