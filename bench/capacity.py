@@ -54,6 +54,7 @@ doubled from 100 until it fails, then bisected. Writes ``bench/results/capacity.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import logging
 import os
@@ -295,7 +296,7 @@ def run_trial(n: int, seconds: float, bundle: Path, frames: list[bytes], broker_
                 next_poll = start + 0.05
             return start
 
-        settle_heap()  # as Gateway.run does once it is up
+        settle_heap()  # as `alanet run` does once the gateway is built
         cpu0 = time.process_time()
         if per_read:
             for k in order:
@@ -370,6 +371,7 @@ def run_trial(n: int, seconds: float, bundle: Path, frames: list[bytes], broker_
         gw.link.flush(10)
         alerts = gw.alerts
     finally:
+        gc.unfreeze()  # this trial's gateway may go
         gw.link.stop(gw.status_topic, b"{}")
         gw.queue.close()
         gw._lock.release()
@@ -632,8 +634,10 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.unbatched:
         args.batch_max = 1
-    if args.batch_max < 0 or args.batch_wait_ms < 0 or args.read_hold_ms < 0:
+    if args.batch_max < 0 or args.batch_wait_ms < 0:
         ap.error("--batch-max and --batch-wait-ms must be >= 0")
+    if not 0 <= args.read_hold_ms <= 1000:
+        ap.error(f"--read-hold-ms must lie in 0 ... 1000 (as [runtime] read_hold_ms), got {args.read_hold_ms:g}")
     if args.curve:
         try:
             if any(int(v) < 1 for v in args.curve.split(",")):

@@ -27,6 +27,18 @@ from collections import deque
 NEVER = sys.maxsize  # a need no read meets: the chunks wait for ``hold_s``
 
 
+class _Held:
+    """One wearer's held chunks."""
+
+    __slots__ = ("since", "size", "chunks", "ready")
+
+    def __init__(self, since: float) -> None:
+        self.since = since  # arrival of the first chunk
+        self.size = 0  # bytes held
+        self.chunks: list[bytes] = []
+        self.ready = False  # in the ready queue (the bytes meet the wearer's need)
+
+
 class HeldReads:
     """Chunks per wearer, longest waiting first; see the module docstring."""
 
@@ -39,7 +51,7 @@ class HeldReads:
         self.limit = int(limit)  # chunks held in all before the caller should stop taking more in
         self.chunks = 0  # chunks held in all
         self._need = [0] * wearers  # bytes that complete each wearer's next window (0: any read)
-        self._held: dict[int, list] = {}  # wearer -> [since, bytes, chunks, ready]; first chunk's order
+        self._held: dict[int, _Held] = {}  # in the order of their first chunk's arrival
         self._ready: deque[int] = deque()  # wearers whose held bytes meet their need, in that order
 
     def __bool__(self) -> bool:
@@ -53,66 +65,70 @@ class HeldReads:
         """Hold one chunk of wearer ``i`` that arrived at ``now``."""
         e = self._held.get(i)
         if e is None:
-            e = self._held[i] = [now, 0, [], False]
-        e[1] += len(chunk)
-        e[2].append(chunk)
+            e = self._held[i] = _Held(now)
+        e.size += len(chunk)
+        e.chunks.append(chunk)
         self.chunks += 1
-        if not e[3] and e[1] >= self._need[i]:
-            e[3] = True
+        if not e.ready and e.size >= self._need[i]:
+            e.ready = True
             self._ready.append(i)
 
     def set_need(self, i: int, need: int | None) -> None:
         """Bytes wearer ``i`` still needs for its next window (``None``: no window is coming; hold only)."""
         self._need[i] = NEVER if need is None else max(0, int(need))
         e = self._held.get(i)
-        if e is not None and not e[3] and e[1] >= self._need[i]:
-            e[3] = True
+        if e is not None and not e.ready and e.size >= self._need[i]:
+            e.ready = True
             self._ready.append(i)
 
-    def due(self, now: float) -> bool:
-        """Whether :meth:`take` would hand a read over at ``now``."""
-        if self._ready:
-            return True
-        if not self._held:
-            return False
-        return now >= next(iter(self._held.values()))[0] + self.hold_s
-
-    def wait_s(self, now: float, most: float) -> float:
-        """Seconds until the oldest held chunks are due (``most`` when nothing is held, 0 when due now)."""
-        if self._ready:
-            return 0.0
-        if not self._held:
-            return most
-        return min(most, max(0.0, next(iter(self._held.values()))[0] + self.hold_s - now))
+    def clear_needs(self) -> None:
+        """Forget every need (e.g. after a model switch: other windows, strides or rates): the next
+        read of each wearer goes out at once and sets it again."""
+        for i in range(len(self._need)):
+            self.set_need(i, 0)
 
     def next_due(self) -> float | None:
         """When the oldest held chunks come due by age (None when nothing is held)."""
         if not self._held:
             return None
-        return next(iter(self._held.values()))[0] + self.hold_s
+        return next(iter(self._held.values())).since + self.hold_s
+
+    def due(self, now: float) -> bool:
+        """Whether :meth:`take` would hand a read over at ``now``."""
+        if self._ready:
+            return True
+        t = self.next_due()
+        return t is not None and now >= t
+
+    def wait_s(self, now: float, most: float) -> float:
+        """Seconds until the oldest held chunks are due (``most`` when nothing is held, 0 when due now)."""
+        if self._ready:
+            return 0.0
+        t = self.next_due()
+        return most if t is None else min(most, max(0.0, t - now))
 
     def take(self, now: float, *, drain: bool = False) -> tuple[int, list[bytes], float] | None:
         """The next read: ``(wearer, its chunks in order, arrival of the first)``, or None when nothing
         is due. Windows first (held bytes that meet the need), then by age; but chunks that have waited
         twice ``hold_s`` go before windows (under load windows would otherwise keep them waiting until
-        their own wearer's next window). ``drain``: anything held."""
+        their own wearer's next window). ``drain``: anything held, oldest first."""
         held = self._held
-        if held and self.hold_s > 0:
+        if held:
             i, e = next(iter(held.items()))
-            if now >= e[0] + 2 * self.hold_s:
+            if drain or (self.hold_s > 0 and now >= e.since + 2 * self.hold_s):
                 return self._pop(i)
         while self._ready:
             i = self._ready.popleft()
             e = held.get(i)
-            if e is not None and e[3]:
+            if e is not None and e.ready:
                 return self._pop(i)
         if held:
             i, e = next(iter(held.items()))
-            if drain or now >= e[0] + self.hold_s:  # the same sum as next_due(): due exactly then
+            if now >= e.since + self.hold_s:  # the same sum as next_due(): due exactly then
                 return self._pop(i)
         return None
 
     def _pop(self, i: int) -> tuple[int, list[bytes], float]:
-        since, _, chunks, _ = self._held.pop(i)
-        self.chunks -= len(chunks)
-        return i, chunks, since
+        e = self._held.pop(i)
+        self.chunks -= len(e.chunks)
+        return i, e.chunks, e.since

@@ -68,7 +68,6 @@ from alanet.firmware_bridge.protocol import Exercise
 # windows pays even for a batch-1 model (alert commits and publishes are shared), measured 625
 # vs 387-500 wearables per core (docs/performance.md).
 DEFER_MIN = 16
-HELD_PER_WEARER = 64  # chunks the main loop may hold per wearable (read_hold_ms of stream is ~15 frames)
 
 log = logging.getLogger("alanet.gateway")
 
@@ -80,6 +79,13 @@ MODEL_SCHEMA = "alanet.model/1"
 
 def utc_now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def held_limit(cfg: GatewayConfig) -> int:
+    """Chunks the main loop may hold in all: twice ``read_hold_ms`` of 60 Hz frames in two reads
+    each per wearable, and some slack (past it, the oldest held reads are processed at once)."""
+    per_wearer = int(2 * cfg.read_hold_ms / 1000.0 * 60 * 2) + 16
+    return max(DATA_QUEUE_MAX, per_wearer * len(cfg.wearables))
 
 
 def settle_heap() -> None:
@@ -220,8 +226,7 @@ class Gateway:
         self.wearables = [Wearable(w, WearerPipeline(w.wearer, self.spec, cfg.max_gap_frames), Decoder())
                           for w in cfg.wearables]
         # chunks taken from the queue, per wearer, until they complete a window or wait read_hold_ms
-        self.reads = HeldReads(len(self.wearables), cfg.read_hold_ms / 1000.0,
-                               max(DATA_QUEUE_MAX, HELD_PER_WEARER * len(self.wearables)))
+        self.reads = HeldReads(len(self.wearables), cfg.read_hold_ms / 1000.0, held_limit(cfg))
         self._due: list[int] = []  # wearers with due windows, in the order their first one became due
         self._due_n = 0  # due windows in all
         self._due_since = 0.0  # monotonic time the oldest due window became due
@@ -382,7 +387,7 @@ class Gateway:
                 self._hold(data.get_nowait())
             except queue.Empty:
                 break
-        item = reads.take(time.monotonic(), drain=drain)
+        item = reads.take(time.monotonic(), drain=drain or reads.full)  # full: the oldest goes, due or not
         if item is None:
             return None
         i, chunks, _ = item
@@ -399,6 +404,7 @@ class Gateway:
         """Deferred pipelines when batching pays (several wearables, a limit above 1); call with nothing due."""
         self._batch_spec = self.spec
         self._batch_full = self.batch_limit()
+        self.reads.clear_needs()  # another model may want other windows, strides or rates
         self.batching = len(self.wearables) > 1 and self._batch_full > 1
         for w in self.wearables:
             w.pipeline.deferred = self.batching
@@ -426,17 +432,20 @@ class Gateway:
                 groups.setdefault(id(p.spec), (p.spec, []))[1].append(i)
         alerts: list[tuple[int, str, str, bytes]] = []
         self._states = states = []  # the windows' state messages, sent together after the alerts' commit
-        for spec, idx in groups.values():
-            try:
-                self._classify_group(spec, idx, alerts)
-            except Exception as exc:  # noqa: BLE001 - never expected; still, the gateway goes on
-                for i in idx:
-                    self._runtime_fault(self.wearables[i], "classifying its due windows", exc)
-                    self._publish(i, self.wearables[i].pipeline.conclude_due(np.zeros((0, 0), np.float32)), alerts)
-        self._states = None
+        try:
+            for spec, idx in groups.values():
+                try:
+                    self._classify_group(spec, idx, alerts)
+                except Exception as exc:  # noqa: BLE001 - never expected; still, the gateway goes on
+                    for i in idx:
+                        self._runtime_fault(self.wearables[i], "classifying its due windows", exc)
+                        self._publish(i, self.wearables[i].pipeline.conclude_due(np.zeros((0, 0), np.float32)),
+                                      alerts)
+        finally:
+            self._states = None
         self._send_alerts(alerts)
         if states:
-            # one after the other: paho's network thread then wakes once for many, not once per window
+            # in a row (paho's network thread still wakes per message; a burst costs it ~15 % less)
             try:
                 self.link.publish_many(states)
             except Exception:  # noqa: BLE001 - live state is best effort (QoS 0); alerts are already queued
@@ -498,7 +507,11 @@ class Gateway:
         """
         w = self.wearables[i]
         p = w.pipeline
-        packets = w.decoder.feed_blocks(data)
+        try:
+            packets = w.decoder.feed_blocks(data)
+        except Exception as exc:  # noqa: BLE001 - the decoder never raises; if it did, this wearer alone pays
+            self._runtime_fault(w, "decoding a serial read", exc)
+            packets = []
         if packets:
             try:  # the session hooks split the packets at EXERCISE packets (and log raw frames)
                 s = self.sessions
@@ -640,14 +653,13 @@ class Gateway:
             for w in self.wearables:
                 w.link.wait_up(max(0.0, deadline - time.monotonic()))
             self.link.set_retained(self.status_topic, self.status_payload())
-            settle_heap()
             next_beat = time.monotonic() + cfg.heartbeat_s
             data = self._data
-            wait_s = cfg.batch_wait_ms / 1000.0
+            batch_wait_s = cfg.batch_wait_ms / 1000.0
             reads = self.reads
             while not self.stop_event.is_set():
                 now = time.monotonic()
-                if not reads.due(now):  # wait for data, or until the oldest held data is due
+                if not (reads.due(now) or reads.full):  # wait for data, or until the oldest held data is due
                     try:
                         self._hold(data.get(timeout=max(reads.wait_s(now, 0.05), 0.0005)))
                     except queue.Empty:
@@ -656,7 +668,7 @@ class Gateway:
                 while (item := self._next_read()) is not None:
                     self.process(*item, defer=True)
                     now = time.monotonic()
-                    if self._due_n and (self._due_n >= self._batch_full or now - self._due_since >= wait_s):
+                    if self._due_n and (self._due_n >= self._batch_full or now - self._due_since >= batch_wait_s):
                         self.classify_due()  # the batch is full, or its oldest window waited long enough
                     if now > budget:
                         break
@@ -723,4 +735,5 @@ def cmd_run(args: argparse.Namespace) -> int:
               f"wearables {', '.join(f'{w.wearer}@{w.port}' for w in cfg.wearables)}")
         return 0
     gw = Gateway(cfg)
+    settle_heap()  # this process is the gateway: what starting allocated stays
     return gw.run()

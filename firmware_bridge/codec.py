@@ -52,6 +52,7 @@ from alanet.firmware_bridge.protocol import (
     Packet,
     RawEmg,
     add_row,
+    block_in_bounds,
     frame_blocks,
 )
 
@@ -179,6 +180,12 @@ class _BatchLayout:
     def n_emg(self) -> int:
         return self.head[1]
 
+    @property
+    def vettable(self) -> bool:
+        """Whether blocks of this layout may be vetted: the pipeline takes only layouts with angles and sEMG
+        on its fast path (others go one frame at a time), and their bounds check needs both parts."""
+        return self.head[0] > 0 and self.head[1] > 0
+
 
 def _slots_maker(cls: type):
     """``make(*fields)``: a ``cls`` equal to ``cls(*fields)``, made in about half the time: the slots are
@@ -213,16 +220,6 @@ def _slots_maker(cls: type):
 
 _frame = _slots_maker(Frame)
 _block = _slots_maker(FrameBlock)
-
-
-def _in_bounds(v: np.ndarray, n_angles: int) -> bool:
-    """Whether every value of the finite float32 rows ``v`` [n, angles + sEMG] is within the physical
-    bounds (the block's extremes, compared as float64: the bounds are not rounded to float32)."""
-    if -MAX_ABS_ANGLE_RAD <= float(v.min()) and float(v.max()) <= MAX_ABS_ANGLE_RAD <= MAX_ABS_EMG:
-        return True  # every value within the smaller bound
-    a, m = v[:, :n_angles], v[:, n_angles:]
-    return (-MAX_ABS_ANGLE_RAD <= float(a.min()) and float(a.max()) <= MAX_ABS_ANGLE_RAD
-            and -MAX_ABS_EMG <= float(m.min()) and float(m.max()) <= MAX_ABS_EMG)
 
 
 def _crc_table() -> np.ndarray:
@@ -430,7 +427,7 @@ class Decoder:
                 and (_crc_ok(pkts, arr) & _finite_rows(arr)).all()):
             return None
         return self._consecutive_frames(seq.tolist(), list(layout.row.iter_unpack(buf)), layout, as_rows,
-                                        as_rows and _in_bounds(arr["v"], layout.n_angles))
+                                        as_rows and layout.vettable and block_in_bounds(arr["v"], layout.n_angles))
 
     def _few_read(self, chunks: list[bytes], layout: "_BatchLayout", as_rows: bool) -> list | None:
         """``_whole_read`` for a read of a few packets (one ``struct`` call and one CRC per packet, no numpy)."""
@@ -441,7 +438,8 @@ class Decoder:
         assert A <= E
         rows = []
         prev = -1
-        vetted = as_rows  # and within the physical bounds (as values_in_bounds, inline: this runs per frame)
+        # and within the physical bounds: values_in_bounds inline (this runs per frame; vettable: no empty part)
+        vetted = as_rows and layout.vettable
         try:
             for c in chunks:
                 pkt = decode(c)

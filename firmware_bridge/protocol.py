@@ -198,7 +198,8 @@ def frame_blocks(packets: Sequence[Packet | FrameBlock]) -> list[Packet | FrameB
         if type(p) is Frame:
             add_row(out, len(p.angles), len(p.emg), (p.seq, p.t_ms, *p.angles, *p.emg))
         elif type(p) is FrameBlock:
-            out.append(FrameBlock(p.n_angles, p.n_emg, list(p.rows)))  # its own list: add_row may extend it
+            # its own list (add_row may extend it), so not vetted: the rows added are checked again
+            out.append(FrameBlock(p.n_angles, p.n_emg, list(p.rows)))
         else:
             out.append(p)
     return out
@@ -259,6 +260,19 @@ def values_in_bounds(a: Sequence[float], e: Sequence[float]) -> bool:
     if e and not (-MAX_ABS_EMG <= min(e) and max(e) <= MAX_ABS_EMG):
         return False
     return math.isfinite(sum(a) + sum(e))
+
+
+def block_in_bounds(values: np.ndarray, n_angles: int) -> bool:
+    """:func:`values_in_bounds` for every row of finite ``values`` [n, angles + sEMG] (float32 from the
+    wire, or float64) at once, from the block's extremes: compared as float64, so a float32 value just
+    past a bound is out as it is for the per-frame check. True for an empty block."""
+    if values.size == 0:
+        return True
+    if -MAX_ABS_ANGLE_RAD <= float(values.min()) and float(values.max()) <= MAX_ABS_ANGLE_RAD <= MAX_ABS_EMG:
+        return True  # every value within the smaller bound
+    a, m = values[:, :n_angles], values[:, n_angles:]
+    return ((a.size == 0 or (-MAX_ABS_ANGLE_RAD <= float(a.min()) and float(a.max()) <= MAX_ABS_ANGLE_RAD))
+            and (m.size == 0 or (-MAX_ABS_EMG <= float(m.min()) and float(m.max()) <= MAX_ABS_EMG)))
 
 
 def frames_in_bounds(angles: np.ndarray, emg: np.ndarray) -> np.ndarray:

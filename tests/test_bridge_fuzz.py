@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from alanet.firmware_bridge import cobs
 from alanet.firmware_bridge.codec import Decoder, Encoder, crc16, encode_packet
 from alanet.firmware_bridge.csv_mode import CsvDecoder, format_frame
-from alanet.firmware_bridge.protocol import HEADER, SEQ_MOD, Frame, Hello, RawEmg, frame_blocks, values_in_bounds
+from alanet.firmware_bridge.protocol import HEADER, MAX_PACKET, SEQ_MOD, Frame, Hello, RawEmg, frame_blocks, values_in_bounds
 
 COUNT = {"streams": 0}
 MUTATED_EXAMPLES, MUTATED_PER_EXAMPLE = 700, 100
@@ -196,7 +196,7 @@ def test_a_block_is_vetted_only_when_every_row_is_in_bounds():
     """``FrameBlock.vetted`` on both decode paths (a few packets, a whole read): one angle past 2*pi
     (even by less than float32 rounding of the bound) or one huge sEMG value clears it."""
     enc = Encoder()
-    over = float(np.nextafter(np.float32(2 * np.pi), np.float32(10)))  # the first float32 above 2*pi
+    over = float(np.float32(2 * np.pi))  # 2*pi rounded to float32 lies above 2*pi: out of bounds
 
     def vetted(n: int, bad: tuple | None) -> bool:
         frames = []
@@ -215,6 +215,18 @@ def test_a_block_is_vetted_only_when_every_row_is_in_bounds():
         assert vetted(n, None)
         assert not vetted(n, ("a", 7.0)) and not vetted(n, ("a", over)) and not vetted(n, ("m", 2e5))
         assert vetted(n, ("a", -6.28)) and vetted(n, ("m", -9.9e4))
+
+
+@pytest.mark.parametrize("na, ne", [(0, 0), (0, 4), (13, 0), (3, 2), (20, 20)])
+@pytest.mark.parametrize("run", [2, 20])
+def test_runs_of_any_layout_decode_as_the_reference(na, ne, run):
+    """Runs of consecutive DATA frames of every layout (also with no angles or no sEMG, which the
+    pipeline never vets) take the fast paths: the same packets and counters as the reference, no error."""
+    frames = [encode_packet(Frame(k, 17 * k, tuple(0.1 * j for j in range(na)), (10.0,) * ne)) for k in range(2 * run)]
+    _same_decoding(b"".join(frames), random.Random(run), MAX_PACKET)
+    stream = b"".join(frames)
+    blocks = Decoder().feed_blocks(stream[: len(stream) // 2]) + Decoder().feed_blocks(stream)
+    assert all(not getattr(b, "vetted", False) for b in blocks) or (na and ne)
 
 
 def _same_decoding(stream: bytes, rng: random.Random, max_packet: int) -> None:

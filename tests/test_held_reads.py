@@ -74,3 +74,15 @@ def test_data_waiting_twice_the_hold_goes_before_windows() -> None:
     r.add(1, b"w2", now=0.5)
     assert r.take(0.5) == (0, [b"old"], 0.0)  # 0.5 s: wearer 0's data has waited 2 x hold
     assert r.take(0.5) == (1, [b"w2"], 0.5)
+
+
+def test_clear_needs_sends_the_next_read_at_once() -> None:
+    """After a model switch nothing held waits for a need computed for the old model."""
+    r = HeldReads(2, hold_s=0.25, limit=100)
+    r.set_need(0, 10_000)
+    r.add(0, b"abc", now=0.0)
+    assert r.take(0.01) is None
+    r.clear_needs()
+    assert r.take(0.01) == (0, [b"abc"], 0.0)
+    r.add(1, b"x", now=0.02)  # a wearer with nothing held: its next chunk goes at once too
+    assert r.take(0.02) == (1, [b"x"], 0.02)
