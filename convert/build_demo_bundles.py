@@ -108,8 +108,16 @@ def recalibrated_run(name: str, from_run: Path, data: Path | None, work: Path) -
     from alanet.train.data.loading import load_dataset
     from alanet.train.recalibrate import recalibrate_alert_rule, write_recalibrated
 
-    config = json.loads((from_run / "config.json").read_text())
-    data = data or Path(str(config.get("data_root")))
+    from alanet.errors import InputError
+
+    try:
+        config = json.loads((from_run / "config.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{from_run / 'config.json'}: not a readable run config ({exc})") from None
+    if data is None:
+        if not config.get("data_root"):
+            raise InputError(f"{from_run / 'config.json'}: data_root: not recorded; pass --data")
+        data = Path(str(config["data_root"]))
     decision = recalibrate_alert_rule(from_run, load_dataset(data, config.get("format")))
     print(f"{from_run}: alert rule chosen again: {json.dumps(decision)}", flush=True)
     return write_recalibrated(from_run, work / f"run-{name}", decision, force=True)
@@ -163,9 +171,15 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("--from-run needs one --which")
     work = args.work or Path(tempfile.mkdtemp(prefix="alanet-demo-"))
     work.mkdir(parents=True, exist_ok=True)
+    from alanet.errors import InputError
+
     for name in (DEMOS if args.which == "all" else [args.which]):
-        build(name, args.out, work, epochs=args.epochs, ae_epochs=args.ae_epochs, seed=args.seed,
-              duration=args.duration, from_run=args.from_run, data=args.data)
+        try:
+            build(name, args.out, work, epochs=args.epochs, ae_epochs=args.ae_epochs, seed=args.seed,
+                  duration=args.duration, from_run=args.from_run, data=args.data)
+        except InputError as exc:
+            print(f"build_demo_bundles: error: {exc}", file=sys.stderr)
+            return 2
     print(f"work folder: {work}", file=sys.stderr)
     return 0
 

@@ -89,14 +89,17 @@ def test_alanet_holdout_run_directory_is_self_describing(emopain_dir, tmp_path):
                                trained.predict(model_inputs(trained, x), verbose=0), atol=1e-5)
     # The calibrated decision rule is part of the run (chosen on validation participants only).
     assert "decision" in cfg and cfg["decision"] == metrics["decision"]
-    # Per-wearer statistics (the default here): alerts wait for the prior's length, and the alert
-    # rule chosen again on the kept run's validation streams is the one training chose.
+    # Per-wearer statistics (the default here), no warm-up unless asked: the alert rule chosen again on
+    # the kept run's validation streams is the one training chose; with a warm-up it is chosen with it.
     from alanet.errors import InputError
     from alanet.train.recalibrate import recalibrate_alert_rule
 
-    assert cfg["normalization"] == "per-wearer" and cfg["decision"]["warmup_s"] == 60.0
+    assert cfg["normalization"] == "per-wearer" and "warmup_s" not in cfg["decision"]
+    assert cfg["warmup_seconds"] == 0.0
     assert recalibrate_alert_rule(out, ds) == cfg["decision"]
-    assert "warmup_s" not in recalibrate_alert_rule(out, ds, warmup_s=0.0)
+    held = recalibrate_alert_rule(out, ds, warmup_s=30.0)
+    assert held["warmup_s"] == 30.0 and "30 s warm-up" in held["calibration"]
+    assert held["window_threshold"] == cfg["decision"]["window_threshold"]
     with pytest.raises(InputError, match="not the data the run"):
         recalibrate_alert_rule(out, ds.by_participant(["C01", "P01"]))
     # Re-scoring on the same data agrees with the stored confusion matrix total.

@@ -45,6 +45,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "data, population for pain level and for generic CSV (see docs/training.md)")
     p.add_argument("--prior-seconds", type=float, default=60.0,
                    help="per-wearer: weight of the population statistics, in seconds of stream (default 60)")
+    p.add_argument("--warmup-seconds", type=float, default=0.0,
+                   help="protective behaviour: no alert is raised while less than this much of a wearer's stream "
+                        "lies behind a window (the alert rule is chosen with it; default 0: measured, a warm-up "
+                        "costs more episodes than false alarms, see docs/training.md)")
     p.add_argument("--jobs", type=int, default=1, help="parallel LOSO folds (processes)")
     p.add_argument("--distribute", choices=("mirrored", "multiworker"), help="tf.distribute strategy: mirrored (all "
                    "local GPUs) or multiworker (one process per host, the cluster in TF_CONFIG; the chief writes)")

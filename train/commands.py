@@ -56,7 +56,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                            deterministic=args.seed is not None, jobs=args.jobs, test_participants=tests,
                            hparams=_hparams(args.hparam, args.finetune), distribute=args.distribute, final=final,
                            folds=folds, progress=not args.quiet, normalization=args.normalization,
-                           prior_seconds=args.prior_seconds)
+                           prior_seconds=args.prior_seconds, warmup_seconds=args.warmup_seconds)
     validate(cfg, dataset)
     result = train_run(cfg, dataset, out, force=args.force)
     m = result.metrics

@@ -53,6 +53,7 @@ class ExperimentConfig:
     progress: bool = True
     normalization: str = "auto"  # population | per-wearer (each wearer's running statistics) | auto (see below)
     prior_seconds: float = 60.0  # per-wearer: weight of the population statistics, in seconds of stream
+    warmup_seconds: float = 0.0  # protective alert rule: no raise with less of a wearer's stream behind a window
 
     def normalization_for(self, dataset: Dataset) -> str:
         """``auto`` resolved: per-wearer for protective behaviour on EmoPain-format data
@@ -70,11 +71,6 @@ class ExperimentConfig:
         if self.normalization_for(dataset) == "population":
             return 0.0
         return float(self.prior_seconds) * float(dataset.schema.sample_rate_hz)
-
-    def warmup_s(self, dataset: Dataset) -> float:
-        """The alert rule's warm-up: per-wearer, the prior's length (no alert is raised until
-        the wearer's own frames weigh as much as the population prior); 0 in population mode."""
-        return self.prior_frames(dataset) / float(dataset.schema.sample_rate_hz)
 
     def resolved_hparams(self) -> dict[str, Any]:
         """The model's defaults, ``--hparam`` overrides, then ``--epochs``: an explicit epoch
@@ -195,6 +191,8 @@ def validate(cfg: ExperimentConfig, dataset: Dataset) -> None:
         raise InputError(f"--normalization: {cfg.normalization!r} is not one of auto, {', '.join(NORMALIZATION_MODES)}")
     if not (math.isfinite(cfg.prior_seconds) and cfg.prior_seconds > 0):
         raise InputError(f"--prior-seconds must be a number > 0 (got {cfg.prior_seconds})")
+    if not (math.isfinite(cfg.warmup_seconds) and cfg.warmup_seconds >= 0):
+        raise InputError(f"--warmup-seconds must be a number >= 0 (got {cfg.warmup_seconds})")
     if cfg.folds is not None:
         if cfg.eval != "loso":
             raise InputError("--folds selects leave-one-subject-out folds: it needs --eval loso")
@@ -331,7 +329,7 @@ def prepare_job(cfg: ExperimentConfig, hp: dict[str, Any], dataset: Dataset, tw:
     streams = validation_streams(dataset, cfg, plan.val, norm) if tw.n_classes == 2 else []
     return FoldJob(cfg, hp, plan, groups, tw.n_classes, x, tw.mask[idx], tw.y[idx], tw.participant[idx], index,
                    val_streams=streams, sample_rate_hz=dataset.schema.sample_rate_hz,
-                   warmup_s=cfg.warmup_s(dataset)), norm
+                   warmup_s=cfg.warmup_seconds), norm
 
 
 def validation_streams(dataset: Dataset, cfg: ExperimentConfig, val_ids: tuple[str, ...],

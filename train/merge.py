@@ -31,7 +31,8 @@ from alanet.train.rundir import CONFIG, FOLDS, HISTORY, METRICS, NORMALIZATION, 
 
 # What every part must share: the data and the settings that shape the numbers.
 SAME = ("data_fingerprint", "model", "task", "label_names", "schema", "window", "stride", "groups", "hparams", "seed",
-        "deterministic", "participants", "fold_participants", "format", "normalization", "prior_seconds")
+        "deterministic", "participants", "fold_participants", "format", "normalization", "prior_seconds",
+        "warmup_seconds")
 
 
 @dataclass(frozen=True)

@@ -33,18 +33,21 @@ NOTE = "; alert rule"  # where the stream calibration's note starts in a decisio
 def recalibrate_alert_rule(run_dir: str | Path, dataset: Dataset, warmup_s: float | None = None) -> dict[str, Any]:
     """The run's decision with its alert rule chosen again on its validation streams.
 
-    ``warmup_s``: the warm-up the rule is chosen with (default: per-wearer runs, the
-    prior's length in seconds; population runs, none). InputError when the run or the
-    data cannot give the same validation streams the run was calibrated on.
+    ``warmup_s``: the warm-up the rule is chosen with (default: the run's own, none for a
+    run that had none). InputError when the run or the data cannot give the same
+    validation streams the run was calibrated on.
     """
     from alanet.train.rundir import load_run
 
     run = load_run(run_dir)
     streams = run_validation_streams(run, dataset)
     dec = run.decision
-    base = {k: dec[k] for k in ("class_index", "window_threshold") if k in dec}
+    # the window decision stays (class, threshold, class weights, names); the alert rule is chosen again
+    rule_keys = ("smoothing_alpha", "raise_threshold", "clear_threshold", "min_raise_windows", "min_clear_windows",
+                 "warmup_s")
+    base = {k: v for k, v in dec.items() if k not in rule_keys}
     base["calibration"] = str(dec.get("calibration", "")).split(NOTE)[0]
-    w = run.normalizer.prior_frames / float(run.schema.sample_rate_hz) if warmup_s is None else float(warmup_s)
+    w = float(dec.get("warmup_s", 0.0)) if warmup_s is None else float(warmup_s)
     if w > 0:
         base["warmup_s"] = w
     return calibrate_stream(streams, base, run.task, [str(i) for i in range(len(run.label_names))])

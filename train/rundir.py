@@ -186,6 +186,7 @@ def write_run(stage: Path, result, dataset, fingerprint: str, overrides: dict[st
         "groups": result.groups, "hparams": result.hparams, "seed": cfg.seed,
         "deterministic": cfg.deterministic, "eval": cfg.eval, "normalization": result.normalizer.mode,
         "prior_seconds": cfg.prior_seconds if result.normalizer.per_wearer else None,
+        "warmup_seconds": cfg.warmup_seconds,
         "test_participants": list(result.test_participants), "participants": dataset.participants,
         "format": dataset.format, "data_root": dataset.root, "distribute": cfg.distribute,
         "final_model": final is not None, "decision": result.decision,
