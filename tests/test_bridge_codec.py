@@ -264,3 +264,18 @@ def test_delimited_buffer_matches_the_record_by_record_rule():
             assert buf.split(chunk) == _split_one_record_at_a_time(state, chunk, limit)
             assert buf.buffered == len(state["buf"]) <= limit
             pos += step
+
+
+def test_wire_bytes_counts_the_partial_frame_held_and_follows_the_layout():
+    """``Decoder.wire_bytes(n)``: bytes still to come for n more DATA frames of the stream's layout."""
+    enc = Encoder()
+    one = enc.frame(0, [0.1] * 13, [0.2] * 4, seq=0)
+    dec = Decoder()
+    assert dec.wire_bytes(3) == 3 * len(one) and dec.wire_bytes(0) == 0
+    dec.feed(one[:10])  # part of a frame held
+    assert dec.wire_bytes(1) == len(one) - 10
+    dec.feed(one[10:])
+    assert dec.wire_bytes(2) == 2 * len(one)
+    other = encode_frame(Frame(1, 17, (0.1,) * 3, (0.2,) * 2))  # another layout: the stream's size follows it
+    dec.feed(other + other)
+    assert dec.wire_bytes(1) == len(other)

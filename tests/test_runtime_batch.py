@@ -314,3 +314,24 @@ def test_reads_that_complete_no_window_are_held_and_a_window_read_goes_out_at_on
         gw.link.stop(gw.status_topic, b"{}")
         gw.queue.close()
         gw._lock.release()
+
+
+def test_held_reads_are_processed_at_shutdown(tmp_path, mosquitto, built):
+    """What the main loop still holds when the gateway stops is decoded, not lost."""
+    sess, bundle = built
+    gw, results = _gateway(tmp_path, mosquitto.url, bundle, "drain", read_hold_ms=1000.0, batch_max=1)
+    part = _parts(sess)[0]
+    enc = Encoder(device_id="wear-0")
+    gw.link.start()
+    assert gw.link.wait_connected(10)
+    gw.process(0, enc.hello(0))
+    gw.on_serial_data(0, _wire(part, range(rs.L), enc))  # a whole window ...
+    gw.process(1, b"\x00")  # w1 has no accepted HELLO yet: its reads wait for the hold (1 s) ...
+    gw.on_serial_data(1, enc.hello(0))  # ... so this one is still held when the gateway stops
+    assert gw._next_read() == (0, _wire(part, range(rs.L), enc)) and gw._next_read() is None
+    gw.on_serial_data(0, _wire(part, range(rs.L), enc)[:20])  # and part of w0's next frame
+    gw.process(0, _wire(part, range(rs.L), enc))
+    gw.shutdown()  # stops the links, then takes in and processes what was queued or held
+    assert gw.wearables[0].pipeline.counters.frames == rs.L and [r.window for r in results] == [0]
+    assert gw.wearables[0].decoder.stats.bytes == len(enc.hello(0)) + len(_wire(part, range(rs.L), enc)) + 20
+    assert gw.wearables[1].pipeline.hello is not None
