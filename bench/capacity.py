@@ -29,13 +29,13 @@ as two chunks (one byte, then the rest: the two reads an idle serial line gives)
 
 How the chunks reach the gateway (``--reads``):
 
-- ``coalesced`` (default; what ``Gateway.run`` does): when the simulated core frees
-  at time t, the main loop takes, for the wearer that has waited longest, everything
-  of that wearer that has arrived by t (what a non-blocking read of its whole buffer
-  returns, or its queued reads joined) and processes it as one read; then the next
-  wearer, with everything arrived by the time it is served. An idle core serves the
-  first chunk of a frame (its first byte) alone as it arrives, then the rest: no
-  coalescing, and no waiting, when there is nothing to coalesce.
+- ``coalesced`` (default; what ``Gateway.run`` does): every chunk joins its wearer's
+  held reads (the gateway's own ``HeldReads``, driven on the simulated clock), and
+  when the simulated core frees the main loop takes the next read those rules hand
+  over, all of that wearer's held chunks joined: at once when they complete its next
+  window, else once the oldest has waited ``--read-hold-ms`` (the gateway's
+  ``read_hold_ms``; with 0, whatever has arrived as soon as the core is free). An
+  idle core waits for the next chunk or for the oldest held ones to come due.
 - ``per-read`` (the earlier method): every chunk is its own read, in arrival order.
 - ``both``: one after the other in the same run, for same-run ratios.
 
@@ -72,10 +72,12 @@ from bench.common import REPO, Figure, pct, pin_one_core, write_result  # noqa: 
 
 sys.path.insert(0, str(REPO / "tests"))
 import runtime_support as rs  # noqa: E402
+from alanet.device.config import GatewayConfig  # noqa: E402
 
 FS = 60.0
 LATENCY_LIMIT_MS = 100.0
 SERIAL_BUFFER_BYTES = 4095
+READ_HOLD_MS = GatewayConfig.read_hold_ms  # the gateway's default
 
 
 @dataclass(frozen=True)
@@ -155,7 +157,7 @@ def encoded_session(sess: rs.Session) -> list[bytes]:
 
 def run_trial(n: int, seconds: float, bundle: Path, frames: list[bytes], broker_url: str, work: Path,
               model=None, batch_max: int = 0, batch_wait_ms: float = 20.0, per_read: bool = False,
-              read_hold_ms: float = 250.0) -> Trial:
+              read_hold_ms: float = READ_HOLD_MS) -> Trial:
     """Stream ``seconds`` of 60 Hz frames from ``n`` wearables through one in-process gateway."""
     from collections import deque
 
@@ -445,7 +447,7 @@ def _line(t: Trial) -> str:
 def find_capacity(seconds: float, bundle: Path, frames: list[bytes], broker_url: str, work: Path, start: int = 100,
                   maximum: int = 4000, precision: float = 0.05, log=print, batch_max: int = 0,
                   batch_wait_ms: float = 20.0, per_read: bool = False,
-                  read_hold_ms: float = 250.0) -> tuple[int, list[Trial]]:
+                  read_hold_ms: float = READ_HOLD_MS) -> tuple[int, list[Trial]]:
     """Largest N that passes (doubling from ``start``, then bisection to ``precision``)."""
     model = _model(bundle, work)
     trials: list[Trial] = []
@@ -489,7 +491,7 @@ DEFAULT_CURVE = (1, 10, 16, 100, 250, 500, 750, 1000, 1250, 1500)
 
 def run_curve(counts: list[int], seconds: float, bundle: Path, frames: list[bytes], broker_url: str, work: Path,
               batch_max: int, batch_wait_ms: float, log=print, per_read: bool = False,
-              read_hold_ms: float = 250.0) -> list[Trial]:
+              read_hold_ms: float = READ_HOLD_MS) -> list[Trial]:
     """One trial per wearable count; past the first count that drops frames the rest still run (the curve)."""
     model = _model(bundle, work)
     out = []
@@ -623,8 +625,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch-max", type=int, default=0,
                     help="windows per model call, as [runtime] batch_max (0: the model's largest native batch)")
     ap.add_argument("--batch-wait-ms", type=float, default=20.0, help="as [runtime] batch_wait_ms (default 20)")
-    ap.add_argument("--read-hold-ms", type=float, default=250.0,
-                    help="as [runtime] read_hold_ms, coalesced reads (default 250; 0 = serve each read as it comes)")
+    ap.add_argument("--read-hold-ms", type=float, default=READ_HOLD_MS,
+                    help=f"as [runtime] read_hold_ms, coalesced reads (default {READ_HOLD_MS:g}, the gateway's; "
+                         "0 = serve each read as it comes)")
     ap.add_argument("--unbatched", action="store_true", help="no batching (--batch-max 1)")
     ap.add_argument("--reads", choices=("coalesced", "per-read", "both"), default="coalesced",
                     help="how serial reads reach the gateway: coalesced (default; a wearer's turn takes everything "

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any, Mapping
 
 import numpy as np
@@ -151,6 +152,14 @@ class Normalizer:
     def mode(self) -> str:
         return NORMALIZATION_MODES[1] if self.per_wearer else NORMALIZATION_MODES[0]
 
+    @cached_property
+    def prior_sums(self) -> tuple[np.ndarray, np.ndarray]:
+        """The prior as the sums its ``prior_frames`` frames stand for (float64, computed once):
+        of the values, ``n0 * mean``, and of their squares, ``n0 * (std**2 + mean**2)``."""
+        n0 = float(self.prior_frames)
+        mu0, var0 = self.mean.astype(np.float64), self.std.astype(np.float64) ** 2
+        return n0 * mu0, n0 * (var0 + mu0 * mu0)
+
     def with_prior(self, prior_frames: float) -> "Normalizer":
         """The same population statistics in per-wearer mode (``prior_frames`` > 0) or population mode (0)."""
         if not (math.isfinite(prior_frames) and prior_frames >= 0):
@@ -224,11 +233,10 @@ def _with_prior(norm: Normalizer, n: Any, s: np.ndarray, s2: np.ndarray) -> tupl
     """Mean and std (float64) of the population prior (``norm.prior_frames`` frames of
     ``norm.mean`` / ``norm.std``) together with ``n`` frames whose sum is ``s`` and sum of
     squares ``s2`` (broadcast: one wearer now, or every frame of a stream at once)."""
-    n0 = float(norm.prior_frames)
-    mu0, var0 = norm.mean.astype(np.float64), norm.std.astype(np.float64) ** 2
-    total = n0 + n
-    mean = (n0 * mu0 + s) / total
-    var = (n0 * (var0 + mu0 * mu0) + s2) / total - mean * mean
+    s0, s20 = norm.prior_sums
+    total = float(norm.prior_frames) + n
+    mean = (s0 + s) / total
+    var = (s20 + s2) / total - mean * mean
     return mean, np.sqrt(np.maximum(var, MIN_VARIANCE))
 
 

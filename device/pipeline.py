@@ -603,11 +603,11 @@ class WearerPipeline:
             self._env, self._env_rate, self._env_last = None, 0.0, None
         if problem is None:
             ident = _wearable_identity(h)
-            if self._stats_identity is not None and ident != self._stats_identity:
-                self.stats.reset()  # another wearable (even after a refused HELLO): its own statistics
             if ident != self._stats_identity:
+                if self._stats_identity is not None:
+                    self.stats.reset()  # another wearable (even after a refused HELLO): its own statistics
                 self._seen_base = self.counters.frames + self.counters.bridged
-            self._stats_identity = ident
+                self._stats_identity = ident
         self.refusal = problem
         self.hello = h
 

@@ -12,7 +12,13 @@ main loop keeps each wearer's chunks here and takes them, joined into one read:
 - otherwise when the oldest of them has waited ``hold_s``: the frames between two
   windows are processed a few reads at a time instead of one read per frame; and
   before any window once they have waited ``2 * hold_s`` (so that under load no
-  wearer's data waits for its next window: the serial buffers last ~0.8 s).
+  wearer's data, counters and faults wait for its own next window, and what is held
+  stays bounded).
+
+The need is an estimate in wire bytes: when frames of the coming window are lost on
+the wire (the pipeline bridges short gaps), the read that completes it waits for as
+many later frames, or for ``hold_s``; after a model switch the caller clears every
+need (:meth:`HeldReads.clear_needs`).
 
 ``hold_s = 0`` hands every chunk over as soon as the loop asks. Pure bookkeeping (no
 I/O, no clock: the caller passes the time), so the capacity benchmark replays the
@@ -113,19 +119,18 @@ class HeldReads:
         twice ``hold_s`` go before windows (under load windows would otherwise keep them waiting until
         their own wearer's next window). ``drain``: anything held, oldest first."""
         held = self._held
-        if held:
-            i, e = next(iter(held.items()))
-            if drain or (self.hold_s > 0 and now >= e.since + 2 * self.hold_s):
-                return self._pop(i)
+        if not held:
+            return None
+        oldest, e = next(iter(held.items()))
+        if drain or (self.hold_s > 0 and now >= e.since + 2 * self.hold_s):
+            return self._pop(oldest)
         while self._ready:
             i = self._ready.popleft()
-            e = held.get(i)
-            if e is not None and e.ready:
+            r = held.get(i)
+            if r is not None and r.ready:
                 return self._pop(i)
-        if held:
-            i, e = next(iter(held.items()))
-            if now >= e.since + self.hold_s:  # the same sum as next_due(): due exactly then
-                return self._pop(i)
+        if now >= e.since + self.hold_s:  # the same sum as next_due(): due exactly then
+            return self._pop(oldest)
         return None
 
     def _pop(self, i: int) -> tuple[int, list[bytes], float]:

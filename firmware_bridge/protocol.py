@@ -155,7 +155,7 @@ class FrameBlock:
     ``Frame`` objects.
 
     ``vetted``: the decoder found every row finite and within the physical bounds
-    (:func:`frames_in_bounds`), and each row's seq the one before + 1 (mod 2**32), so a
+    (:func:`values_in_bounds`, :func:`block_in_bounds`), and each row's seq the one before + 1 (mod 2**32), so a
     consumer that checks the same need only check how the first row follows its own last.
     """
 
