@@ -39,6 +39,12 @@ How the chunks reach the gateway (``--reads``):
 - ``per-read`` (the earlier method): every chunk is its own read, in arrival order.
 - ``both``: one after the other in the same run, for same-run ratios.
 
+``--handoff`` (coalesced reads) also counts each chunk's way from a serial reader
+thread to the held reads as the gateway's work: a ``queue.SimpleQueue`` put and get
+and ``HeldReads.add``, as ``Gateway.run`` pays them. Without it (the method of every
+earlier figure) chunks join the held reads for free; the reader threads' serial read
+calls are not counted either way.
+
 Time is simulated, work is not: reads are processed as fast as the core allows,
 each one's service time is measured (wall time minus the time the thread sat
 runnable while other processes held the core, from Linux schedstat; our own blocking
@@ -109,6 +115,7 @@ class Trial:
     reads: str = "coalesced"  # how reads reach the gateway: "coalesced" or "per-read" (see the module docstring)
     reads_processed: int = 0  # Gateway.process calls
     read_hold_ms: float = 0.0  # [runtime] read_hold_ms (coalesced reads)
+    handoff: bool = False  # the chunks' queue hand-off to the held reads counted as work (coalesced reads)
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
@@ -157,8 +164,13 @@ def encoded_session(sess: rs.Session) -> list[bytes]:
 
 def run_trial(n: int, seconds: float, bundle: Path, frames: list[bytes], broker_url: str, work: Path,
               model=None, batch_max: int = 0, batch_wait_ms: float = 20.0, per_read: bool = False,
-              read_hold_ms: float = READ_HOLD_MS) -> Trial:
-    """Stream ``seconds`` of 60 Hz frames from ``n`` wearables through one in-process gateway."""
+              read_hold_ms: float = READ_HOLD_MS, handoff: bool = False) -> Trial:
+    """Stream ``seconds`` of 60 Hz frames from ``n`` wearables through one in-process gateway.
+
+    ``handoff``: also count, as the gateway's work, each chunk's way from a reader thread to the held
+    reads (``queue.SimpleQueue`` size check, put and get, ``HeldReads.add``), which the main loop and reader threads pay
+    in ``Gateway.run`` (coalesced reads only; the serial read calls themselves are still not counted).
+    """
     from collections import deque
 
     from alanet.device.config import WearableConfig, load_config
@@ -322,22 +334,41 @@ def run_trial(n: int, seconds: float, bundle: Path, frames: list[bytes], broker_
             arrived = [deque() for _ in range(n)]  # per wearer: arrival of each chunk held, in order
             ptr, total = 0, len(order)
             inf = float("inf")
+            handed: queue.SimpleQueue = queue.SimpleQueue()  # the reader threads' queue (handoff), as the gateway's
 
-            def admit(t: float) -> None:
-                """Every chunk that has arrived by ``t`` joins its wearer's held reads (two per frame)."""
+            def hand_over(chunks: list[tuple[int, bytes, float]]) -> None:
+                """What Gateway.run does per chunk: a reader thread queues it, the main loop holds it."""
+                put, get, add, size = handed.put_nowait, handed.get_nowait, reads.add, handed.qsize
+                for i, c, _ in chunks:
+                    size()  # on_serial_data's bound check
+                    put((i, c))
+                for _, _, a in chunks:
+                    i, c = get()
+                    add(i, c, a)
+
+            def admit(t: float) -> float:
+                """Every chunk that has arrived by ``t`` joins its wearer's held reads (two per frame);
+                returns the measured time of handing them over (``handoff``; else 0, not counted)."""
                 nonlocal ptr
+                chunks = []
                 while ptr < total and times[order[ptr]] <= t:
                     k = order[ptr]
                     i = int(who[k])
                     wire = frames[int(offset[i]) + int(idx[k])]
                     a = float(times[k])
-                    reads.add(i, wire[:1], a)
-                    reads.add(i, wire[1:], a)
+                    chunks += ((i, wire[:1], a), (i, wire[1:], a))
                     arrived[i].extend((a, a))
                     ptr += 1
+                if not chunks:
+                    return 0.0
+                if handoff:
+                    return measured(hand_over, chunks)[0]
+                for i, c, a in chunks:
+                    reads.add(i, c, a)
+                return 0.0
 
             while True:
-                admit(free_at)
+                free_at += admit(free_at)
                 item = reads.take(free_at)
                 if item is None:
                     if batched and gw.due:  # nothing to read now: classify what is due
@@ -390,7 +421,7 @@ def run_trial(n: int, seconds: float, bundle: Path, frames: list[bytes], broker_
                  # steady state (one window per stride of frames; a short trial's first window needs a full one)
                  runtime_ms_per_window=round(1000 * (busy - invoke_s) * stride / accepted, 4) if accepted else None,
                  reads="per-read" if per_read else "coalesced", reads_processed=n_reads[0],
-                 read_hold_ms=cfg.read_hold_ms)
+                 read_hold_ms=cfg.read_hold_ms, handoff=handoff and not per_read)
 
 
 def summary(v: list[float]) -> dict:
@@ -440,21 +471,22 @@ def _line(t: Trial) -> str:
             f"{t.alert_latency_ms['p99']} ms (n={t.alert_latency_ms['n']}), dropped {t.dropped}, core busy "
             f"{t.busy:.0%}, CPU {t.cpu_ms_per_wearer_s} ms/wearer/s, batch {t.mean_batch} (max {t.batch_max}), "
             f"invoke {t.invoke_ms_per_window} vs runtime {t.runtime_ms_per_window} ms/window, "
-            f"{t.reads} reads ({t.frames_accepted / max(t.reads_processed, 1):.2f} frames/read), "
+            f"{t.reads} reads ({t.frames_accepted / max(t.reads_processed, 1):.2f} frames/read"
+            f"{', hand-off counted' if t.handoff else ''}), "
             f"slowest reads {t.slow_reads[:3]}, preempted {t.preempted_s:.2f} s")
 
 
 def find_capacity(seconds: float, bundle: Path, frames: list[bytes], broker_url: str, work: Path, start: int = 100,
                   maximum: int = 4000, precision: float = 0.05, log=print, batch_max: int = 0,
                   batch_wait_ms: float = 20.0, per_read: bool = False,
-                  read_hold_ms: float = READ_HOLD_MS) -> tuple[int, list[Trial]]:
+                  read_hold_ms: float = READ_HOLD_MS, handoff: bool = False) -> tuple[int, list[Trial]]:
     """Largest N that passes (doubling from ``start``, then bisection to ``precision``)."""
     model = _model(bundle, work)
     trials: list[Trial] = []
 
     def trial(n: int) -> bool:
         t = run_trial(n, seconds, bundle, frames, broker_url, work, model, batch_max, batch_wait_ms, per_read,
-                      read_hold_ms)
+                      read_hold_ms, handoff)
         trials.append(t)
         log(_line(t))
         return t.ok
@@ -491,13 +523,13 @@ DEFAULT_CURVE = (1, 10, 16, 100, 250, 500, 750, 1000, 1250, 1500)
 
 def run_curve(counts: list[int], seconds: float, bundle: Path, frames: list[bytes], broker_url: str, work: Path,
               batch_max: int, batch_wait_ms: float, log=print, per_read: bool = False,
-              read_hold_ms: float = READ_HOLD_MS) -> list[Trial]:
+              read_hold_ms: float = READ_HOLD_MS, handoff: bool = False) -> list[Trial]:
     """One trial per wearable count; past the first count that drops frames the rest still run (the curve)."""
     model = _model(bundle, work)
     out = []
     for n in counts:
         t = run_trial(n, seconds, bundle, frames, broker_url, work, model, batch_max, batch_wait_ms, per_read,
-                      read_hold_ms)
+                      read_hold_ms, handoff)
         log(_line(t))
         out.append(t)
     return out
@@ -566,7 +598,7 @@ def curve_main(args: argparse.Namespace, bundle: Path, frames: list[bytes], brok
         print(f"{name} (batch_max {bm or 'auto'}, batch_wait_ms {args.batch_wait_ms:g}, "
               f"{'per-read' if per_read else 'coalesced'} reads):", flush=True)
         curves[name] = run_curve(counts, args.seconds, bundle, frames, broker_url, work, bm, args.batch_wait_ms,
-                                 read_hold_ms=args.read_hold_ms,
+                                 read_hold_ms=args.read_hold_ms, handoff=args.handoff,
                                  per_read=per_read)
     took = time.perf_counter() - t0
     man = json.loads((bundle / "manifest.json").read_text())
@@ -634,6 +666,9 @@ def main(argv: list[str] | None = None) -> int:
                          "that arrived), per-read (every chunk its own read, the earlier method), or both in one run")
     ap.add_argument("--per-read", dest="reads", action="store_const", const="per-read",
                     help="same as --reads per-read")
+    ap.add_argument("--handoff", action="store_true",
+                    help="coalesced reads: also count each chunk's way from the reader threads to the held reads "
+                         "(queue put and get, HeldReads.add) as the gateway's work, as Gateway.run pays it")
     args = ap.parse_args(argv)
     if args.unbatched:
         args.batch_max = 1
@@ -670,7 +705,7 @@ def main(argv: list[str] | None = None) -> int:
             searches[mode] = find_capacity(seconds, bundle, frames, broker.url, Path(tmp), maximum=args.max,
                                            precision=0.1 if args.quick else 0.05, batch_max=args.batch_max,
                                            batch_wait_ms=args.batch_wait_ms, per_read=mode == "per-read",
-                                           read_hold_ms=args.read_hold_ms)
+                                           read_hold_ms=args.read_hold_ms, handoff=args.handoff)
         best, trials = next(iter(searches.values()))
         took = time.perf_counter() - t0
     at = next((t for t in trials if t.wearers == best), None)
@@ -691,7 +726,7 @@ def main(argv: list[str] | None = None) -> int:
                               "quantization": man.get("quantization"), "seconds_per_trial": seconds,
                               "wearables_per_core": best, "batch_max": args.batch_max,
                               "batch_wait_ms": args.batch_wait_ms, "read_hold_ms": args.read_hold_ms,
-                              "trials": [t.as_dict() for t in trials],
+                              "handoff": args.handoff, "trials": [t.as_dict() for t in trials],
                               "reads": args.reads, "by_reads": {m: {"wearables_per_core": b,
                                                                    "trials": [t.as_dict() for t in ts]}
                                                                for m, (b, ts) in searches.items()},

@@ -219,7 +219,9 @@ def run_demo(duration: float = 480.0, speed: float = 6.0, bundle: str | None = N
         n_frames = truth["frames"]
         expect_windows = max(0, (n_frames - gw.spec.length) // gw.spec.stride + 1)
         deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and sum(w.pipeline.counters.windows for w in gw.wearables) < expect_windows:
+        # every window, and every frame (those after the last window wait up to read_hold_ms in the held reads)
+        while time.monotonic() < deadline and (sum(w.pipeline.counters.windows for w in gw.wearables) < expect_windows
+                                               or sum(w.pipeline.counters.frames for w in gw.wearables) < n_frames):
             time.sleep(0.05)
         time.sleep(0.3)
         counters = gw.counters()

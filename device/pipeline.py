@@ -83,8 +83,13 @@ from alanet.firmware_bridge.protocol import (
 log = logging.getLogger(__name__)
 
 VET_MIN = 24  # blocks of this many rows or more are checked with numpy at once (fewer: row by row)
-
 MAX_NOTED_FAULTS = 16  # faults kept for take_faults() between two calls (all are counted)
+
+
+def _row(values: np.ndarray) -> tuple:
+    """A ``FrameBlock`` row ``(seq, t_ms, *angles, *emg)`` from its float64 values (seq and t_ms are exact)."""
+    r = values.tolist()
+    return (int(r[0]), int(r[1]), *r[2:])
 
 
 @dataclass(frozen=True)
@@ -293,7 +298,10 @@ class WearerPipeline:
         self.wearer = wearer
         self.deferred = bool(deferred)
         self.batch = bool(batch)
-        self._rows: list[tuple] = []  # accepted DATA rows not yet through features and ring (fast path)
+        # accepted DATA rows not yet through features and ring (fast path), in order: float64 arrays [k, C]
+        # (a block's values, or its rows checked at once) and lists of row tuples
+        self._kept: list[np.ndarray | list[tuple]] = []
+        self._n_kept = 0  # rows in them
         self._last_row: tuple | None = None  # the last accepted frame as a row (seq, t_ms, *angles, *emg)
         self._last_na = 0  # its number of angles
         self._due: list[DueWindow] = []
@@ -409,7 +417,7 @@ class WearerPipeline:
         is not classified: no accepted HELLO yet, or a refused one)."""
         if self.hello is None or self.refusal is not None:
             return None
-        return max(1, self.slot.ring.until_window() - len(self._rows))
+        return max(1, self.slot.ring.until_window() - self._n_kept)
 
     # ---- faults ----
     def take_faults(self) -> list[str]:
@@ -451,7 +459,7 @@ class WearerPipeline:
 
     def _one(self, p: Frame | Hello | RawEmg, out: list[WindowResult]) -> None:
         """Handle one packet (the reference path); a fault is counted and restarts the window."""
-        if self._rows:
+        if self._n_kept:
             self._flush(out)  # the features and the ring first take the rows kept so far
         try:
             if type(p) is Frame:
@@ -489,24 +497,21 @@ class WearerPipeline:
                 self._one(b.frame(k), out)
             return
         e = 2 + na
-        kept = self._rows
+        room = self.slot.ring.until_window() - self._n_kept  # rows until the next window
         last = self._last_row
-        room = self.slot.ring.until_window() - len(kept)  # rows until the next window
+        v = b.values
+        if b.vetted:  # the decoder checked every row but the first against our last
+            first = b.rows[0][0] if v is None else int(v[0, 0])
+            if last is None or (first - last[0]) % SEQ_MOD == 1:
+                self._keep(b.rows if v is None else v, room, na, out)
+                return
+        elif len(b) >= VET_MIN:  # checked at once: keep them all
+            v = b.array()
+            if self._all_follow(v, e, last):
+                self._keep(v, room, na, out)
+                return
         rows = b.rows
-        if ((last is None or (rows[0][0] - last[0]) % SEQ_MOD == 1) if b.vetted  # the decoder checked the rest
-                else len(rows) >= VET_MIN and self._all_follow(rows, e, last)):  # checked at once: keep them all
-            i, n = 0, len(rows)
-            while i < n:
-                k = min(room, n - i)
-                self._rows.extend(rows[i:i + k])
-                self.counters.frames += k
-                self._last_row, self._last_na = rows[i + k - 1], na
-                i += k
-                room -= k
-                if not room:
-                    self._flush(out)
-                    room = self.slot.ring.until_window()
-            return
+        kept = self._tuples()
         A, E, isfinite = MAX_ABS_ANGLE_RAD, MAX_ABS_EMG, math.isfinite
         new = 0  # rows kept since the last and the frame count were last written back
         for r in rows:
@@ -519,10 +524,11 @@ class WearerPipeline:
                     self.counters.frames += new
                     new = 0
                 self._one(row_frame(r, na), out)
-                kept, last = self._rows, self._last_row
-                room = self.slot.ring.until_window()
+                kept, last = self._tuples(), self._last_row
+                room = self.slot.ring.until_window() - self._n_kept
                 continue
             kept.append(r)
+            self._n_kept += 1
             last = r
             new += 1
             room -= 1
@@ -531,18 +537,51 @@ class WearerPipeline:
                 self.counters.frames += new
                 new = 0
                 self._flush(out)
-                kept, last = self._rows, self._last_row
+                kept, last = self._tuples(), self._last_row
                 room = self.slot.ring.until_window()
         if new:
             self._last_row, self._last_na = last, na
             self.counters.frames += new
 
+    def _keep(self, rows: np.ndarray | list[tuple], room: int, na: int, out: list[WindowResult]) -> None:
+        """Keep checked rows that follow the last accepted frame (an array of values or row tuples),
+        flushing each time they complete a window (``room``: rows until the next one)."""
+        i, n = 0, len(rows)
+        array = type(rows) is np.ndarray
+        while i < n:
+            k = min(room, n - i)
+            piece = rows[i:i + k]
+            if array:
+                self._kept.append(piece)
+                r = piece[-1]
+                self._last_row = (int(r[0]), int(r[1]), *r[2:].tolist())
+            else:
+                self._tuples().extend(piece)
+                self._last_row = piece[-1]
+            self._last_na = na
+            self._n_kept += k
+            self.counters.frames += k
+            i += k
+            room -= k
+            if not room:
+                self._flush(out)
+                room = self.slot.ring.until_window()
+
+    def _tuples(self) -> list[tuple]:
+        """The list of row tuples the kept rows end with (a new one when they end with an array or are none)."""
+        kept = self._kept
+        if kept and type(kept[-1]) is list:
+            return kept[-1]
+        t: list[tuple] = []
+        kept.append(t)
+        return t
+
     @staticmethod
-    def _all_follow(rows: list[tuple], e: int, last: tuple | None) -> bool:
-        """True when every row is within the physical bounds and follows the one before (the first: ``last``)."""
-        if last is not None and (rows[0][0] - last[0]) % SEQ_MOD != 1:
+    def _all_follow(v: np.ndarray, e: int, last: tuple | None) -> bool:
+        """True when every row of ``v`` (a block's values) is within the physical bounds and follows the one
+        before (the first: ``last``)."""
+        if last is not None and (int(v[0, 0]) - last[0]) % SEQ_MOD != 1:
             return False
-        v = np.array(rows, np.float64)
         return bool(frames_in_bounds(v[:, 2:e], v[:, e:]).all() and (np.diff(v[:, 0]) % SEQ_MOD == 1).all())
 
     def _flush(self, out: list[WindowResult] | None) -> None:
@@ -551,18 +590,22 @@ class WearerPipeline:
         Rows are kept only until they complete a window, so only a flush at that point
         gives one (``out`` may be None elsewhere).
         """
-        rows = self._rows
-        if not rows:
+        kept = self._kept
+        if not kept:
             return
-        self._rows = []
+        self._kept, self._n_kept = [], 0
         na = self._last_na
         try:
-            v = np.array(rows, np.float64)
+            parts = [p if type(p) is np.ndarray else np.array(p, np.float64) for p in kept if len(p)]
+            if not parts:
+                return
+            v = parts[0] if len(parts) == 1 else np.concatenate(parts)
             emg = v[:, 2 + na:] if self._env_last is None else self._env_last
             feats = self.features.push_block(v[:, 2:2 + na], emg)
             wins = self.slot.ring.push_block(feats)
         except Exception as exc:  # noqa: BLE001 - none is known (checked rows); never raise, drop the block
-            self._packet_fault(row_frame(rows[0], na), exc)
+            first = next(p for p in kept if len(p))[0]
+            self._packet_fault(row_frame(first if type(first) is tuple else _row(first), na), exc)
             return
         per_wearer = self.slot.spec.normalizer.per_wearer
         counted = 0  # rows in the wearer's statistics (each window sees the rows up to its last one)
@@ -570,15 +613,14 @@ class WearerPipeline:
             if per_wearer:
                 self.stats.push(feats[counted:k + 1])
                 counted = k + 1
-            r = rows[k]
             try:
-                res = self._classify(w, r[0], r[1])
+                res = self._classify(w, int(v[k, 0]), int(v[k, 1]))
             except Exception as exc:  # noqa: BLE001 - as _one: count, note, restart the window
-                self._packet_fault(row_frame(r, na), exc)
+                self._packet_fault(row_frame(_row(v[k]), na), exc)
                 return
             if res is not None and out is not None:
                 out.append(res)
-        if per_wearer:
+        if per_wearer and counted < len(feats):
             self.stats.push(feats[counted:])
 
     def _hello_verdict(self, h: Hello, fs: float) -> str | None:
@@ -646,9 +688,9 @@ class WearerPipeline:
         self._env_last = self._env.process(np.asarray(r.samples, np.float64))[-1]
 
     def _restart_window(self) -> None:
-        if self._rows and self.slot.spec.normalizer.per_wearer:
+        if self._n_kept and self.slot.spec.normalizer.per_wearer:
             self._flush(None)  # they complete no window, but count in the wearer's statistics (as per frame)
-        self._rows = []  # kept rows complete no window: nothing else would change
+        self._kept, self._n_kept = [], 0  # kept rows complete no window: nothing else would change
         self.features.reset()
         self.slot.ring.reset()
         self._last = None

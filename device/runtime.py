@@ -210,7 +210,9 @@ class Gateway:
         self.on_result = on_result
         self.flash: Any = None  # alanet.device.flash.gateway.GatewayFlash while running
         self.stop_event = threading.Event()
-        self._data: queue.Queue[tuple[int, bytes] | None] = queue.Queue(maxsize=DATA_QUEUE_MAX)
+        # serial reads for the main loop; a SimpleQueue (C) costs ~1 µs less per put and per get than a
+        # Queue, which every chunk pays twice; its bound (DATA_QUEUE_MAX) is kept by on_serial_data
+        self._data: queue.SimpleQueue[tuple[int, bytes] | None] = queue.SimpleQueue()
         self.dropped_reads = 0  # serial reads dropped because the main loop fell behind
         self.started = time.monotonic()
         self.alerts = 0
@@ -365,9 +367,9 @@ class Gateway:
         Never blocks: when the main loop has fallen ``DATA_QUEUE_MAX`` reads behind, the
         read is dropped and counted (the decoder resynchronises at the next delimiter).
         """
-        try:
+        if self._data.qsize() < DATA_QUEUE_MAX:  # reader threads race here: the bound holds within their number
             self._data.put_nowait((i, data))
-        except queue.Full:
+        else:
             self.dropped_reads += 1
             if self.dropped_reads in (1, 10, 100, 1000) or self.dropped_reads % 10000 == 0:
                 log.error("the main loop is %d serial reads behind: %d read(s) dropped so far", DATA_QUEUE_MAX,
@@ -618,10 +620,7 @@ class Gateway:
 
     def stop(self) -> None:
         self.stop_event.set()
-        try:
-            self._data.put_nowait(None)  # wake the loop (a full queue wakes it anyway)
-        except queue.Full:
-            pass
+        self._data.put_nowait(None)  # wake the loop
 
     def run(self, install_signals: bool = True) -> int:
         """Connect, read, decide, publish until :meth:`stop` (or SIGTERM/SIGINT)."""

@@ -57,9 +57,10 @@ from alanet.firmware_bridge.protocol import (
 )
 
 _CRC = struct.Struct("<H")
-#: Reads completing fewer packets than this are decoded one packet at a time (a batch's fixed cost is not worth it;
-#: measured per frame as rows: 3.0 µs one at a time, 2.8 in a batch at 16, 2.2 at 24, 1.9 at 32).
-BATCH_MIN = 16
+#: Reads completing fewer packets than this are decoded one packet at a time (a batch's fixed cost is not worth it).
+#: Measured as the runtime's own work per window (decoder and block pipeline, bench/hotpath.py's A/B) at
+#: 10 · 12 frames per read: 0.305 · 0.296 ms one packet at a time, 0.318 · 0.291 ms as one whole read.
+BATCH_MIN = 12
 # The vetting below first tests every value against the angles' bound alone: that needs it to be the smaller one.
 assert MAX_ABS_ANGLE_RAD <= MAX_ABS_EMG
 
@@ -190,24 +191,12 @@ class _BatchLayout:
 
 
 def _slots_maker(cls: type):
-    """``make(*fields)``: a ``cls`` equal to ``cls(*fields)``, made in about half the time: the slots are
-    set directly instead of through the frozen dataclass's ``__init__`` (which has nothing else to do when
-    every field is given: no ``__post_init__``)."""
-    assert not hasattr(cls, "__post_init__") and len(cls.__slots__) == len(cls.__dataclass_fields__)
+    """``make(*fields)``: a ``cls`` of four fields equal to ``cls(*fields)``, made in about half the time: the
+    slots are set directly instead of through the frozen dataclass's ``__init__`` (which has nothing else to
+    do when every field is given: no ``__post_init__``). ``Frame`` is its user."""
+    assert not hasattr(cls, "__post_init__") and len(cls.__slots__) == len(cls.__dataclass_fields__) == 4
     new = object.__new__
-    setters = [getattr(cls, k).__set__ for k in cls.__slots__]
-    if len(setters) == 3:
-        s0, s1, s2 = setters
-
-        def make3(a, b, c):
-            f = new(cls)
-            s0(f, a)
-            s1(f, b)
-            s2(f, c)
-            return f
-
-        return make3
-    s0, s1, s2, s3 = setters  # Frame and FrameBlock (4 slots each) are its users
+    s0, s1, s2, s3 = (getattr(cls, k).__set__ for k in cls.__slots__)
 
     def make4(a, b, c, d):
         f = new(cls)
@@ -221,7 +210,6 @@ def _slots_maker(cls: type):
 
 
 _frame = _slots_maker(Frame)
-_block = _slots_maker(FrameBlock)
 
 
 def _crc_table() -> np.ndarray:
@@ -284,8 +272,10 @@ class Decoder:
     return the same packets and the same ``stats`` for any input.
 
     :meth:`feed_blocks` is the gateway's fast path: the same decoding, counters and
-    order, with each run of DATA frames handed over as one :class:`FrameBlock` of row
-    tuples instead of a ``Frame`` object per frame.
+    order, with each run of DATA frames handed over as one :class:`FrameBlock` instead
+    of a ``Frame`` object per frame: row tuples for a few packets, and for a whole read
+    of ``BATCH_MIN`` or more the float64 ``values`` the numpy checks already read (no
+    tuples are built).
 
     ``max_packet`` bounds the decoded packet size and so the memory held between
     calls: a stream that never sends 0x00 keeps at most ``cobs.max_encoded_len(max_packet)``
@@ -424,12 +414,22 @@ class Decoder:
             return None
         buf = b"".join(pkts)
         arr = np.frombuffer(buf, layout.dtype)
-        seq = arr["seq"]
+        seq, v = arr["seq"], arr["v"]
+        # both finite exactly when every value is (NaN propagates); a layout with no values has none to check
+        lo, hi = (float(v.min()), float(v.max())) if v.size else (0.0, 0.0)
         if not (((arr["vt"] == layout.vt) & (arr["nn"] == layout.nn)).all() and (seq[1:] - seq[:-1] == 1).all()
-                and (_crc_ok(pkts, arr) & _finite_rows(arr)).all()):
+                and math.isfinite(lo) and math.isfinite(hi) and _crc_ok(pkts, arr).all()):
             return None
-        return self._consecutive_frames(seq.tolist(), list(layout.row.iter_unpack(buf)), layout, as_rows,
-                                        as_rows and layout.vettable and block_in_bounds(arr["v"], layout.n_angles))
+        if not as_rows:
+            return self._consecutive_frames(seq.tolist(), list(layout.row.iter_unpack(buf)), layout, False)
+        values = np.empty((len(arr), 2 + layout.n_angles + layout.n_emg), np.float64)  # the rows, as one array
+        values[:, 0] = seq
+        values[:, 1] = arr["t"]
+        values[:, 2:] = v
+        # in bounds: every value within the smaller bound (the angles', compared as float64), else part by part
+        vetted = layout.vettable and ((-MAX_ABS_ANGLE_RAD <= lo and hi <= MAX_ABS_ANGLE_RAD)
+                                      or block_in_bounds(v, layout.n_angles))
+        return self._consecutive_frames([int(seq[0]), int(seq[-1])], values, layout, True, vetted)
 
     def _few_read(self, chunks: list[bytes], layout: "_BatchLayout", as_rows: bool) -> list | None:
         """``_whole_read`` for a read of a few packets (one ``struct`` call and one CRC per packet, no numpy)."""
@@ -461,18 +461,24 @@ class Decoder:
             return None
         return self._consecutive_frames([rows[0][0], prev], rows, layout, as_rows, vetted)
 
-    def _consecutive_frames(self, seqs: list[int], rows: list[tuple], layout: "_BatchLayout", as_rows: bool,
-                            vetted: bool = False) -> list:
+    def _consecutive_frames(self, seqs: list[int], rows: list[tuple] | np.ndarray, layout: "_BatchLayout",
+                            as_rows: bool, vetted: bool = False) -> list:
         """Good DATA frames, seq + 1 each: only the first can be a gap, a restart or a duplicate
-        of the previous read's last frame. ``vetted``: all within the physical bounds too."""
+        of the previous read's last frame. ``rows``: row tuples, or (as rows) the block's float64
+        ``values``; ``seqs``: at least the first and the last seq. ``vetted``: all within the physical
+        bounds too."""
         keep_first = self._data_seq.check(seqs[0])
         self._data_seq.last = seqs[-1]
         if not keep_first:
-            del rows[0]
+            rows = rows[1:]
         self.stats.packets += len(rows)
         self.stats.frames += len(rows)
         if as_rows:
-            return [_block(layout.n_angles, layout.n_emg, rows, vetted)] if rows else []
+            if not len(rows):
+                return []
+            if type(rows) is list:
+                return [FrameBlock(layout.n_angles, layout.n_emg, rows, vetted)]
+            return [FrameBlock(layout.n_angles, layout.n_emg, None, vetted, values=rows)]
         e = layout.emg_at
         return [_frame(r[0], r[1], r[2:e], r[e:]) for r in rows]
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 import struct
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
@@ -144,28 +144,63 @@ class Exercise:
 Packet = Frame | Hello | RawEmg | Exercise
 
 
-@dataclass(frozen=True, slots=True)
 class FrameBlock:
     """DATA frames of one channel layout, in stream order, without a ``Frame`` object per frame.
 
     ``rows[k]`` is frame k as one tuple ``(seq, t_ms, *angles, *emg)`` (what
     ``struct.iter_unpack`` gives for a packet); ``n_angles`` / ``n_emg`` split it. The
-    decoder's fast path (``Decoder.feed_blocks``) hands reads over this way; the rows
-    list is not to be changed once handed over. :meth:`frames` gives the same frames as
-    ``Frame`` objects.
+    decoder's fast path (``Decoder.feed_blocks``) hands reads over this way; neither the
+    rows nor ``values`` are to be changed once handed over. :meth:`frames` gives the
+    same frames as ``Frame`` objects.
+
+    ``values``: the same rows as one float64 array ``[n, 2 + n_angles + n_emg]`` (seq and
+    t_ms are exact in float64), when the block was built from one (the decoder's
+    whole-read path: it never builds the tuples, and ``rows`` makes them only when asked).
+    :meth:`array` gives that array for any block.
 
     ``vetted``: the decoder found every row finite and within the physical bounds
     (:func:`values_in_bounds`, :func:`block_in_bounds`), and each row's seq the one before + 1 (mod 2**32), so a
     consumer that checks the same need only check how the first row follows its own last.
+    Equality compares the layout and the rows (not how they are held, nor ``vetted``).
     """
 
-    n_angles: int
-    n_emg: int
-    rows: list
-    vetted: bool = field(default=False, compare=False)  # a note on the rows, not part of them
+    __slots__ = ("n_angles", "n_emg", "_rows", "values", "vetted")
+
+    def __init__(self, n_angles: int, n_emg: int, rows: list | None = None, vetted: bool = False, *,
+                 values: np.ndarray | None = None) -> None:
+        if (rows is None) == (values is None):
+            raise ValueError("a FrameBlock holds rows or values (exactly one of them)")
+        self.n_angles = n_angles
+        self.n_emg = n_emg
+        self._rows = rows
+        self.values = values
+        self.vetted = vetted
+
+    @property
+    def rows(self) -> list:
+        if self._rows is None:
+            self._rows = [(int(r[0]), int(r[1]), *r[2:]) for r in self.values.tolist()]
+        return self._rows
+
+    def array(self) -> np.ndarray:
+        """The rows as float64 ``[n, 2 + n_angles + n_emg]`` (``values`` when the block holds them)."""
+        if self.values is not None:
+            return self.values
+        return np.array(self._rows, np.float64).reshape(len(self._rows), 2 + self.n_angles + self.n_emg)
 
     def __len__(self) -> int:
-        return len(self.rows)
+        return len(self._rows) if self.values is None else len(self.values)
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not FrameBlock:
+            return NotImplemented
+        return (self.n_angles, self.n_emg, self.rows) == (other.n_angles, other.n_emg, other.rows)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        held = f"rows={self._rows!r}" if self.values is None else f"values=<{len(self.values)} rows>"
+        return f"FrameBlock(n_angles={self.n_angles}, n_emg={self.n_emg}, {held}, vetted={self.vetted})"
 
     def frame(self, k: int) -> Frame:
         """Row ``k`` as a ``Frame``."""
@@ -185,7 +220,7 @@ def add_row(out: list, n_angles: int, n_emg: int, row: tuple) -> None:
     """Append a frame's row to ``out``: to its last item when that is a ``FrameBlock`` of the same layout,
     else as a new block."""
     last = out[-1] if out else None
-    if type(last) is FrameBlock and last.n_angles == n_angles and last.n_emg == n_emg:
+    if type(last) is FrameBlock and last.values is None and last.n_angles == n_angles and last.n_emg == n_emg:
         last.rows.append(row)
     else:
         out.append(FrameBlock(n_angles, n_emg, [row]))

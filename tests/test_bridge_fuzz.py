@@ -217,6 +217,47 @@ def test_a_block_is_vetted_only_when_every_row_is_in_bounds():
         assert vetted(n, ("a", -6.28)) and vetted(n, ("m", -9.9e4))
 
 
+def test_a_whole_read_hands_its_frames_over_as_values():
+    """A whole read's frames come as one float64 array (no row tuples built): its rows, made on demand,
+    equal the reference decoder's frames, seq and t_ms as ints; ``array()`` gives the same numbers for a
+    block of row tuples; a non-finite value anywhere sends the read to the reference path (counted)."""
+    from alanet.firmware_bridge.protocol import FrameBlock
+
+    enc = Encoder()
+    frames = [enc.frame(1000 + 17 * k, [0.01 * k + 0.1 * j for j in range(13)], [1e-3 * (k + 1)] * 4, seq=SEQ_MOD - 5 + k)
+              for k in range(30)]  # seq wraps inside the read
+    dec, ref = Decoder(), Decoder(batch=False)
+    blocks, want = dec.feed_blocks(b"".join(frames)), ref.feed(b"".join(frames))
+    assert len(blocks) == 1 and blocks[0].values is not None and blocks[0].vetted
+    b = blocks[0]
+    assert b.values.dtype == np.float64 and b.values.shape == (30, 2 + 13 + 4) and b.array() is b.values
+    assert b.frames() == want and all(type(r[0]) is int and type(r[1]) is int for r in b.rows)
+    rows = FrameBlock(13, 4, [tuple(r) for r in b.rows])
+    assert rows == b and np.array_equal(rows.array(), b.values) and len(rows) == len(b) == 30
+    with pytest.raises(ValueError):
+        FrameBlock(13, 4)
+    bad = list(frames)
+    bad[17] = enc.frame(0, [0.1] * 13, [float("inf")] + [0.5] * 3, seq=SEQ_MOD - 5 + 17)
+    _same_decoding(b"".join(bad), random.Random(3), MAX_PACKET)
+    dec = Decoder()
+    got = dec.feed_blocks(b"".join(bad))
+    assert dec.stats.malformed == 1 and sum(len(x) for x in got) == 29
+
+
+@pytest.mark.parametrize("na, ne", [(0, 0), (0, 4), (13, 0)])
+def test_a_layout_without_values_decodes_in_later_whole_reads(na, ne):
+    """The first read switches the decoder to a layout with no angles or no sEMG (or neither); the next
+    whole read of that layout is decoded like the reference, nothing raised."""
+    frames = [encode_packet(Frame(k, 17 * k, (0.1,) * na, (10.0,) * ne)) for k in range(40)]
+    dec, ref = Decoder(), Decoder(batch=False)
+    for part in (b"".join(frames[:3]), b"".join(frames[3:])):
+        assert dec.feed(part) == ref.feed(part)
+    assert dec.stats == ref.stats and dec.stats.frames == 40
+    blk = Decoder()
+    blocks = blk.feed_blocks(b"".join(frames[:3])) + blk.feed_blocks(b"".join(frames[3:]))
+    assert sum(len(b) for b in blocks) == 40 and blk.stats == ref.stats
+
+
 @pytest.mark.parametrize("na, ne", [(0, 0), (0, 4), (13, 0), (3, 2), (20, 20)])
 @pytest.mark.parametrize("run", [2, 20])
 def test_runs_of_any_layout_decode_as_the_reference(na, ne, run):

@@ -52,7 +52,7 @@ def test_full_file_and_flag_overrides(tmp_path):
 def test_example_config_loads():
     c = load_config(EXAMPLE)
     assert c.wearables and c.broker.url.startswith("mqtt")
-    assert (c.batch_wait_ms, c.batch_max, c.read_hold_ms) == (20.0, 0, 250.0)
+    assert (c.batch_wait_ms, c.batch_max, c.read_hold_ms) == (20.0, 0, 400.0)
 
 
 @pytest.mark.parametrize("text, key", [

@@ -64,16 +64,20 @@ def test_bad_settings_are_refused() -> None:
         HeldReads(1, hold_s=0, limit=0)
 
 
-def test_data_waiting_twice_the_hold_goes_before_windows() -> None:
+def test_data_waiting_urgent_times_the_hold_goes_before_windows() -> None:
+    from alanet.device.reads import URGENT
+
+    assert 1 < URGENT <= 2
     r = HeldReads(2, hold_s=0.25, limit=100)
     r.set_need(0, None)
     r.set_need(1, 1)
     r.add(0, b"old", now=0.0)
-    r.add(1, b"w", now=0.3)  # wearer 1's window
-    assert r.take(0.3) == (1, [b"w"], 0.3)  # 0.3 s: a window still goes first
-    r.add(1, b"w2", now=0.5)
-    assert r.take(0.5) == (0, [b"old"], 0.0)  # 0.5 s: wearer 0's data has waited 2 x hold
-    assert r.take(0.5) == (1, [b"w2"], 0.5)
+    soon, late = URGENT * 0.25 - 0.01, URGENT * 0.25 + 0.01
+    r.add(1, b"w", now=soon)  # wearer 1's window
+    assert r.take(soon) == (1, [b"w"], soon)  # a window still goes first
+    r.add(1, b"w2", now=late)
+    assert r.take(late) == (0, [b"old"], 0.0)  # wearer 0's data has waited URGENT x hold
+    assert r.take(late) == (1, [b"w2"], late)
 
 
 def test_clear_needs_sends_the_next_read_at_once() -> None:
