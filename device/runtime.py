@@ -384,11 +384,14 @@ class Gateway:
         """Take the queued chunks in (while fewer than the limit are held); then the next read that is
         due (see :class:`HeldReads`), its chunks joined, or None. ``drain``: any held read."""
         data, reads = self._data, self.reads
-        while not reads.full:
-            try:
-                self._hold(data.get_nowait())
-            except queue.Empty:
-                break
+        if not reads.full:  # what the reader threads queued so far (more comes at the next call)
+            get, add, now = data.get_nowait, reads.add, time.monotonic()
+            for _ in range(data.qsize()):
+                item = get()
+                if item is not None:  # None: the stop wake-up
+                    add(item[0], item[1], now)
+                    if reads.full:
+                        break
         item = reads.take(time.monotonic(), drain=drain or reads.full)  # full: the oldest goes, due or not
         if item is None:
             return None
