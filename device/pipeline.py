@@ -78,18 +78,13 @@ from alanet.firmware_bridge.protocol import (
     hello_problem,
     raw_problem,
     row_frame,
+    values_row,
 )
 
 log = logging.getLogger(__name__)
 
 VET_MIN = 24  # blocks of this many rows or more are checked with numpy at once (fewer: row by row)
 MAX_NOTED_FAULTS = 16  # faults kept for take_faults() between two calls (all are counted)
-
-
-def _row(values: np.ndarray) -> tuple:
-    """A ``FrameBlock`` row ``(seq, t_ms, *angles, *emg)`` from its float64 values (seq and t_ms are exact)."""
-    r = values.tolist()
-    return (int(r[0]), int(r[1]), *r[2:])
 
 
 @dataclass(frozen=True)
@@ -553,8 +548,7 @@ class WearerPipeline:
             piece = rows[i:i + k]
             if array:
                 self._kept.append(piece)
-                r = piece[-1]
-                self._last_row = (int(r[0]), int(r[1]), *r[2:].tolist())
+                self._last_row = values_row(piece[-1].tolist())
             else:
                 self._tuples().extend(piece)
                 self._last_row = piece[-1]
@@ -605,7 +599,7 @@ class WearerPipeline:
             wins = self.slot.ring.push_block(feats)
         except Exception as exc:  # noqa: BLE001 - none is known (checked rows); never raise, drop the block
             first = next(p for p in kept if len(p))[0]
-            self._packet_fault(row_frame(first if type(first) is tuple else _row(first), na), exc)
+            self._packet_fault(row_frame(first if type(first) is tuple else values_row(first.tolist()), na), exc)
             return
         per_wearer = self.slot.spec.normalizer.per_wearer
         counted = 0  # rows in the wearer's statistics (each window sees the rows up to its last one)
@@ -616,7 +610,7 @@ class WearerPipeline:
             try:
                 res = self._classify(w, int(v[k, 0]), int(v[k, 1]))
             except Exception as exc:  # noqa: BLE001 - as _one: count, note, restart the window
-                self._packet_fault(row_frame(_row(v[k]), na), exc)
+                self._packet_fault(row_frame(values_row(v[k].tolist()), na), exc)
                 return
             if res is not None and out is not None:
                 out.append(res)

@@ -426,9 +426,7 @@ class Decoder:
         values[:, 0] = seq
         values[:, 1] = arr["t"]
         values[:, 2:] = v
-        # in bounds: every value within the smaller bound (the angles', compared as float64), else part by part
-        vetted = layout.vettable and ((-MAX_ABS_ANGLE_RAD <= lo and hi <= MAX_ABS_ANGLE_RAD)
-                                      or block_in_bounds(v, layout.n_angles))
+        vetted = layout.vettable and block_in_bounds(v, layout.n_angles, (lo, hi))
         return self._consecutive_frames([int(seq[0]), int(seq[-1])], values, layout, True, vetted)
 
     def _few_read(self, chunks: list[bytes], layout: "_BatchLayout", as_rows: bool) -> list | None:

@@ -179,7 +179,7 @@ class FrameBlock:
     @property
     def rows(self) -> list:
         if self._rows is None:
-            self._rows = [(int(r[0]), int(r[1]), *r[2:]) for r in self.values.tolist()]
+            self._rows = [values_row(r) for r in self.values.tolist()]
         return self._rows
 
     def array(self) -> np.ndarray:
@@ -208,6 +208,12 @@ class FrameBlock:
 
     def frames(self) -> list[Frame]:
         return [row_frame(r, self.n_angles) for r in self.rows]
+
+
+def values_row(values: list[float]) -> tuple:
+    """A ``FrameBlock`` row ``(seq, t_ms, *angles, *emg)`` from one row of its ``values`` as a list
+    (seq and t_ms are exact in float64; they become ints again)."""
+    return (int(values[0]), int(values[1]), *values[2:])
 
 
 def row_frame(row: tuple, n_angles: int) -> Frame:
@@ -297,13 +303,15 @@ def values_in_bounds(a: Sequence[float], e: Sequence[float]) -> bool:
     return math.isfinite(sum(a) + sum(e))
 
 
-def block_in_bounds(values: np.ndarray, n_angles: int) -> bool:
+def block_in_bounds(values: np.ndarray, n_angles: int, extremes: tuple[float, float] | None = None) -> bool:
     """:func:`values_in_bounds` for every row of finite ``values`` [n, angles + sEMG] (float32 from the
     wire, or float64) at once, from the block's extremes: compared as float64, so a float32 value just
-    past a bound is out as it is for the per-frame check. True for an empty block."""
+    past a bound is out as it is for the per-frame check. True for an empty block. ``extremes``: the
+    block's (min, max) when the caller has them already."""
     if values.size == 0:
         return True
-    if -MAX_ABS_ANGLE_RAD <= float(values.min()) and float(values.max()) <= MAX_ABS_ANGLE_RAD <= MAX_ABS_EMG:
+    lo, hi = (float(values.min()), float(values.max())) if extremes is None else extremes
+    if -MAX_ABS_ANGLE_RAD <= lo and hi <= MAX_ABS_ANGLE_RAD <= MAX_ABS_EMG:
         return True  # every value within the smaller bound
     a, m = values[:, :n_angles], values[:, n_angles:]
     return ((a.size == 0 or (-MAX_ABS_ANGLE_RAD <= float(a.min()) and float(a.max()) <= MAX_ABS_ANGLE_RAD))
