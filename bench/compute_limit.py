@@ -74,10 +74,24 @@ def count_flops(model_bytes: bytes, default_trip: int) -> GraphCount:
     by_kind: dict[str, int] = {}
     loops: list[dict[str, int]] = []
 
+    subgraphs = [m.Subgraphs(g) for g in range(m.SubgraphsLength())]
+    resolved: dict[tuple[int, int], list[int]] = {}  # (subgraph, tensor): shapes the file leaves at a placeholder
+
     def shape(sg: Any, t: int) -> list[int]:
         if t < 0:
             return []
+        if (id(sg), t) in resolved:
+            return resolved[id(sg), t]
         return [int(d) for d in sg.Tensors(t).ShapeAsNumpy()] if sg.Tensors(t).ShapeLength() else []
+
+    def resolve_reshape(sg: Any, src: int, dst: int) -> None:
+        """A dynamic-batch graph stores a reshape's output as e.g. [1, C] for [-1, C] even when its
+        input is [1, T, C] (T·C values): the -1 takes what the input holds, as at run time."""
+        ten = sg.Tensors(dst)
+        sig = [int(d) for d in ten.ShapeSignatureAsNumpy()] if ten.ShapeSignatureLength() else []
+        n_in, known = numel(shape(sg, src)), numel([d for d in sig if d != -1])
+        if sig.count(-1) == 1 and numel(shape(sg, dst)) != n_in and known and n_in % known == 0:
+            resolved[id(sg), dst] = [n_in // known if d == -1 else d for d in sig]
 
     def numel(sh: list[int]) -> int:
         return int(np.prod(sh)) if sh else 1
@@ -92,7 +106,7 @@ def count_flops(model_bytes: bytes, default_trip: int) -> GraphCount:
         return int(arr.reshape(-1)[0]) if arr.size == 1 else None
 
     def subgraph(g: int) -> tuple[int, int]:
-        sg = m.Subgraphs(g)
+        sg = subgraphs[g]  # one object per subgraph: `resolved` is keyed by its identity
         total = mm = 0
         for i in range(sg.OperatorsLength()):
             op = sg.Operators(i)
@@ -100,6 +114,8 @@ def count_flops(model_bytes: bytes, default_trip: int) -> GraphCount:
             name = names.get(max(oc.BuiltinCode(), oc.DeprecatedBuiltinCode()), "?")
             ins = [int(x) for x in op.InputsAsNumpy()] if op.InputsLength() else []
             outs = [int(x) for x in op.OutputsAsNumpy()] if op.OutputsLength() else []
+            if name == "RESHAPE" and ins and outs:
+                resolve_reshape(sg, ins[0], outs[0])
             out_n = numel(shape(sg, outs[0])) if outs else 0
             f = 0
             if name == "FULLY_CONNECTED":

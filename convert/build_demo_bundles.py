@@ -14,8 +14,9 @@ Each bundle is made by the same three public commands a user runs:
    participants (window threshold, alert rule; with per-wearer normalisation the rule
    raises no alert in a wearer's first ``prior`` seconds, the warm-up, and is chosen
    with it);
-3. ``alanet convert`` (float16, route ``fused``: the fused TFLite LSTM op through a
-   tf_keras copy, a ~29 KB file, the fastest batch-1 form; see models/README.md for the
+3. ``alanet convert`` (float16, route ``unrolled`` with a dynamic batch, native sizes
+   1, 4, 16, 64: a gateway classifies the windows due across its wearers in one invoke;
+   ~56 KiB as the xz archive ``alanet flash`` sends; see models/README.md for the
    routes measured), which writes that rule into the manifest.
 
 The protective bundle is then checked the way the gateway runs it on fresh synthetic
@@ -39,10 +40,11 @@ import sys
 import tempfile
 from pathlib import Path
 
+BATCH_SIZES = "1,4,16,64"  # one dynamic-batch model runs them all
 DEMOS = {
     # name: (task, quantisation, route, extra train flags, extra convert flags)
-    "protective": ("protective", "float16", "fused", [], []),
-    "pain": ("pain", "float16", "fused", [], []),
+    "protective": ("protective", "float16", "unrolled", [], ["--batch-sizes", BATCH_SIZES]),
+    "pain": ("pain", "float16", "unrolled", [], ["--batch-sizes", BATCH_SIZES]),
 }
 
 

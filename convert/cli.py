@@ -31,10 +31,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--for-gateway", dest="for_gateway", action="append", metavar="ID", default=[],
                    help="only these gateways may install the bundle (repeatable; default: any gateway)")
     p.add_argument("--archive", action="store_true",
-                   help="also write the single-file transport form BUNDLE_DIR.tar")
+                   help="also write the single-file transport form BUNDLE_DIR.tar.xz (what alanet flash sends)")
     p.add_argument("--route", choices=("unrolled", "loop", "fused"), default="unrolled",
-                   help="unrolled LSTM (default: every quantisation, fast, ~0.5 MB), WHILE loop (small, slow; no "
-                   "int8) or fused LSTM op (ALANet only, needs tf-keras: smallest and fastest at batch 1; no int8)")
+                   help="unrolled LSTM (default: every quantisation; one dynamic-batch file, ~260 KiB for ALANet, "
+                   "fastest once windows are batched), WHILE loop (smaller, slow; no int8) or fused LSTM op (ALANet "
+                   "only, needs tf-keras: the smallest file, does not batch; no int8)")
     p.add_argument("--batch-sizes", dest="batch_sizes", metavar="N,N", default="1",
                    help="native batch sizes the bundle runs, e.g. 1,16 (one more model file per size; unrolled: "
                    "one dynamic-batch model); default 1")
@@ -44,7 +45,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "inspect", help="show and verify a model bundle (hash, signature, self-test; no TensorFlow)",
         description="Print a bundle's manifest summary and operators, and verify the model hash, the "
         "signature (with --trust) and the self-test vectors with LiteRT.")
-    p.add_argument("bundle", metavar="BUNDLE", help="bundle directory or .tar archive")
+    p.add_argument("bundle", metavar="BUNDLE", help="bundle directory or .tar.xz / .tar archive")
     p.add_argument("--trust", action="append", metavar="PUBKEY",
                    help="trusted Ed25519 public key (PEM); repeatable. With it, the bundle must be signed")
     p.add_argument("--json", action="store_true", help="print the report as JSON")

@@ -30,7 +30,7 @@ from alanet.convert.parity import DEFAULT_MIN_AGREEMENT, MAX_ATTENTION_TV, Parit
 from alanet.convert.rundir import Run, load_parity_windows, load_run
 from alanet.device.decisions import window_labels
 from alanet.device.bundle import (MANIFEST_SCHEMA, MANIFEST_SCHEMA_PER_WEARER, MAX_BATCH_MODELS, QUANTIZATIONS, BundleError, default_decision,
-                                  encode_window, load_bundle, write_bundle)
+                                  dequantize_window, load_bundle, quantize_window, write_bundle)
 from alanet.device.inference import ModelRunner, model_ops
 from alanet.device.signing import load_private_key
 from alanet.errors import InputError
@@ -121,6 +121,11 @@ def _summary(obj: Any, depth: int = 0) -> Any:
     if isinstance(obj, list) and len(obj) <= 64 and depth < 3:
         return [_summary(v, depth + 1) for v in obj]
     return None
+
+
+def _expected(values: Any) -> list[float]:
+    """Expected self-test outputs, to 1e-6 (the tolerance is 1e-3 or more): short JSON, small bundle."""
+    return [round(float(v), 6) for v in np.asarray(values, np.float32).ravel()]
 
 
 def _self_test_indices(pred: np.ndarray, n: int) -> list[int]:
@@ -346,9 +351,13 @@ def convert_run(run_dir: str | Path, quantization: str, out: str | Path, *, rout
         pred = window_labels(lite_probs, dec)
         st = []
         for i in _self_test_indices(pred, N_SELF_TEST):
-            vec: dict[str, Any] = {"input_b64": encode_window(pw.test_x[i]), "output": [float(v) for v in lite_probs[i]]}
+            # stored at 8 bits per value (a quarter of float32, and it compresses); the expected
+            # outputs are the model's on exactly the stored window
+            q8 = quantize_window(pw.test_x[i])
+            probs, t, b = _lite_run(runner, dequantize_window(q8, pw.test_x.shape[1:])[None])
+            vec: dict[str, Any] = {"input_q8": q8, "output": _expected(probs[0])}
             if att is not None:
-                vec["attention"] = {"temporal": [float(v) for v in lite_t[i]], "body": [float(v) for v in lite_b[i]]}
+                vec["attention"] = {"temporal": _expected(t[0]), "body": _expected(b[0])}
             st.append(vec)
         atol = self_test_atol(quantization, runner.output_quant)
         import hashlib

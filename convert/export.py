@@ -5,14 +5,16 @@ dimension the conversion fails. So the converter builds an *inference copy* of t
 trained model, with the trained weights:
 
 - batch fixed to 1, no ``Masking`` (a streamed window is always full), and
-- route ``unrolled`` (default): every LSTM/GRU ``unroll=True``. All four
+- route ``unrolled`` (default): every LSTM/GRU ``unroll=True``, Keras LSTMs as
+  :class:`~alanet.convert.lean_lstm.LeanLSTM` (the input side of all frames in one
+  matrix product, 11 operators per step instead of 14). All four
   quantisations convert to builtin ops only, int8 included; fastest on device.
   int8 is selective: weights, matmuls and I/O int8, the recurrent elementwise
   ops (``INT8_FLOAT_OPS``) float, see :func:`_int8_selective`.
 - route ``loop``: LSTMs left rolled: a WHILE-loop graph, smaller files for long
   windows, but int8 crashes the calibrator (the worker subprocess reports it).
 - route ``fused`` (ALANet): the fused LSTM op through a ``tf_keras`` copy, see
-  :mod:`alanet.convert.fused`: the smallest and fastest batch-1 file.
+  :mod:`alanet.convert.fused`: the smallest file; it does not batch.
 
 A bundle that runs more batch sizes than 1 gets one file per size (the batch is
 fixed in a WHILE loop's and a fused LSTM's graph), or, for ``unrolled``, one file
@@ -89,6 +91,8 @@ def _rewrite(node: Any, unroll: bool, batch: int = 1) -> Any:
                     cfg[key] = [batch] + list(cfg[key][1:])
         elif cls in RNN_LAYERS and unroll:
             cfg["unroll"] = True
+            if cls == "LSTM" and out.get("module") == "keras.layers":  # the same LSTM in fewer TFLite ops
+                out.update(module="alanet.convert.lean_lstm", class_name="LeanLSTM", registered_name="alanet>LeanLSTM")
         elif cls == "Masking":
             out["class_name"] = "Identity"
             out["module"] = "keras.layers"
@@ -102,6 +106,8 @@ def _rewrite(node: Any, unroll: bool, batch: int = 1) -> Any:
 def _copy_from_config(trained, unroll: bool, batch: int = 1):
     import keras
 
+    import alanet.convert.lean_lstm  # noqa: F401 - registers LeanLSTM for the rewritten config
+
     ser = keras.saving.serialize_keras_object(trained)
     return keras.saving.deserialize_keras_object(_rewrite(copy.deepcopy(ser), unroll, batch))
 
@@ -111,9 +117,10 @@ def _copy_from_zoo(run: Run, unroll: bool, batch: int = 1):
 
     cfg = run.config
     groups = cfg.get("groups") or list(run.schema.groups.values())
-    return build_model(cfg["model"], timesteps=run.window, channels=run.schema.n_channels, n_classes=len(run.labels),
+    model = build_model(cfg["model"], timesteps=run.window, channels=run.schema.n_channels, n_classes=len(run.labels),
                        groups=[list(g) for g in groups], hparams=cfg.get("hparams") or {}, unroll=unroll,
                        masking=False, batch_size=batch)
+    return _copy_from_config(model, unroll, batch) if unroll else model
 
 
 def inference_copy(run: Run, trained, route: str, check_x: np.ndarray, atol: float = 1e-4, batch: int = 1):
@@ -251,3 +258,39 @@ def _int8_selective(conv, calib_x: np.ndarray) -> bytes:
     return bytes(tflite_convert.mlir_quantize(debugger.calibrated_model, fully_quantize=True,
                                               input_data_type=tf.int8, output_data_type=tf.int8,
                                               denylisted_ops=list(INT8_FLOAT_OPS)))
+
+
+def slim(tflite: bytes) -> bytes:
+    """The same TFLite model without what the interpreter never reads: tensor, subgraph and model
+    names, and one empty buffer per activation tensor (all share the empty buffer 0).
+
+    The signature, which names the outputs (:func:`with_attention`), stays. An unrolled
+    LSTM has thousands of tensors, each named after its Keras path: ~30 % of the file.
+    """
+    from tensorflow.lite.tools import flatbuffer_utils as fb
+
+    model = fb.convert_bytearray_to_object(bytearray(tflite))
+    model.description = None
+    # buffers without data; one stored outside the flatbuffer (offset/size, > 2 GB models) has data
+    empty = {i for i, b in enumerate(model.buffers)
+             if (b.data is None or len(b.data) == 0) and not getattr(b, "offset", 0) > 1}
+    if 0 not in empty:  # not the converter's layout (buffer 0 is its empty sentinel): names only
+        empty = set()
+    for sg in model.subgraphs:
+        sg.name = None
+        for t in sg.tensors:
+            t.name = None
+            if t.buffer in empty:
+                t.buffer = 0
+    keep = sorted({0} | {t.buffer for sg in model.subgraphs for t in sg.tensors}
+                  | {m.buffer for m in model.metadata or []} | set(model.metadataBuffer or []))
+    new = {old: i for i, old in enumerate(keep)}
+    model.buffers = [model.buffers[i] for i in keep]
+    for sg in model.subgraphs:
+        for t in sg.tensors:
+            t.buffer = new[t.buffer]
+    for m in model.metadata or []:
+        m.buffer = new[m.buffer]
+    if model.metadataBuffer is not None and len(model.metadataBuffer):
+        model.metadataBuffer = [new[int(i)] for i in model.metadataBuffer]
+    return bytes(fb.convert_object_to_bytearray(model))

@@ -7,8 +7,8 @@ attention (Dense tanh → Dense softmax over the units, rescaled by their count)
 Dense softmax — as a ``tf_keras`` model at a fixed batch, copies the trained weights
 layer by layer, checks that it gives the trained model's probabilities and attention,
 and converts it with the three outputs named as :func:`alanet.convert.export.with_attention`
-names them. The smallest and fastest batch-1 form of ALANet (one op for the
-whole sequence); the op keeps its state between invokes, so the bundle is marked
+names them. The smallest form of ALANet (one op for the whole sequence; its
+kernel does not batch, so the cost per window stays the same at every batch size); the op keeps its state between invokes, so the bundle is marked
 ``stateful`` and the gateway resets it before each one. The batch dimension must
 be static: a bundle that runs other batch sizes carries one file per size.
 

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import tempfile
 from pathlib import Path
 from typing import Any
 
-from alanet.device.bundle import Bundle, load_bundle
+from alanet.device.bundle import Bundle, load_bundle, pack
 from alanet.device.inference import model_ops
 from alanet.device.signing import write_keypair
 
@@ -22,6 +23,8 @@ def inspect_bundle(path: str | Path, trusted_keys: list[Path] | None = None) -> 
         sig = "present, not verified (no --trust key given)"
     else:
         sig = "unsigned"
+    with tempfile.TemporaryDirectory(prefix="alanet-inspect-") as tmp:
+        transfer = pack(b.path, Path(tmp) / "bundle.tar.xz").stat().st_size
     return {
         "path": str(path),
         "model_id": b.model_id,
@@ -47,6 +50,7 @@ def inspect_bundle(path: str | Path, trusted_keys: list[Path] | None = None) -> 
         "batch_models": [dict(e) for e in m.get("batch_models") or []],
         "bundle_bytes": m["model_bytes"] + sum(e["bytes"] for e in m.get("batch_models") or []
                                                if e["file"] != "model.tflite"),
+        "transfer_bytes": transfer,
         "ops": model_ops(b.model_path),
         "parity": m["parity"],
         "training": {k: m["training"].get(k) for k in ("model", "run_dir", "metrics") if k in m["training"]},
@@ -75,6 +79,7 @@ def _text(r: dict[str, Any]) -> str:
         f"batch       native sizes {', '.join(map(str, r['batch_sizes']))}"
         + "".join(f"; {e['size']}: {e['file']} ({e['bytes']} bytes, sha256 {e['sha256'][:12]}...)"
                   for e in r["batch_models"]) + f"; model files {r['bundle_bytes']} bytes in all",
+        f"transfer    {r['transfer_bytes']} bytes ({r['transfer_bytes'] / 1024:.1f} KiB): the xz archive alanet flash sends",
         f"ops         {', '.join(r['ops'])}",
         f"decision    {json.dumps(r['decision'])}",
         f"parity      agreement {p['agreement']:.1%} on {p['n_windows']} windows (threshold {p['threshold']:.0%}), "

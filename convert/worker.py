@@ -61,7 +61,7 @@ def run(run_dir: str, quantization: str, route: str, out_dir: str, sizes: str = 
             model, att = fused.fused_alanet(r, trained, b, pw.test_x[:4])
             _stage(out, f"converting to TFLite ({quantization}, fused, batch {b})")
             name = "model.tflite" if b == 1 else f"model-b{b}.tflite"
-            (out / name).write_bytes(fused.fused_to_tflite(model, quantization, b))
+            (out / name).write_bytes(export.slim(fused.fused_to_tflite(model, quantization, b)))
             if b > 1:
                 extra[str(b)] = name
     else:
@@ -74,8 +74,8 @@ def run(run_dir: str, quantization: str, route: str, out_dir: str, sizes: str = 
                 model, _ = export.with_attention(model, r.model_name, n_groups)
             _stage(out, f"converting to TFLite ({quantization}, {route}" + (f", batch {b})" if b > 1 else ")"))
             name = "model.tflite" if b == 1 else f"model-b{b}.tflite"
-            (out / name).write_bytes(export.to_tflite(model, quantization, pw.calib_x,
-                                                      batch=None if dynamic else b))
+            (out / name).write_bytes(export.slim(export.to_tflite(model, quantization, pw.calib_x,
+                                                                  batch=None if dynamic else b)))
             if b > 1:
                 extra[str(b)] = name
         if dynamic:

@@ -21,9 +21,11 @@ from __future__ import annotations
 import atexit
 import base64
 import binascii
+import contextlib
 import hashlib
 import io
 import json
+import lzma
 import os
 import re
 import shutil
@@ -54,6 +56,13 @@ BUNDLE_FILES = (MANIFEST_FILE, MODEL_FILE, SIGNATURE_FILE)
 BATCH_MODEL_RE = re.compile(r"^model-b([1-9][0-9]{0,3})\.tflite$")  # model-b16.tflite: the model at batch 16
 MAX_BATCH_MODELS = 8
 QUANTIZATIONS = ("float32", "float16", "dynamic", "int8")
+XZ_MAGIC = b"\xfd7zXZ\x00"
+# lc/lp/pb for a model's 4-byte-aligned tables: the demo bundles pack to ~57 KiB against ~59-60 KiB with xz's defaults
+XZ_FILTERS = [{"id": lzma.FILTER_LZMA2, "preset": 9 | lzma.PRESET_EXTREME, "dict_size": 4 << 20,
+               "lc": 0, "lp": 2, "pb": 3}]
+XZ_MEMLIMIT = 16 << 20  # decoder memory an archive may ask for (a 4 MiB window needs ~5 MiB)
+MAX_UNPACKED = 64 << 20  # bytes an xz archive may unpack to (the flash transfer's limit on an archive)
+MAX_TAR_HEADER = 64 << 10  # bytes of a PAX or GNU long-name header, which tarfile reads whole into memory
 SCHEMA_PATH = Path(__file__).with_name("schemas") / "manifest.schema.json"
 
 
@@ -258,6 +267,47 @@ def decode_window(b64: str, shape: tuple[int, int]) -> np.ndarray:
     return np.frombuffer(raw, dtype="<f4").reshape(shape).astype(np.float32)
 
 
+def quantize_window(window: np.ndarray) -> dict[str, Any]:
+    """A window [L, C] at 8 bits per value, as a self-test input: ``{"b64", "offset", "scale"}``.
+
+    Per channel an offset and a scale (float32); the codes are stored channel by channel,
+    each channel's first code then its differences from one frame to the next (mod 256),
+    which for body movement are small and compress well. A quarter of
+    :func:`encode_window`'s bytes before compression: what keeps a bundle's transfer
+    form small. The self-test's expected outputs are the model's on
+    :func:`dequantize_window` of this, so nothing is lost.
+    """
+    x = np.asarray(window, dtype=np.float32)
+    lo, hi = x.min(axis=0), x.max(axis=0)
+    scale = np.where(hi > lo, (hi - lo) / 255.0, 1.0).astype(np.float32)
+    codes = np.clip(np.rint((x - lo) / scale), 0, 255).astype(np.uint8).T  # [C, L]
+    deltas = np.diff(codes, axis=1, prepend=np.zeros((codes.shape[0], 1), np.uint8))  # uint8: mod 256
+    return {"b64": base64.b64encode(deltas.tobytes()).decode("ascii"),  # shortest float32 decimals:
+            "offset": [float(str(v)) for v in lo], "scale": [float(str(v)) for v in scale]}  # exact, short
+
+
+def dequantize_window(q: Mapping[str, Any], shape: tuple[int, int]) -> np.ndarray:
+    """Inverse of :func:`quantize_window` (offset + scale × code, float32: the same values
+    on every machine); ValueError if a size does not match ``shape``."""
+    raw = base64.b64decode(q["b64"], validate=True)
+    n = int(np.prod(shape))
+    if len(raw) != n:
+        raise ValueError(f"{len(raw)} bytes, expected {n} for a {shape[0]}x{shape[1]} 8-bit window")
+    offset, scale = np.asarray(q["offset"], np.float32), np.asarray(q["scale"], np.float32)
+    if offset.shape != (shape[1],) or scale.shape != (shape[1],):
+        raise ValueError(f"{offset.size} offsets / {scale.size} scales for {shape[1]} channels")
+    deltas = np.frombuffer(raw, dtype=np.uint8).reshape(shape[1], shape[0])
+    codes = np.cumsum(deltas, axis=1, dtype=np.uint8).T  # the sums wrap mod 256, as the differences did
+    return offset + scale * codes.astype(np.float32)
+
+
+def self_test_input(vector: Mapping[str, Any], shape: tuple[int, int]) -> np.ndarray:
+    """The input window of one self-test vector: ``input_q8`` (8-bit) or ``input_b64`` (float32)."""
+    if "input_q8" in vector:
+        return dequantize_window(vector["input_q8"], shape)
+    return decode_window(vector["input_b64"], shape)
+
+
 def sha256_file(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -323,18 +373,22 @@ def write_bundle(
     return final
 
 
-def pack(dir: str | os.PathLike[str], archive: str | os.PathLike[str] | None = None) -> Path:
-    """Pack a bundle directory into one tar file (default ``<dir>.tar``); returns its path.
+def pack(dir: str | os.PathLike[str], archive: str | os.PathLike[str] | None = None, *, compress: bool = True) -> Path:
+    """Pack a bundle directory into one xz-compressed tar file (default ``<dir>.tar.xz``): the
+    form ``alanet flash`` sends; returns its path.
 
     Members are the bundle files (:func:`bundle_file_names`) at the top level, with fixed
-    owner/mode/mtime so the same bundle always packs to the same bytes.
+    owner/mode/mtime so the same bundle always packs to the same bytes. xz at its
+    strongest setting with a 4 MiB window (what unpacking needs in memory): an
+    unrolled model's thousands of near-identical operators shrink ~5×. ``compress=False``:
+    a plain tar, for gateways that predate xz archives.
     """
     from alanet.atomic import write_bytes
 
     src = Path(dir)
     if not (src / MANIFEST_FILE).is_file() or not (src / MODEL_FILE).is_file():
         raise BundleError(f"{src}: not a bundle directory (needs {MANIFEST_FILE} and {MODEL_FILE})")
-    out = Path(archive) if archive is not None else src.with_name(src.name + ".tar")
+    out = Path(archive) if archive is not None else src.with_name(src.name + ".tar.xz")
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
         for name in bundle_file_names(src):
@@ -345,7 +399,8 @@ def pack(dir: str | os.PathLike[str], archive: str | os.PathLike[str] | None = N
             info.uid = info.gid = 0
             info.uname = info.gname = ""
             tar.addfile(info, io.BytesIO(data))
-    write_bytes(out, buf.getvalue())
+    data = buf.getvalue()
+    write_bytes(out, lzma.compress(data, format=lzma.FORMAT_XZ, filters=XZ_FILTERS) if compress else data)
     return out
 
 
@@ -363,31 +418,84 @@ def bundle_file_names(dir: str | os.PathLike[str]) -> list[str]:
     return [n for n in BUNDLE_FILES if (d / n).is_file()] + extra[:MAX_BATCH_MODELS]
 
 
+class _BoundedXZ(io.RawIOBase):
+    """The decompressed bytes of an xz file, read in pieces; BundleError past ``limit`` bytes."""
+
+    def __init__(self, path: Path, limit: int) -> None:
+        self._f = open(path, "rb")
+        self._d = lzma.LZMADecompressor(format=lzma.FORMAT_XZ, memlimit=XZ_MEMLIMIT)
+        self._buf = b""
+        self._left = self._limit = limit
+        self._path = path
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b: Any) -> int:
+        while not self._buf and not self._d.eof:
+            chunk = self._f.read(1 << 16) if self._d.needs_input else b""
+            if self._d.needs_input and not chunk:
+                raise BundleError(f"{self._path}: damaged archive (the xz stream ends early)")
+            self._buf = self._d.decompress(chunk, max_length=1 << 16)
+        n = min(len(b), len(self._buf))
+        self._left -= n
+        if self._left < 0:
+            raise BundleError(f"{self._path}: archive unpacks to more than {self._limit >> 20} MiB")
+        b[:n], self._buf = self._buf[:n], self._buf[n:]
+        return n
+
+    def close(self) -> None:
+        self._f.close()
+        super().close()
+
+
+class _BoundedTarInfo(tarfile.TarInfo):
+    """Tar headers as a bundle may have them: an extended (PAX) or long-name header is read
+    whole into memory by tarfile, so one larger than ``MAX_TAR_HEADER`` stops the reading
+    (compressed, a few KiB could otherwise ask for hundreds of MiB); sparse files are refused."""
+
+    def _proc_member(self, tarfile_: tarfile.TarFile) -> tarfile.TarInfo:
+        if self.type == tarfile.GNUTYPE_SPARSE:
+            raise tarfile.SubsequentHeaderError(f"member {self.name[:80]!r} is a sparse file")
+        extended = (tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK, tarfile.XHDTYPE, tarfile.XGLTYPE,
+                    tarfile.SOLARIS_XHDTYPE)
+        if self.type in extended and self.size > MAX_TAR_HEADER:
+            raise tarfile.SubsequentHeaderError(f"an extended header of {self.size} bytes (at most {MAX_TAR_HEADER})")
+        return super()._proc_member(tarfile_)  # type: ignore[misc]
+
+
 def unpack(archive: str | os.PathLike[str], dest: str | os.PathLike[str]) -> Path:
-    """Unpack a bundle archive (a plain, uncompressed tar) into the new directory ``dest``; returns ``dest``.
+    """Unpack a bundle archive (a tar, plain or xz-compressed) into the new directory ``dest``; returns ``dest``.
 
     Only the bundle's own regular files at the top level are accepted. Members are read
     one at a time and the first one that is not allowed (a path with directories,
     ``..``, a link, a device, a duplicate, more than ``MAX_BATCH_MODELS`` batch models)
-    stops the unpacking, so a
-    hostile archive costs at most its own size in reading, never a decompression or a
-    scan of thousands of headers.
+    stops the unpacking, so a hostile archive costs at most its own size in reading,
+    never a scan of thousands of headers. An xz archive is decompressed as it is read,
+    at most ``MAX_UNPACKED`` bytes with at most ``XZ_MEMLIMIT`` of decoder memory: a
+    decompression bomb stops there. Other compressions (gzip, bzip2) are refused.
     """
     from alanet.atomic import staged_dir
 
     src = Path(archive)
     if Path(dest).exists():
         raise BundleError(f"{dest}: already exists")
-    try:
-        tar = tarfile.open(src, mode="r:")  # plain tar only: no gzip/bz2/xz bombs
-    except (OSError, tarfile.TarError) as exc:
-        raise BundleError(f"{src}: not a bundle archive (a plain tar file; {exc})") from None
-    with tar, staged_dir(dest) as stage:
+    with contextlib.ExitStack() as stack:
+        try:
+            with open(src, "rb") as f:
+                xz = f.read(len(XZ_MAGIC)) == XZ_MAGIC
+            tar = (tarfile.open(fileobj=stack.enter_context(_BoundedXZ(src, MAX_UNPACKED)), mode="r|",
+                                tarinfo=_BoundedTarInfo) if xz
+                   else tarfile.open(src, mode="r:", tarinfo=_BoundedTarInfo))
+        except (OSError, tarfile.TarError, lzma.LZMAError) as exc:
+            raise BundleError(f"{src}: not a bundle archive (a tar file, plain or xz; {exc})") from None
+        stack.enter_context(tar)
+        stage = stack.enter_context(staged_dir(dest))
         seen: set[str] = set()
         while True:
             try:
                 member = tar.next()
-            except (tarfile.TarError, OSError, ValueError) as exc:
+            except (tarfile.TarError, OSError, ValueError, lzma.LZMAError) as exc:
                 raise BundleError(f"{src}: damaged archive ({exc})") from None
             if member is None:
                 break
@@ -403,8 +511,11 @@ def unpack(archive: str | os.PathLike[str], dest: str | os.PathLike[str]) -> Pat
             seen.add(name)
             f = tar.extractfile(member)
             assert f is not None
-            with open(stage / name, "wb") as out:
-                shutil.copyfileobj(f, out, 1 << 20)
+            try:
+                with open(stage / name, "wb") as out:
+                    shutil.copyfileobj(f, out, 1 << 20)
+            except (tarfile.TarError, lzma.LZMAError) as exc:
+                raise BundleError(f"{src}: damaged archive ({exc})") from None
         for needed in (MANIFEST_FILE, MODEL_FILE):
             if needed not in seen:
                 raise BundleError(f"{src}: archive has no {needed}")
@@ -540,9 +651,10 @@ def self_test(bundle: Bundle) -> float:
     xs = []
     for i, st in enumerate(m["self_test"], start=1):
         try:
-            xs.append(decode_window(st["input_b64"], shape))
+            xs.append(self_test_input(st, shape))
         except (ValueError, binascii.Error) as exc:
-            raise BundleError(f"{MANIFEST_FILE}: self_test {i}: input_b64: {exc}") from None
+            field = "input_q8" if "input_q8" in st else "input_b64"
+            raise BundleError(f"{MANIFEST_FILE}: self_test {i}: {field}: {exc}") from None
 
     def check(i: int, where: str, got: np.ndarray, att: tuple[np.ndarray, np.ndarray] | None) -> None:
         nonlocal worst

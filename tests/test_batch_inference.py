@@ -110,7 +110,7 @@ def test_the_batch_model_is_verified_packed_and_staged_with_the_bundle(fused_bun
     assert report["batch_sizes"] == [1, 4] and report["batch_models"][0]["file"] == "model-b4.tflite"
     assert report["bundle_bytes"] == sum((fused_bundle / f).stat().st_size for f in ("model.tflite", "model-b4.tflite"))
 
-    back = unpack(pack(fused_bundle, tmp_path / "b.tar"), tmp_path / "unpacked")
+    back = unpack(pack(fused_bundle, tmp_path / "b.tar.xz"), tmp_path / "unpacked")
     assert (back / "model-b4.tflite").read_bytes() == (fused_bundle / "model-b4.tflite").read_bytes()
     assert load_bundle(back).batch_sizes == (1, 4)
     staged = BundleStore(tmp_path / "store").stage(fused_bundle)

@@ -25,6 +25,20 @@ def test_flops_of_the_test_model_counted_from_its_graph():
     assert gc.flops == rs.L * 30 + 122 + 6 and gc.matmul_flops == 122 and gc.loops == []
 
 
+def test_flops_of_a_dynamic_batch_lstm_count_the_input_projection(tmp_path):
+    """The unrolled route projects every frame's input in one FULLY_CONNECTED behind a
+    RESHAPE whose stored output shape is a batch placeholder ([1, C] for [-1, C])."""
+    from alanet.convert.convert import convert_run
+    from alanet.convert.tinyrun import cached_tiny_run
+
+    res = convert_run(cached_tiny_run(tmp_path), "float32", tmp_path / "b", quiet=True, batch_sizes=(1, 4))
+    gc = count_flops((res.bundle / "model.tflite").read_bytes(), 24)
+    t, c, u = 24, 6, 8  # the tiny run: 24 frames, 6 channels, LSTM(8) → Dense(2)
+    projection = 2 * t * c * 4 * u + t * 4 * u  # every frame's input side, with its bias
+    recurrent = 2 * (t - 1) * u * 4 * u  # the state's product from the second step on
+    assert gc.ops_by_kind["FULLY_CONNECTED"] == projection + recurrent + 2 * u * 2 + 2
+
+
 def test_compare_flags_only_clear_regressions_in_the_right_direction():
     figs = [Figure("a", "latency", 2.5, "ms", "x", "lower").as_dict(),
             Figure("b", "rate", 100.0, "/s", "x", "higher").as_dict(),

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 from alanet.convert.tinyrun import cached_tiny_run
-from alanet.device.bundle import (BundleError, decode_window, default_decision, load_bundle, manifest_to_bytes, pack,
-                                  sign_manifest, unpack, validate_manifest)
+from alanet.device.bundle import (XZ_MAGIC, BundleError, default_decision, load_bundle, manifest_to_bytes, pack,
+                                  self_test_input, sign_manifest, unpack, validate_manifest)
 from alanet.device.inference import ModelRunner
 from alanet.device.signing import generate_keypair
 from alanet.errors import InputError
@@ -33,7 +33,7 @@ def signed(tmp_path_factory):
     out = d / "bundle"
     res = run_cli("convert", str(run), "--quantize", "float16", "--out", str(out), "--sign", str(key), "--archive")
     assert res.returncode == 0, res.stderr
-    assert (d / "bundle.tar").is_file()
+    assert (d / "bundle.tar.xz").is_file()
     return out, key, d / "key.pem.pub"
 
 
@@ -140,14 +140,15 @@ def test_self_test_mismatch_is_rejected(bundle):
 
 def test_pack_unpack_roundtrip_and_archive_load(signed, tmp_path):
     path, _, pub = signed
-    archive = pack(path, tmp_path / "b.tar")
-    assert pack(path, tmp_path / "b2.tar").read_bytes() == archive.read_bytes()  # reproducible
+    archive = pack(path, tmp_path / "b.tar.xz")
+    assert archive.read_bytes().startswith(XZ_MAGIC)
+    assert pack(path, tmp_path / "b2.tar.xz").read_bytes() == archive.read_bytes()  # reproducible
     b = load_bundle(archive, trusted_keys=[pub])
     assert b.signed_by and b.manifest == json.loads((path / "manifest.json").read_text())
     dest = unpack(archive, tmp_path / "unpacked")
     assert sorted(p.name for p in dest.iterdir()) == ["manifest.json", "model.tflite", "signature"]
     assert inspect(archive, pub).returncode == 0
-    assert (path.parent / "bundle.tar").read_bytes() == archive.read_bytes()  # alanet convert --archive
+    assert (path.parent / "bundle.tar.xz").read_bytes() == archive.read_bytes()  # alanet convert --archive
 
 
 @pytest.mark.parametrize("name", ["../evil", "/etc/x", "sub/model.tflite", "link"])
@@ -203,8 +204,8 @@ def test_runner_reproduces_self_test(signed):
     b = load_bundle(signed[0])
     r = ModelRunner.from_bundle(b)
     for st in b.manifest["self_test"]:
-        x = decode_window(st["input_b64"], (b.window, b.schema.n_channels))
-        np.testing.assert_allclose(r.predict(x), st["output"], atol=1e-6)
+        x = self_test_input(st, (b.window, b.schema.n_channels))
+        np.testing.assert_allclose(r.predict(x), st["output"], atol=1e-6)  # expected values are kept to 1e-6
         np.testing.assert_allclose(r.predict(x.astype(np.float64)), st["output"], atol=1e-6)
     with pytest.raises(ValueError, match="window shape"):
         r.predict(np.zeros((3, 3), np.float32))
@@ -219,13 +220,13 @@ class Block:
         return None
 sys.meta_path.insert(0, Block())
 import numpy as np
-from alanet.device.bundle import load_bundle, decode_window
+from alanet.device.bundle import load_bundle, self_test_input
 from alanet.device.inference import ModelRunner
 from alanet.main import main
 b = load_bundle(sys.argv[1], trusted_keys=[sys.argv[2]], allow_unsigned=False)
 r = ModelRunner.from_bundle(b)
 for st in b.manifest['self_test']:
-    x = decode_window(st['input_b64'], (b.window, b.schema.n_channels))
+    x = self_test_input(st, (b.window, b.schema.n_channels))
     assert np.allclose(r.predict(x), st['output'], atol=1e-5)
 assert main(['inspect', sys.argv[1], '--trust', sys.argv[2]]) == 0
 assert not any(k.split('.')[0] in ('tensorflow', 'keras') for k in sys.modules)

@@ -144,7 +144,7 @@ def test_cli_flash_to_path_install_refuse_rollback(tmp_path, bundles, cli):
     assert BundleStore(state).state().previous is None  # nothing refused got in
     from alanet.device.bundle import pack
 
-    archive = pack(bundles.v2, tmp_path / "v2.tar")
+    archive = pack(bundles.v2, tmp_path / "v2.tar.xz")
     r = cli("flash", str(archive), "--to", str(state), "--trust", pub)
     assert r.returncode == 0 and "installed flash-v2" in r.stdout, r.stderr
     r = cli("flash", "--rollback", "--to", str(state), "--trust", pub)

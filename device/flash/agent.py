@@ -21,8 +21,9 @@ running, and the reason is reported: on the reply topic and, retained, on
 Hostile input is bounded before any signature can be checked: offers within the
 protocol's limits (chunk size, chunk count, archive size), at most
 ``MAX_ACTIVE_TRANSFERS`` staged transfers, nothing remembered for a transfer whose
-offer was never accepted, missing chunks answered as ranges, archives read as plain
-tar member by member (:func:`~alanet.device.bundle.unpack`), and under MQTT 5 the
+offer was never accepted, missing chunks answered as ranges, archives (tar, plain or
+xz-compressed with a bound on what they unpack to) read member by member
+(:func:`~alanet.device.bundle.unpack`), and under MQTT 5 the
 broker is asked never to deliver a packet larger than a chunk (``MaximumPacketSize``).
 A verified bundle must also be meant for this gateway and not older than the newest
 it has run (:func:`~alanet.device.flash.store.admission_problem`). Rollback obeys only
@@ -447,7 +448,7 @@ class FlashAgent:
             if isinstance(archive, P.ProtocolError):
                 raise archive
             shutil.rmtree(td.root / "bundle", ignore_errors=True)  # left by an interrupted attempt
-            staged = unpack(archive, td.root / "bundle")  # plain tar, member by member
+            staged = unpack(archive, td.root / "bundle")  # tar (plain or xz, bounded), member by member
             try:
                 offered = str(json.loads((staged / "manifest.json").read_text())["model_id"])[:128]
             except (OSError, ValueError, KeyError, TypeError):

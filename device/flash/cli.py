@@ -17,10 +17,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         "Ends with a fleet summary; exit status 1 unless every gateway took it. With --to PATH the bundle is "
         "verified and installed into a gateway state directory (or a mounted SD card) instead.",
         epilog="examples: alanet flash bundle/ --broker mqtt://broker:1883 --gateway gw1 gw2 | "
-        "alanet flash bundle.tar --broker mqtt://broker --all | "
+        "alanet flash bundle.tar.xz --broker mqtt://broker --all | "
         "alanet flash bundle/ --to /media/sd/var/lib/alanet --trust release.pub | "
         "alanet flash --rollback --broker mqtt://broker --gateway gw1 --sign release.key")
-    p.add_argument("bundle", nargs="?", metavar="BUNDLE", help="bundle directory or .tar archive")
+    p.add_argument("bundle", nargs="?", metavar="BUNDLE", help="bundle directory or .tar.xz / .tar archive")
     p.add_argument("--broker", help="mqtt://[user[:pass]@]host[:port] or mqtts://...")
     p.add_argument("--gateway", nargs="+", metavar="ID", help="gateway id(s) to flash")
     p.add_argument("--all", action="store_true", help="every gateway whose retained status says online")
@@ -30,6 +30,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--chunk-size", dest="chunk_size", type=int, default=32768,
                    help="bytes per MQTT message, 1024..262144 (default %(default)s; raised when the archive would "
                    "need more than 4096 chunks)")
+    p.add_argument("--plain-tar", dest="plain_tar", action="store_true",
+                   help="send a bundle directory as a plain tar (for gateways that predate xz-compressed archives)")
     p.add_argument("--ca-file", dest="ca_file", help="CA certificate for mqtts://")
     p.add_argument("--no-progress", dest="no_progress", action="store_true", help="no progress bars")
     p.add_argument("--trust", action="append", metavar="KEY.pub",

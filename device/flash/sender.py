@@ -16,12 +16,10 @@ one) with the same verification; ``--rollback`` goes back to the previous bundle
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import logging
 import queue
 import sys
-import tarfile
 import tempfile
 import threading
 import time
@@ -61,26 +59,33 @@ class GatewayOutcome:
         return self.status == TOOK
 
 
-def read_archive(bundle: str | Path) -> tuple[bytes, str]:
-    """(archive bytes, model id) of a bundle directory (packed here) or archive file."""
-    from alanet.device.bundle import MANIFEST_FILE, BundleError, pack
+def read_archive(bundle: str | Path, *, plain: bool = False) -> tuple[bytes, str]:
+    """(archive bytes, model id) of a bundle directory (packed here: xz, or a plain tar with
+    ``plain`` for gateways that predate xz archives) or archive file. An archive file is
+    unpacked first with the gateway's own rules (:func:`~alanet.device.bundle.unpack`), so
+    one every gateway would refuse is refused here, before it is sent."""
+    from alanet.device.bundle import MANIFEST_FILE, BundleError, pack, unpack
 
     p = Path(bundle)
-    if p.is_dir():
-        with tempfile.TemporaryDirectory(prefix="alanet-flash-") as tmp:
-            data = pack(p, Path(tmp) / "bundle.tar").read_bytes()
-    elif p.is_file():
-        data = p.read_bytes()
-    else:
-        raise InputError(f"{p}: no such bundle")
-    try:
-        with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tar:
-            f = tar.extractfile(MANIFEST_FILE)
-            name = str(json.loads(f.read()).get("model_id", "")) if f else ""
-    except (tarfile.TarError, KeyError, ValueError, AttributeError):
-        raise BundleError(f"{p}: not a bundle archive (no readable {MANIFEST_FILE})") from None
-    if not data or len(data) > P.MAX_ARCHIVE:
-        raise InputError(f"{p}: archive of {len(data)} bytes (at most {P.MAX_ARCHIVE})")
+    with tempfile.TemporaryDirectory(prefix="alanet-flash-") as tmp:
+        if p.is_dir():
+            data = pack(p, Path(tmp) / "bundle.tar.xz", compress=not plain).read_bytes()
+        elif p.is_file():
+            size = p.stat().st_size
+            if not size or size > P.MAX_ARCHIVE:
+                raise InputError(f"{p}: archive of {size} bytes (at most {P.MAX_ARCHIVE})")
+            data = p.read_bytes()
+        else:
+            raise InputError(f"{p}: no such bundle")
+        if not data or len(data) > P.MAX_ARCHIVE:
+            raise InputError(f"{p}: archive of {len(data)} bytes (at most {P.MAX_ARCHIVE})")
+        src = Path(tmp) / "archive"
+        src.write_bytes(data)
+        try:
+            manifest = json.loads((unpack(src, Path(tmp) / "unpacked") / MANIFEST_FILE).read_bytes())
+        except (BundleError, OSError, ValueError) as exc:
+            raise BundleError(f"{p}: not a bundle archive ({str(exc).replace(str(src), 'archive')})") from None
+    name = str(manifest.get("model_id", "")) if isinstance(manifest, dict) else ""
     return data, name
 
 
@@ -361,7 +366,7 @@ def cmd_flash(args: argparse.Namespace) -> int:
         load_private_key(args.sign)
     if args.timeout <= 0:
         raise InputError(f"--timeout: must be > 0, got {args.timeout}")
-    archive, name = (None, "") if args.rollback else read_archive(args.bundle)
+    archive, name = (None, "") if args.rollback else read_archive(args.bundle, plain=args.plain_tar)
     if args.all:
         gateways = discover_gateways(args.broker, ca_file=args.ca_file)
         if not gateways:
