@@ -1118,16 +1118,39 @@ def hostile_flash_offer(work: Path, fx: Fixture) -> Outcome:
         import io
         import tarfile
 
+        import lzma
+
+        from alanet.device.bundle import XZ_FILTERS
+
         junk = io.BytesIO()
         with tarfile.open(fileobj=junk, mode="w", format=tarfile.USTAR_FORMAT) as tar:
             for k in range(20000):
                 tar.addfile(tarfile.TarInfo(f"junk-{k}"), io.BytesIO(b""))
-        for tid, data in (("gzbundle", gzip.compress(signed)), ("gzbomb", bomb), ("junktar", junk.getvalue())):
+
+        def xz_tar(members: dict[str, bytes], pax: dict[str, str] | None = None) -> bytes:
+            buf = io.BytesIO()
+            with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+                for name, body in members.items():
+                    info = tarfile.TarInfo(name)
+                    info.size = len(body)
+                    info.pax_headers = pax or {}
+                    tar.addfile(info, io.BytesIO(body))
+            fast = [{**XZ_FILTERS[0], "preset": 1}]  # same window and decoder memory, quick to build
+            return lzma.compress(buf.getvalue(), format=lzma.FORMAT_XZ, filters=fast)
+
+        xzbomb = xz_tar({"manifest.json": b"{}", "model.tflite": b"\0" * (80 << 20)})  # unpacks past 64 MiB
+        paxbomb = xz_tar({"manifest.json": b"{}"}, {"comment": "x" * (40 << 20)})  # a 40 MiB header
+        for tid, data in (("gzbundle", gzip.compress(signed)), ("gzbomb", bomb), ("junktar", junk.getvalue()),
+                          ("xzbomb", xzbomb), ("paxbomb", paxbomb)):
             offer = P.make_offer(tid, data, 32768, tid)
             pub(f"{pre}/{tid}/begin", offer.to_bytes())
             for i in range(offer.chunks):
                 pub(f"{pre}/{tid}/chunk/{i}", data[i * offer.chunk_size:(i + 1) * offer.chunk_size])
             pub(f"{pre}/{tid}/end", offer.to_bytes())
+            until = time.monotonic() + 15  # one at a time: each is refused for what it is, not as busy
+            while time.monotonic() < until and not any(d.get("transfer") == tid for d in replies
+                                                        if d.get("type") == "result"):
+                time.sleep(0.05)
         for k in range(50):  # fifty transfers at once, never finished
             o = P.Offer(f"flood{k}", 1 << 20, "0" * 64, 1024, 1024)
             pub(f"{pre}/flood{k}/begin", o.to_bytes())
@@ -1135,9 +1158,9 @@ def hostile_flash_offer(work: Path, fx: Fixture) -> Outcome:
             pub(f"{pre}/ghost{k}/chunk/0", b"\xff" * 300_000)
         rss_peak = rss0
         deadline = time.monotonic() + 20
-        want = {"tiny", "gzbundle", "gzbomb", "junktar"}
+        want = {"tiny", "gzbundle", "gzbomb", "junktar", "xzbomb", "paxbomb"}
 
-        def answered() -> bool:  # the four refused, and the flood: two staged, the rest refused as busy
+        def answered() -> bool:  # the six refused, and the flood: two staged, the rest refused as busy
             done = {d.get("transfer") for d in replies if d.get("type") == "result"}
             return want <= done and sum(1 for t in done if t.startswith("flood")) >= 50 - P.MAX_ACTIVE_TRANSFERS
 
@@ -1170,7 +1193,8 @@ def hostile_flash_offer(work: Path, fx: Fixture) -> Outcome:
     finally:
         rig.close()
     return Outcome("hostile_flash_offer", "hostile flash offers while a session streams: 1-byte chunks of 64 MiB, a "
-                   "gzip bomb, a gzip'd bundle, a tar of 20,000 members, 50 concurrent transfers, oversized chunks",
+                   "gzip bomb, a gzip'd bundle, a tar of 20,000 members, an xz bomb (80 MiB in a few KiB), an xz tar "
+                   "with a 40 MiB PAX header, 50 concurrent transfers, oversized chunks",
                    _ok(t, problems), recover_s=0.0 if not problems else None,
                    recovery="no outage: every offer refused, the stream kept being classified, RSS < 2× before",
                    details=details, problems=tuple(problems), **t)
