@@ -7,8 +7,8 @@ This layer computes the input side for all frames at once (one matrix product ov
 ``[B·T, C]``, bias included), then per step only the recurrent product and the gates,
 with the gate columns reordered (input, forget, output | cell) so that one sigmoid and
 one tanh cover them (11 operators per step, none of them on the input). The
-arithmetic is the LSTM's (tanh cell, sigmoid gates); the graph is ~40 % smaller
-and as fast (measured in models/README.md).
+arithmetic is the LSTM's (tanh cell, sigmoid gates); the graph has ~20 % fewer
+operators and runs as fast (measured in models/README.md).
 
 Used only in inference copies (:func:`alanet.convert.export.inference_copy`): no
 mask, no initial state, no dropout, forward in time. Anything else falls back to

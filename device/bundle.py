@@ -470,8 +470,9 @@ def unpack(archive: str | os.PathLike[str], dest: str | os.PathLike[str]) -> Pat
     Only the bundle's own regular files at the top level are accepted. Members are read
     one at a time and the first one that is not allowed (a path with directories,
     ``..``, a link, a device, a duplicate, more than ``MAX_BATCH_MODELS`` batch models)
-    stops the unpacking, so a hostile archive costs at most its own size in reading,
-    never a scan of thousands of headers. An xz archive is decompressed as it is read,
+    stops the unpacking, so a hostile archive costs at most its own size in reading (an
+    xz one: what it unpacks to), never a scan of thousands of headers; a PAX or long-name
+    header over ``MAX_TAR_HEADER`` stops it too. An xz archive is decompressed as it is read,
     at most ``MAX_UNPACKED`` bytes with at most ``XZ_MEMLIMIT`` of decoder memory: a
     decompression bomb stops there. Other compressions (gzip, bzip2) are refused.
     """
