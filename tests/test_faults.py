@@ -140,4 +140,6 @@ def test_hostile_flash_offers_cost_no_memory_and_no_alert(tmp_path, fx):
     check(o)
     d = o.details
     assert d["rss_peak_mb"] < 2 * d["rss_before_mb"] and d["flood_refused_busy"] >= 48
-    assert set(d["refusals"]) == {"tiny", "gzbundle", "gzbomb", "junktar"}
+    assert set(d["refusals"]) == {"tiny", "gzbundle", "gzbomb", "junktar", "xzbomb", "paxbomb"}
+    assert "too large" in d["refusals"]["xzbomb"]  # refused at its header, never unpacked
+    assert "extended header of" in d["refusals"]["paxbomb"]  # refused before the 40 MiB header is read
