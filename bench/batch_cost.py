@@ -40,12 +40,17 @@ TMP = RESULTS / "tmp" / "batch_cost"
 
 
 def convert_routes(run: Path, routes: list[str], sizes: tuple[int, ...], quant: str) -> dict[str, Path]:
-    """One bundle per route at ``sizes`` (kept in bench/results/tmp/batch_cost for reuse)."""
-    from alanet.convert.convert import convert_run
-
+    """One bundle per route at ``sizes`` (kept in bench/results/tmp/batch_cost for reuse, keyed by the
+    trained model and the converter's source, so a changed converter converts again)."""
     import hashlib
 
-    key = hashlib.sha256((run / "model.keras").read_bytes()).hexdigest()[:12]
+    import alanet.convert as conv
+    from alanet.convert.convert import convert_run
+
+    h = hashlib.sha256((run / "model.keras").read_bytes())
+    for src in sorted(Path(conv.__file__).parent.glob("*.py")):
+        h.update(src.read_bytes())
+    key = h.hexdigest()[:12]
     out = {}
     for route in routes:
         b = TMP / f"bundle-{key}-{route}-{quant}-{'-'.join(map(str, sizes))}"
