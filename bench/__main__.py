@@ -19,7 +19,6 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -150,10 +149,9 @@ def _bundles(_: dict) -> list[Figure]:
             figs.append(Figure(f"bundle.shipped.{man.parent.name}.kib", f"Shipped bundle {man.parent.name} "
                                f"({m.get('quantization')}) model size", round(model.stat().st_size / 1024, 1), "KiB",
                                "models/<name>/model.tflite bytes", "lower"))
-            with tempfile.TemporaryDirectory(prefix="alanet-bench-") as tmp:
-                from alanet.device.bundle import pack
+            from alanet.device.bundle import transfer_size
 
-                sent = pack(man.parent, Path(tmp) / "b.tar.xz").stat().st_size
+            sent = transfer_size(man.parent)
             figs.append(Figure(f"bundle.shipped.{man.parent.name}.transfer_kib", f"Shipped bundle {man.parent.name} "
                                "as sent (xz archive)", round(sent / 1024, 1), "KiB",
                                "alanet.device.bundle.pack of models/<name>: what alanet flash sends (budget 64 KiB)",

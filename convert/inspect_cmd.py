@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import tempfile
 from pathlib import Path
 from typing import Any
 
-from alanet.device.bundle import Bundle, load_bundle, pack
+from alanet.device.bundle import Bundle, load_bundle, transfer_size
 from alanet.device.inference import model_ops
 from alanet.device.signing import write_keypair
 
@@ -23,8 +22,6 @@ def inspect_bundle(path: str | Path, trusted_keys: list[Path] | None = None) -> 
         sig = "present, not verified (no --trust key given)"
     else:
         sig = "unsigned"
-    with tempfile.TemporaryDirectory(prefix="alanet-inspect-") as tmp:
-        transfer = pack(b.path, Path(tmp) / "bundle.tar.xz").stat().st_size
     return {
         "path": str(path),
         "model_id": b.model_id,
@@ -50,7 +47,7 @@ def inspect_bundle(path: str | Path, trusted_keys: list[Path] | None = None) -> 
         "batch_models": [dict(e) for e in m.get("batch_models") or []],
         "bundle_bytes": m["model_bytes"] + sum(e["bytes"] for e in m.get("batch_models") or []
                                                if e["file"] != "model.tflite"),
-        "transfer_bytes": transfer,
+        "transfer_bytes": transfer_size(b.path),
         "ops": model_ops(b.model_path),
         "parity": m["parity"],
         "training": {k: m["training"].get(k) for k in ("model", "run_dir", "metrics") if k in m["training"]},

@@ -404,6 +404,12 @@ def pack(dir: str | os.PathLike[str], archive: str | os.PathLike[str] | None = N
     return out
 
 
+def transfer_size(dir: str | os.PathLike[str]) -> int:
+    """Bytes of the archive :func:`pack` makes of bundle directory ``dir``: what ``alanet flash`` sends."""
+    with tempfile.TemporaryDirectory(prefix="alanet-pack-") as tmp:
+        return pack(dir, Path(tmp) / "bundle.tar.xz").stat().st_size
+
+
 def is_bundle_file(name: str) -> bool:
     """Whether ``name`` may be a file of a bundle (manifest, model, signature, batch models)."""
     return name in BUNDLE_FILES or BATCH_MODEL_RE.match(name) is not None

@@ -69,22 +69,19 @@ def read_archive(bundle: str | Path, *, plain: bool = False) -> tuple[bytes, str
     p = Path(bundle)
     with tempfile.TemporaryDirectory(prefix="alanet-flash-") as tmp:
         if p.is_dir():
-            data = pack(p, Path(tmp) / "bundle.tar.xz", compress=not plain).read_bytes()
+            src = pack(p, Path(tmp) / "bundle.tar.xz", compress=not plain)
         elif p.is_file():
-            size = p.stat().st_size
-            if not size or size > P.MAX_ARCHIVE:
-                raise InputError(f"{p}: archive of {size} bytes (at most {P.MAX_ARCHIVE})")
-            data = p.read_bytes()
+            src = p
         else:
             raise InputError(f"{p}: no such bundle")
-        if not data or len(data) > P.MAX_ARCHIVE:
-            raise InputError(f"{p}: archive of {len(data)} bytes (at most {P.MAX_ARCHIVE})")
-        src = Path(tmp) / "archive"
-        src.write_bytes(data)
+        size = src.stat().st_size
+        if not 0 < size <= P.MAX_ARCHIVE:
+            raise InputError(f"{p}: archive of {size} bytes (at most {P.MAX_ARCHIVE})")
         try:
             manifest = json.loads((unpack(src, Path(tmp) / "unpacked") / MANIFEST_FILE).read_bytes())
         except (BundleError, OSError, ValueError) as exc:
             raise BundleError(f"{p}: not a bundle archive ({str(exc).replace(str(src), 'archive')})") from None
+        data = src.read_bytes()
     name = str(manifest.get("model_id", "")) if isinstance(manifest, dict) else ""
     return data, name
 
