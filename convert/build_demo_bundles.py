@@ -43,7 +43,8 @@ from pathlib import Path
 BATCH_SIZES = "1,4,16,64"  # one dynamic-batch model runs them all
 DEMOS = {
     # name: (task, quantisation, route, extra train flags, extra convert flags)
-    "protective": ("protective", "float16", "unrolled", [], ["--batch-sizes", BATCH_SIZES]),
+    # protective: each window labelled by its newest stride (docs/training.md, "Window labels")
+    "protective": ("protective", "float16", "unrolled", ["--window-label", "newest"], ["--batch-sizes", BATCH_SIZES]),
     "pain": ("pain", "float16", "unrolled", [], ["--batch-sizes", BATCH_SIZES]),
 }
 

@@ -1,4 +1,4 @@
-"""Sliding windows: length, stride, majority-vote labels, segments, padding + mask.
+"""Sliding windows: length, stride, window labels, segments, padding + mask.
 
 Defaults are EmoPain's: 180 frames (3 s at 60 Hz), stride 45 (75 % overlap). The
 trainer cuts recordings with :func:`segment_windows`; the gateway's ring buffer emits
@@ -14,6 +14,11 @@ import numpy as np
 DEFAULT_WINDOW = 180
 DEFAULT_STRIDE = 45
 IGNORE = -1  # per-frame label meaning "not labelled" (e.g. pain not reported)
+# How a training window is labelled from its frames' labels:
+# majority - the majority of all its frames (the paper's);
+# newest   - the majority of its newest stride, the frames it adds to the window before it
+#            (what a gateway deciding each stride about "now" needs; see docs/training.md).
+WINDOW_LABELS = ("majority", "newest")
 
 
 @dataclass(frozen=True)
@@ -21,10 +26,20 @@ class WindowSpec:
     length: int = DEFAULT_WINDOW
     stride: int = DEFAULT_STRIDE
     min_length: int | None = None  # shortest segment still kept (padded); default length // 4
+    label: str = "majority"  # one of WINDOW_LABELS
 
     def __post_init__(self) -> None:
         if self.length < 1 or self.stride < 1:
             raise ValueError(f"window length and stride must be >= 1 (got {self.length}, {self.stride})")
+        if self.label not in WINDOW_LABELS:
+            raise ValueError(f"window label must be one of {', '.join(WINDOW_LABELS)} (got {self.label!r})")
+
+    def label_of(self, labels: np.ndarray) -> int:
+        """The label of a window whose frames have per-frame ``labels`` (its real frames only:
+        a padded window passes the frames it has)."""
+        if self.label == "newest":
+            return majority_label(labels[-self.stride:])
+        return majority_label(labels)
 
     @property
     def shortest(self) -> int:
@@ -112,7 +127,7 @@ def segment_windows(values: np.ndarray, labels: np.ndarray | None, spec: WindowS
             for s in st:
                 xs.append(values[s:s + L])
                 ms.append(np.ones(L, bool))
-                ys.append(majority_label(lab[s:s + L]))
+                ys.append(spec.label_of(lab[s:s + L]))
                 starts.append(s)
         elif seg_len >= spec.shortest:
             w = np.zeros((L, c), np.float32)
@@ -121,7 +136,7 @@ def segment_windows(values: np.ndarray, labels: np.ndarray | None, spec: WindowS
             m[:seg_len] = True
             xs.append(w)
             ms.append(m)
-            ys.append(majority_label(lab[a:b]))
+            ys.append(spec.label_of(lab[a:b]))
             starts.append(a)
     if not xs:
         return Windows.concat([], L, c)

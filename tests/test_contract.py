@@ -95,6 +95,25 @@ def test_segment_windows_pad_short_segments_and_cover_tails():
     assert all(w.x[i, 0, 0] == s for i, s in enumerate(w.start))
 
 
+def test_newest_window_label_is_the_majority_of_the_newest_stride():
+    # protective only in frames 150..179: the first window's majority is normal, its newest stride protective
+    lab = np.zeros(400, int)
+    lab[150:180] = 1
+    x = np.zeros((400, 1), np.float32)
+    key = np.r_[np.zeros(250), np.ones(150)]
+    maj = segment_windows(x, lab, WindowSpec(180, 45), segment_key=key)
+    new = segment_windows(x, lab, WindowSpec(180, 45, label="newest"), segment_key=key)
+    assert maj.start.tolist() == new.start.tolist() == [0, 45, 70, 250]
+    assert maj.y.tolist() == [0, 0, 0, 0]
+    assert new.y.tolist() == [1, 0, 0, 0]  # window 0 ends in 135..179 (30 of 45 protective); 45: 180..224
+    # a padded window (a 150-frame segment) is labelled by the newest stride of the frames it has
+    lab[355:400] = 1
+    new = segment_windows(x, lab, WindowSpec(180, 45, label="newest"), segment_key=key)
+    assert new.y[-1] == 1 and segment_windows(x, lab, WindowSpec(180, 45), segment_key=key).y[-1] == 0
+    with pytest.raises(ValueError, match="window label must be one of majority, newest"):
+        WindowSpec(180, 45, label="last")
+
+
 def test_windows_never_straddle_segments():
     x = np.arange(600, dtype=np.float32)[:, None]
     key = np.repeat([3, 4, 3], 200)

@@ -95,7 +95,7 @@ def test_alanet_holdout_run_directory_is_self_describing(emopain_dir, tmp_path):
     from alanet.train.recalibrate import recalibrate_alert_rule
 
     assert cfg["normalization"] == "per-wearer" and "warmup_s" not in cfg["decision"]
-    assert cfg["warmup_seconds"] == 0.0
+    assert cfg["warmup_seconds"] == 0.0 and cfg["window_label"] == "majority"
     assert recalibrate_alert_rule(out, ds) == cfg["decision"]
     held = recalibrate_alert_rule(out, ds, warmup_s=30.0)
     assert held["warmup_s"] == 30.0 and "30 s warm-up" in held["calibration"]
@@ -115,7 +115,7 @@ def test_csv_loso_string_classes_parallel_then_evaluate_and_compare(tmp_path):
     data = write_csv_dataset(tmp_path / "csv")
     out = tmp_path / "knn"
     r = run_cli(*train_args(data, out, "--task", "label", "--model", "knn", "--eval", "loso", "--window", "40",
-                            "--stride", "40", "--jobs", "2"))
+                            "--stride", "40", "--jobs", "2", "--window-label", "newest"))
     assert r.returncode == 0, r.stderr
     m = json.loads((out / "metrics.json").read_text())
     assert [f["test_participants"] for f in m["folds"]] == [["p0"], ["p1"], ["p2"], ["p3"]]
@@ -124,6 +124,8 @@ def test_csv_loso_string_classes_parallel_then_evaluate_and_compare(tmp_path):
     assert (out / "model.pkl").is_file() and (out / "report.md").is_file()
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["label_names"] == ["calm", "guarded", "tense"] and len(cfg["schema"]["channels"]) == 5
+    assert cfg["window_label"] == "newest"  # recorded, and used again by `evaluate` (run.window_label)
+    assert "labelled by their newest stride" in (out / "report.md").read_text()
 
     from alanet.errors import InputError
     from alanet.train.rundir import load_run
@@ -191,3 +193,12 @@ def test_bad_input_exits_2_and_writes_nothing(tmp_path, extra, message):
 def test_evaluate_rejects_a_folder_that_is_not_a_run(tmp_path):
     r = run_cli("evaluate", str(tmp_path), "--data", str(tmp_path))
     assert r.returncode == 2 and "not a run directory" in r.stderr
+
+
+def test_window_label_choices_are_the_windowing_ones():
+    from alanet.device.windowing import WINDOW_LABELS
+    from alanet.main import build_parser
+
+    train = build_parser()._subparsers._group_actions[0].choices["train"]
+    (action,) = [a for a in train._actions if "--window-label" in a.option_strings]
+    assert tuple(action.choices) == WINDOW_LABELS and action.default == "majority"

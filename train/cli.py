@@ -49,6 +49,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="protective behaviour: no alert is raised while less than this much of a wearer's stream "
                         "lies behind a window (the alert rule is chosen with it; default 0: measured, a warm-up "
                         "costs more episodes than false alarms, see docs/training.md)")
+    p.add_argument("--window-label", choices=("majority", "newest"), default="majority",
+                   help="how a training window is labelled: majority (default; the paper's) = the majority of its "
+                        "frames; newest = the majority of its newest stride, the frames it adds to the window "
+                        "before it (measured on synthetic streams: docs/training.md)")
     p.add_argument("--jobs", type=int, default=1, help="parallel LOSO folds (processes)")
     p.add_argument("--distribute", choices=("mirrored", "multiworker"), help="tf.distribute strategy: mirrored (all "
                    "local GPUs) or multiworker (one process per host, the cluster in TF_CONFIG; the chief writes)")

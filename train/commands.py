@@ -56,7 +56,8 @@ def cmd_train(args: argparse.Namespace) -> int:
                            deterministic=args.seed is not None, jobs=args.jobs, test_participants=tests,
                            hparams=_hparams(args.hparam, args.finetune), distribute=args.distribute, final=final,
                            folds=folds, progress=not args.quiet, normalization=args.normalization,
-                           prior_seconds=args.prior_seconds, warmup_seconds=args.warmup_seconds)
+                           prior_seconds=args.prior_seconds, warmup_seconds=args.warmup_seconds,
+                           window_label=args.window_label)
     validate(cfg, dataset)
     result = train_run(cfg, dataset, out, force=args.force)
     m = result.metrics
@@ -144,7 +145,7 @@ def evaluate_run(run_dir: str | Path, dataset) -> dict:
     why = schema_matches(run.schema, dataset.schema)
     if why:
         raise InputError(f"{dataset.root or 'dataset'}: does not match the run's channel schema: {why}")
-    tw = make_windows(dataset, run.task, WindowSpec(run.window, run.stride))
+    tw = make_windows(dataset, run.task, WindowSpec(run.window, run.stride, label=run.window_label))
     names = run.label_names
     unknown = [n for n in tw.label_names if n not in names]
     present = set(np.unique(tw.y).tolist())

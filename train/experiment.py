@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from alanet.device.features import NORMALIZATION_MODES, Normalizer
-from alanet.device.windowing import WindowSpec, window_starts
+from alanet.device.windowing import WINDOW_LABELS, WindowSpec, window_starts
 from alanet.errors import InputError
 from alanet.train.data.recording import Dataset
 from alanet.device.decisions import window_labels
@@ -54,6 +54,11 @@ class ExperimentConfig:
     normalization: str = "auto"  # population | per-wearer (each wearer's running statistics) | auto (see below)
     prior_seconds: float = 60.0  # per-wearer: weight of the population statistics, in seconds of stream
     warmup_seconds: float = 0.0  # protective alert rule: no raise with less of a wearer's stream behind a window
+    window_label: str = "majority"  # how a window is labelled from its frames (alanet.device.windowing.WINDOW_LABELS)
+
+    def window_spec(self) -> WindowSpec:
+        """The windows this experiment cuts and how they are labelled."""
+        return WindowSpec(self.window, self.stride, label=self.window_label)
 
     def normalization_for(self, dataset: Dataset) -> str:
         """``auto`` resolved: per-wearer for protective behaviour on EmoPain-format data
@@ -171,6 +176,8 @@ def validate(cfg: ExperimentConfig, dataset: Dataset) -> None:
                          f"(has {', '.join(sorted(dataset.label_names))})")
     if cfg.window < 2 or cfg.stride < 1:
         raise InputError(f"--window must be >= 2 and --stride >= 1 (got {cfg.window}, {cfg.stride})")
+    if cfg.window_label not in WINDOW_LABELS:
+        raise InputError(f"--window-label must be one of {', '.join(WINDOW_LABELS)} (got {cfg.window_label!r})")
     try:
         cfg.resolved_hparams()
     except ValueError as exc:
@@ -484,7 +491,7 @@ def run_experiment(cfg: ExperimentConfig, dataset: Dataset) -> ExperimentResult:
 
     validate(cfg, dataset)
     hp = cfg.resolved_hparams()
-    tw = make_windows(dataset, cfg.task, WindowSpec(cfg.window, cfg.stride))
+    tw = make_windows(dataset, cfg.task, cfg.window_spec())
     groups = model_groups(cfg.model, dataset)
     plans = plan_folds(cfg, dataset, tw)
     for plan in plans:

@@ -32,7 +32,7 @@ from alanet.train.rundir import CONFIG, FOLDS, HISTORY, METRICS, NORMALIZATION, 
 # What every part must share: the data and the settings that shape the numbers.
 SAME = ("data_fingerprint", "model", "task", "label_names", "schema", "window", "stride", "groups", "hparams", "seed",
         "deterministic", "participants", "fold_participants", "format", "normalization", "prior_seconds",
-        "warmup_seconds")
+        "warmup_seconds", "window_label")
 
 
 @dataclass(frozen=True)
@@ -168,7 +168,7 @@ def merge_runs(run_dirs: Sequence[str | Path], partial: bool = False):
                            stride=int(c["stride"]), seed=int(c["seed"]), deterministic=bool(c.get("deterministic")),
                            hparams=dict(c["hparams"]), distribute=c.get("distribute"), final=final is not None,
                            folds=None if len(held) == len(order) else held, progress=False,
-                           normalization=normalizer.mode)
+                           normalization=normalizer.mode, window_label=str(c.get("window_label", "majority")))
     names = ", ".join(str(p.path) for p in parts)
     notes = (f"Merged by `alanet merge` from {len(parts)} runs: {names}.",)
     if any(p.config.get("versions") != c.get("versions") for p in parts):

@@ -56,7 +56,6 @@ def recalibrate_alert_rule(run_dir: str | Path, dataset: Dataset, warmup_s: floa
 def run_validation_streams(run: Any, dataset: Dataset) -> list[Stream]:
     """The deployed model's probabilities on the validation participants' recordings of a
     run (a :class:`alanet.train.rundir.Run`), cut and normalised as in training."""
-    from alanet.device.windowing import WindowSpec
     from alanet.train.experiment import ExperimentConfig, deployed_plan, validation_streams
     from alanet.train.fit import configure_tensorflow, keras_proba
     from alanet.train.windows import dataset_fingerprint, make_windows
@@ -75,8 +74,9 @@ def run_validation_streams(run: Any, dataset: Dataset) -> list[Stream]:
     fs = float(run.schema.sample_rate_hz)
     cfg = ExperimentConfig(model=run.model_name, task=run.task, eval=str(c.get("eval", "holdout")),
                            window=run.window, stride=run.stride, seed=int(c.get("seed", 0)),
-                           test_participants=tuple(c.get("test_participants") or ()), progress=False)
-    tw = make_windows(dataset, cfg.task, WindowSpec(cfg.window, cfg.stride))
+                           test_participants=tuple(c.get("test_participants") or ()), progress=False,
+                           window_label=run.window_label)
+    tw = make_windows(dataset, cfg.task, cfg.window_spec())
     plan = deployed_plan(cfg, dataset, tw)
     named = re.search(r"validation participants ([\w,.-]+)", str(dec.get("calibration", "")))
     if named and tuple(named.group(1).split(",")) != plan.val:

@@ -161,7 +161,9 @@ def write_report(out: Path, result, dataset) -> None:
     lines = [f"# {cfg.model} — {cfg.task} ({cfg.eval})", "",
              f"Data: {dataset.format} `{dataset.root}`, {len(dataset.participants)} participants, "
              f"{dataset.schema.n_channels} channels at {dataset.schema.sample_rate_hz:g} Hz; "
-             f"window {cfg.window}, stride {cfg.stride}; classes: {', '.join(names)}; seed {cfg.seed}.", ""]
+             f"window {cfg.window}, stride {cfg.stride}, labelled by "
+             f"{'their newest stride' if cfg.window_label == 'newest' else 'majority'}; classes: {', '.join(names)}; "
+             f"seed {cfg.seed}.", ""]
     if cfg.eval == "holdout":
         lines.append(f"Hold-out test participants: {', '.join(result.test_participants)}.")
     elif cfg.folds is not None:

@@ -85,6 +85,11 @@ class Run:
         return int(self.config["stride"])
 
     @property
+    def window_label(self) -> str:
+        """How the run's windows were labelled (runs that predate the choice: majority)."""
+        return str(self.config.get("window_label", "majority"))
+
+    @property
     def groups(self) -> list[list[int]]:
         return [list(g) for g in self.config["groups"]]
 
@@ -183,6 +188,7 @@ def write_run(stage: Path, result, dataset, fingerprint: str, overrides: dict[st
     config = {
         "model": cfg.model, "task": cfg.task, "label_names": list(result.label_names),
         "schema": dataset.schema.to_dict(), "window": cfg.window, "stride": cfg.stride,
+        "window_label": cfg.window_label,
         "groups": result.groups, "hparams": result.hparams, "seed": cfg.seed,
         "deterministic": cfg.deterministic, "eval": cfg.eval, "normalization": result.normalizer.mode,
         "prior_seconds": cfg.prior_seconds if result.normalizer.per_wearer else None,
