@@ -64,14 +64,15 @@ def session_check(bundle_dir: Path, seeds: tuple[int, ...] = (101, 102, 103, 104
     manifest's decision rule → alerts, scored with the toolkit's stream scorer
     (:mod:`alanet.device.scoring`, the same as ``alanet demo``): episodes hit by an
     alert raised inside them, false alarms per 10 minutes, active-time precision and
-    recall; plus window-level macro F1 of the calibrated window decisions.
+    recall; plus window-level macro F1 of the calibrated window decisions against the
+    windows' labels as the bundle's model was trained on them (majority or newest
+    stride, its run's ``window_label``).
 
     ``perfect_windows`` is the ceiling of a window classifier of the windows' majority
-    label (how they are trained) on these sessions: the same rule and scorer fed each
-    window's true majority label as its probability; episodes closer together than a
-    window cannot all be hit that way. ``perfect_last_stride``: the same for each
-    window's newest stride (the frames it adds to the previous window), a label that
-    can tell such episodes apart.
+    label on these sessions: the same rule and scorer fed each window's true majority
+    label as its probability; episodes closer together than a window cannot all be hit
+    that way. ``perfect_last_stride``: the same for each window's newest stride (its
+    last ``stride`` frames), a label that can tell such episodes apart.
     """
     import numpy as np
 
@@ -80,13 +81,16 @@ def session_check(bundle_dir: Path, seeds: tuple[int, ...] = (101, 102, 103, 104
     from alanet.device.features import emopain_frame_features
     from alanet.device.inference import ModelRunner
     from alanet.device.scoring import StreamScore, macro_f1, score_windows
-    from alanet.device.windowing import majority_label, window_starts
+    from alanet.device.windowing import DEFAULT_WINDOW_LABEL, WindowSpec, window_starts
     from alanet.train.data.synthetic import synth_session
 
     b = load_bundle(bundle_dir)
     runner = ModelRunner.from_bundle(b)
     rule = decision or b.decision
     fs, L, S = b.schema.sample_rate_hz, b.window, b.stride
+    run_config = (b.manifest.get("training") or {}).get("run_config") or {}
+    trained = WindowSpec(L, S, label=str(run_config.get("window_label", DEFAULT_WINDOW_LABEL)))
+    majority, newest = WindowSpec(L, S), WindowSpec(L, S, label="newest")
     ys, ps, scores, ceiling, ceiling_last = [], [], [], [], []
 
     def perfect(labels: np.ndarray, k: int) -> np.ndarray:
@@ -98,13 +102,13 @@ def session_check(bundle_dir: Path, seeds: tuple[int, ...] = (101, 102, 103, 104
         feats = emopain_frame_features(bd[:, :13], bd[:, 26:30], fs)
         st = window_starts(len(feats), L, S)
         probs = runner.predict_many(b.normalizer.stream_windows(feats, st, L))
-        y = np.array([majority_label(lab[s:s + L]) for s in st])
-        ys.append(y)
+        y = np.array([majority.label_of(lab[s:s + L]) for s in st])
+        ys.append(np.array([trained.label_of(lab[s:s + L]) for s in st]))
         ps.append(window_labels(probs, rule))
         scores.append(score_windows(b.task, rule, b.labels, probs, st, L, fs, lab))
         k = probs.shape[1]
         ceiling.append(score_windows(b.task, rule, b.labels, perfect(y, k), st, L, fs, lab))
-        last = np.array([majority_label(lab[s + L - S:s + L]) for s in st])  # the window's newest stride
+        last = np.array([newest.label_of(lab[s:s + L]) for s in st])
         ceiling_last.append(score_windows(b.task, rule, b.labels, perfect(last, k), st, L, fs, lab))
     total = StreamScore.combine(scores)
     keys = ("hits", "episodes", "hit_rate", "false_alarms_per_10min", "active_precision", "active_recall")

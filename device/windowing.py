@@ -16,9 +16,11 @@ DEFAULT_STRIDE = 45
 IGNORE = -1  # per-frame label meaning "not labelled" (e.g. pain not reported)
 # How a training window is labelled from its frames' labels:
 # majority - the majority of all its frames (the paper's);
-# newest   - the majority of its newest stride, the frames it adds to the window before it
-#            (what a gateway deciding each stride about "now" needs; see docs/training.md).
+# newest   - the majority of its last ``stride`` frames (in a run of windows one stride apart,
+#            the frames it adds to the window before it): what a gateway deciding each
+#            stride about "now" needs (see docs/training.md).
 WINDOW_LABELS = ("majority", "newest")
+DEFAULT_WINDOW_LABEL = "majority"  # also what a run that predates the choice used
 
 
 @dataclass(frozen=True)
@@ -26,7 +28,7 @@ class WindowSpec:
     length: int = DEFAULT_WINDOW
     stride: int = DEFAULT_STRIDE
     min_length: int | None = None  # shortest segment still kept (padded); default length // 4
-    label: str = "majority"  # one of WINDOW_LABELS
+    label: str = DEFAULT_WINDOW_LABEL  # one of WINDOW_LABELS
 
     def __post_init__(self) -> None:
         if self.length < 1 or self.stride < 1:

@@ -115,7 +115,7 @@ def test_csv_loso_string_classes_parallel_then_evaluate_and_compare(tmp_path):
     data = write_csv_dataset(tmp_path / "csv")
     out = tmp_path / "knn"
     r = run_cli(*train_args(data, out, "--task", "label", "--model", "knn", "--eval", "loso", "--window", "40",
-                            "--stride", "40", "--jobs", "2", "--window-label", "newest"))
+                            "--stride", "40", "--jobs", "2"))
     assert r.returncode == 0, r.stderr
     m = json.loads((out / "metrics.json").read_text())
     assert [f["test_participants"] for f in m["folds"]] == [["p0"], ["p1"], ["p2"], ["p3"]]
@@ -124,8 +124,6 @@ def test_csv_loso_string_classes_parallel_then_evaluate_and_compare(tmp_path):
     assert (out / "model.pkl").is_file() and (out / "report.md").is_file()
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["label_names"] == ["calm", "guarded", "tense"] and len(cfg["schema"]["channels"]) == 5
-    assert cfg["window_label"] == "newest"  # recorded, and used again by `evaluate` (run.window_label)
-    assert "labelled by their newest stride" in (out / "report.md").read_text()
 
     from alanet.errors import InputError
     from alanet.train.rundir import load_run
@@ -140,6 +138,46 @@ def test_csv_loso_string_classes_parallel_then_evaluate_and_compare(tmp_path):
 
     r = run_cli("compare", str(out), str(out))
     assert r.returncode == 0 and r.stdout.count("| knn | label | loso, pooled |") == 2
+
+
+def test_newest_stride_labels_are_trained_recorded_and_evaluated(tmp_path):
+    from alanet.device.windowing import WindowSpec
+    from alanet.train.data.loading import load_dataset
+    from alanet.train.rundir import load_run
+    from alanet.train.windows import make_windows
+
+    data = write_csv_dataset(tmp_path / "csv")
+    # the label changes every 40 frames, so windows of 40 every 10 frames differ by label rule
+    ds = load_dataset(data, None)
+    newest, majority = (np.bincount(make_windows(ds, "label", WindowSpec(40, 10, label=k)).y, minlength=3).tolist()
+                        for k in ("newest", "majority"))
+    assert newest != majority
+    out = tmp_path / "knn"
+    r = run_cli(*train_args(data, out, "--task", "label", "--model", "knn", "--window", "40", "--stride", "10",
+                            "--eval", "loso", "--window-label", "newest"))
+    assert r.returncode == 0, r.stderr
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["window_label"] == "newest" and load_run(out).window_label == "newest"
+    assert "labelled by their newest stride" in (out / "report.md").read_text()
+    assert np.sum(json.loads((out / "metrics.json").read_text())["confusion_matrix"], axis=1).tolist() == newest
+
+    def evaluated() -> list[int]:
+        r = run_cli("evaluate", str(out), "--data", str(data))
+        assert r.returncode == 0, r.stderr
+        return np.sum(json.loads(r.stdout)["confusion_matrix"], axis=1).tolist()
+
+    assert evaluated() == newest
+    # A run written before the choice existed is a majority run; a bad value is an input error naming the field.
+    del cfg["window_label"]
+    (out / "config.json").write_text(json.dumps(cfg))
+    assert load_run(out).window_label == "majority" and evaluated() == majority
+    (out / "config.json").write_text(json.dumps({**cfg, "window_label": "last"}))
+    r = run_cli("evaluate", str(out), "--data", str(data))
+    assert r.returncode == 2 and "config.json: field window_label: must be one of majority, newest" in r.stderr
+    # `alanet compare` names the label rule of a run not labelled by majority (its F1 is against other labels)
+    (out / "config.json").write_text(json.dumps({**cfg, "window_label": "newest"}))
+    r = run_cli("compare", str(out))
+    assert r.returncode == 0 and "| knn | label (newest) | loso, pooled |" in r.stdout
 
 
 def test_neural_model_on_csv_with_other_channel_count(tmp_path):
@@ -196,9 +234,8 @@ def test_evaluate_rejects_a_folder_that_is_not_a_run(tmp_path):
 
 
 def test_window_label_choices_are_the_windowing_ones():
-    from alanet.device.windowing import WINDOW_LABELS
-    from alanet.main import build_parser
+    from alanet.device.windowing import DEFAULT_WINDOW_LABEL, WINDOW_LABELS
 
-    train = build_parser()._subparsers._group_actions[0].choices["train"]
-    (action,) = [a for a in train._actions if "--window-label" in a.option_strings]
-    assert tuple(action.choices) == WINDOW_LABELS and action.default == "majority"
+    r = run_cli("train", "--help")
+    assert r.returncode == 0 and f"--window-label {{{','.join(WINDOW_LABELS)}}}" in r.stdout
+    assert f"{DEFAULT_WINDOW_LABEL} (default" in " ".join(r.stdout.split())

@@ -110,7 +110,7 @@ def test_bad_configurations_are_input_errors():
         run_experiment(cfg("knn", normalization="per-wearer", prior_seconds=0.0), ds)
     with pytest.raises(InputError, match=r"--warmup-seconds must be a number >= 0 \(got -1"):
         run_experiment(cfg("knn", warmup_seconds=-1.0), ds)
-    with pytest.raises(InputError, match="--window-label must be one of majority, newest"):
+    with pytest.raises(InputError, match="--window-label: window label must be one of majority, newest"):
         run_experiment(cfg("knn", window_label="last"), ds)
     # Class 2 only in S02: holding S02 out leaves it without training windows.
     one = toy_dataset(participants=3)

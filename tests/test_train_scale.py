@@ -124,6 +124,14 @@ def test_merge_refuses_parts_that_do_not_make_one_run(knn_runs, tmp_path, capsys
     assert "seed differs" in refused(capsys, "merge", r / "a", r / "b", tmp_path / "seed5", "--out", out)
     assert alanet(*common, "--folds", "p3", "--hparam", "n_neighbors=3", "--out", tmp_path / "k3") == 0
     assert "hparams differs" in refused(capsys, "merge", r / "a", r / "b", tmp_path / "k3", "--out", out)
+    assert alanet(*common, "--folds", "p3", "--window-label", "newest", "--out", tmp_path / "newest") == 0
+    assert "window_label differs" in refused(capsys, "merge", r / "a", r / "b", tmp_path / "newest", "--out", out)
+    legacy = tmp_path / "b-before-window-labels"  # a part written before the setting existed: majority
+    shutil.copytree(r / "b", legacy)
+    cfg = json.loads((legacy / "config.json").read_text())
+    del cfg["window_label"]
+    (legacy / "config.json").write_text(json.dumps(cfg))
+    assert alanet("merge", r / "c", r / "a", legacy, "--out", tmp_path / "with-legacy") == 0
     # Other data: the same participants, one value changed.
     other = tmp_path / "other"
     write_csv_dataset(other)

@@ -51,7 +51,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "costs more episodes than false alarms, see docs/training.md)")
     p.add_argument("--window-label", choices=("majority", "newest"), default="majority",
                    help="how a training window is labelled: majority (default; the paper's) = the majority of its "
-                        "frames; newest = the majority of its newest stride, the frames it adds to the window "
+                        "frames; newest = the majority of its last --stride frames, those it adds to the window "
                         "before it (measured on synthetic streams: docs/training.md)")
     p.add_argument("--jobs", type=int, default=1, help="parallel LOSO folds (processes)")
     p.add_argument("--distribute", choices=("mirrored", "multiworker"), help="tf.distribute strategy: mirrored (all "

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from alanet.device.features import NORMALIZATION_MODES, Normalizer
-from alanet.device.windowing import WINDOW_LABELS, WindowSpec, window_starts
+from alanet.device.windowing import DEFAULT_WINDOW_LABEL, WindowSpec, window_starts
 from alanet.errors import InputError
 from alanet.train.data.recording import Dataset
 from alanet.device.decisions import window_labels
@@ -54,7 +54,7 @@ class ExperimentConfig:
     normalization: str = "auto"  # population | per-wearer (each wearer's running statistics) | auto (see below)
     prior_seconds: float = 60.0  # per-wearer: weight of the population statistics, in seconds of stream
     warmup_seconds: float = 0.0  # protective alert rule: no raise with less of a wearer's stream behind a window
-    window_label: str = "majority"  # how a window is labelled from its frames (alanet.device.windowing.WINDOW_LABELS)
+    window_label: str = DEFAULT_WINDOW_LABEL  # how a window is labelled from its frames (alanet.device.windowing.WINDOW_LABELS)
 
     def window_spec(self) -> WindowSpec:
         """The windows this experiment cuts and how they are labelled."""
@@ -176,8 +176,10 @@ def validate(cfg: ExperimentConfig, dataset: Dataset) -> None:
                          f"(has {', '.join(sorted(dataset.label_names))})")
     if cfg.window < 2 or cfg.stride < 1:
         raise InputError(f"--window must be >= 2 and --stride >= 1 (got {cfg.window}, {cfg.stride})")
-    if cfg.window_label not in WINDOW_LABELS:
-        raise InputError(f"--window-label must be one of {', '.join(WINDOW_LABELS)} (got {cfg.window_label!r})")
+    try:
+        cfg.window_spec()
+    except ValueError as exc:
+        raise InputError(f"--window-label: {exc}") from None
     try:
         cfg.resolved_hparams()
     except ValueError as exc:

@@ -26,6 +26,7 @@ import numpy as np
 
 from alanet.device.features import Normalizer
 from alanet.device.schema import Schema
+from alanet.device.windowing import DEFAULT_WINDOW_LABEL
 from alanet.errors import InputError
 from alanet.train.rundir import CONFIG, FOLDS, HISTORY, METRICS, NORMALIZATION, PARITY, read_fold_records
 
@@ -33,6 +34,7 @@ from alanet.train.rundir import CONFIG, FOLDS, HISTORY, METRICS, NORMALIZATION, 
 SAME = ("data_fingerprint", "model", "task", "label_names", "schema", "window", "stride", "groups", "hparams", "seed",
         "deterministic", "participants", "fold_participants", "format", "normalization", "prior_seconds",
         "warmup_seconds", "window_label")
+DEFAULTS = {"window_label": DEFAULT_WINDOW_LABEL}  # what a part written before a setting existed used
 
 
 @dataclass(frozen=True)
@@ -90,9 +92,9 @@ def check_parts(parts: Sequence[Part], partial: bool = False) -> None:
             if key == "data_fingerprint" and part.config.get(key) != first.config.get(key):
                 raise InputError(f"{part.path}: trained on other data than {first.path} (data_fingerprint "
                                  f"{str(part.config.get(key))[:12]}… vs {str(first.config.get(key))[:12]}…)")
-            if part.config.get(key) != first.config.get(key):
-                raise InputError(f"{part.path}: {key} differs from {first.path} "
-                                 f"({_short(part.config.get(key))} vs {_short(first.config.get(key))})")
+            mine, theirs = part.config.get(key, DEFAULTS.get(key)), first.config.get(key, DEFAULTS.get(key))
+            if mine != theirs:
+                raise InputError(f"{part.path}: {key} differs from {first.path} ({_short(mine)} vs {_short(theirs)})")
     where: dict[str, Path] = {}
     for part in parts:
         for fold in part.folds:
@@ -168,7 +170,7 @@ def merge_runs(run_dirs: Sequence[str | Path], partial: bool = False):
                            stride=int(c["stride"]), seed=int(c["seed"]), deterministic=bool(c.get("deterministic")),
                            hparams=dict(c["hparams"]), distribute=c.get("distribute"), final=final is not None,
                            folds=None if len(held) == len(order) else held, progress=False,
-                           normalization=normalizer.mode, window_label=str(c.get("window_label", "majority")))
+                           normalization=normalizer.mode, window_label=str(c.get("window_label", DEFAULT_WINDOW_LABEL)))
     names = ", ".join(str(p.path) for p in parts)
     notes = (f"Merged by `alanet merge` from {len(parts)} runs: {names}.",)
     if any(p.config.get("versions") != c.get("versions") for p in parts):

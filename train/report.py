@@ -9,6 +9,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from alanet import atomic
+from alanet.device.windowing import DEFAULT_WINDOW_LABEL
 
 
 def attention_maps(name: str, model: Any, x: np.ndarray) -> tuple[np.ndarray | None, np.ndarray | None]:
@@ -231,5 +232,8 @@ def comparison_table(run_dirs: Sequence[str | Path]) -> str:
             raise InputError(f"{d}: not a run directory ({exc})") from None
         if "accuracy" not in m:
             continue  # a part of a LOSO run holding only the final model: nothing scored
-        rows.extend(_rows(cfg["model"], cfg["task"], cfg["eval"], m, cfg["label_names"], cfg.get("folds")))
+        # scored against other truth labels: say so (a run that predates the choice is a majority run)
+        label = cfg.get("window_label", DEFAULT_WINDOW_LABEL)
+        task = cfg["task"] if label == DEFAULT_WINDOW_LABEL else f"{cfg['task']} ({label})"
+        rows.extend(_rows(cfg["model"], task, cfg["eval"], m, cfg["label_names"], cfg.get("folds")))
     return "\n".join(rows) + "\n"

@@ -27,6 +27,7 @@ import numpy as np
 from alanet import atomic
 from alanet.device.features import Normalizer
 from alanet.device.schema import Schema
+from alanet.device.windowing import DEFAULT_WINDOW_LABEL, WINDOW_LABELS
 from alanet.errors import InputError
 from alanet.train.models import CLASSIC_MODELS, build_model, custom_objects
 
@@ -87,7 +88,7 @@ class Run:
     @property
     def window_label(self) -> str:
         """How the run's windows were labelled (runs that predate the choice: majority)."""
-        return str(self.config.get("window_label", "majority"))
+        return str(self.config.get("window_label", DEFAULT_WINDOW_LABEL))
 
     @property
     def groups(self) -> list[list[int]]:
@@ -157,6 +158,9 @@ def load_run(run_dir: str | Path) -> Run:
             config[key]
     except (json.JSONDecodeError, KeyError, ValueError) as exc:
         raise InputError(f"{cfg_path}: malformed run config ({exc})") from None
+    if config.get("window_label", DEFAULT_WINDOW_LABEL) not in WINDOW_LABELS:
+        raise InputError(f"{cfg_path}: field window_label: must be one of {', '.join(WINDOW_LABELS)}, "
+                         f"got {config['window_label']!r}")
     model_file = CLASSIC_MODEL if config["model"] in CLASSIC_MODELS else KERAS_MODEL
     if not (path / model_file).exists():
         raise InputError(f"{path}: not a complete run directory (no {model_file})")
