@@ -76,16 +76,11 @@ def session_check(bundle_dir: Path, seeds: tuple[int, ...] = (101, 102, 103, 104
     """
     import numpy as np
 
-    from alanet.device.bundle import load_bundle
     from alanet.device.decisions import window_labels
-    from alanet.device.features import emopain_frame_features
-    from alanet.device.inference import ModelRunner
     from alanet.device.scoring import StreamScore, macro_f1, score_windows
-    from alanet.device.windowing import DEFAULT_WINDOW_LABEL, WindowSpec, window_starts
-    from alanet.train.data.synthetic import synth_session
+    from alanet.device.windowing import DEFAULT_WINDOW_LABEL, WindowSpec
 
-    b = load_bundle(bundle_dir)
-    runner = ModelRunner.from_bundle(b)
+    b, played = play_sessions(bundle_dir, seeds, duration_s)
     rule = decision or b.decision
     fs, L, S = b.schema.sample_rate_hz, b.window, b.stride
     run_config = (b.manifest.get("training") or {}).get("run_config") or {}
@@ -96,12 +91,7 @@ def session_check(bundle_dir: Path, seeds: tuple[int, ...] = (101, 102, 103, 104
     def perfect(labels: np.ndarray, k: int) -> np.ndarray:
         return np.eye(k, dtype=np.float32)[np.clip(labels, 0, k - 1)]
 
-    for seed in seeds:
-        bd = synth_session(seed=seed, duration_s=duration_s, patient=True)
-        lab = bd[:, 32].astype(int)
-        feats = emopain_frame_features(bd[:, :13], bd[:, 26:30], fs)
-        st = window_starts(len(feats), L, S)
-        probs = runner.predict_many(b.normalizer.stream_windows(feats, st, L))
+    for probs, st, lab in played:
         y = np.array([majority.label_of(lab[s:s + L]) for s in st])
         ys.append(np.array([trained.label_of(lab[s:s + L]) for s in st]))
         ps.append(window_labels(probs, rule))
@@ -117,6 +107,34 @@ def session_check(bundle_dir: Path, seeds: tuple[int, ...] = (101, 102, 103, 104
             "window_macro_f1": round(macro_f1(np.concatenate(ys), np.concatenate(ps)), 3), **total.as_dict(),
             "perfect_windows": {k: best[k] for k in keys},
             "perfect_last_stride": {k: best_last[k] for k in keys}}
+
+
+def play_sessions(bundle_dir: Path, seeds: tuple[int, ...], duration_s: float = 300.0):
+    """A protective bundle and its window probabilities over fresh synthetic patient sessions, as the
+    gateway computes them (features → the bundle's normalisation, per wearer → windows → LiteRT).
+
+    Returns ``(bundle, [(probabilities [N, K], window starts [N], per-frame labels [T]), ...])``, one
+    entry per seed.
+    """
+    import numpy as np
+
+    from alanet.device.bundle import load_bundle
+    from alanet.device.features import emopain_frame_features
+    from alanet.device.inference import ModelRunner
+    from alanet.device.windowing import window_starts
+    from alanet.train.data.synthetic import synth_session
+
+    b = load_bundle(bundle_dir)
+    runner = ModelRunner.from_bundle(b)
+    fs, L, S = b.schema.sample_rate_hz, b.window, b.stride
+    played = []
+    for seed in seeds:
+        bd = synth_session(seed=seed, duration_s=duration_s, patient=True)
+        lab = bd[:, 32].astype(int)
+        feats = emopain_frame_features(bd[:, :13], bd[:, 26:30], fs)
+        st = window_starts(len(feats), L, S)
+        played.append((runner.predict_many(b.normalizer.stream_windows(feats, st, L)), st, lab))
+    return b, played
 
 
 def recalibrated_run(name: str, from_run: Path, data: Path | None, work: Path) -> Path:

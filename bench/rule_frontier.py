@@ -1,0 +1,131 @@
+"""How far can the alert rule alone take a protective bundle on a stream?
+
+Plays fresh synthetic patient sessions through the bundle as the gateway does
+(:func:`alanet.convert.build_demo_bundles.play_sessions`), then scores every alert rule
+of a grid (smoothing, raise threshold, clear threshold as a share of it, windows to
+raise, windows to clear; the rest of the bundle's ``decision`` block kept) with the
+toolkit's stream scorer, and reports, per false-alarm budget, the best hit rate any
+rule reaches, with and without the active-time precision target (≥ 0.7).
+
+The rule is picked in hindsight, on the scored sessions themselves: an upper bound of
+what choosing the rule better could give, not a result. When even that bound misses
+the stream target, the window probabilities, not the rule, have to improve.
+
+    python bench/rule_frontier.py [--bundle models/protective-demo] [--seeds 101,...] [--duration 300]
+
+Prints the frontier and saves it to bench/results/rule_frontier.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.common import REPO, RESULTS, Figure, write_result  # noqa: E402
+
+SMOOTHING = (1.0, 0.7, 0.5, 0.3)
+RAISE = tuple(round(float(t), 2) for t in np.arange(0.30, 0.951, 0.05))
+CLEAR_SHARE = (0.5, 0.75, 0.9)
+RAISE_WINDOWS = (1, 2, 3, 4)
+CLEAR_WINDOWS = (1, 2, 3)
+FA_BUDGETS = (1.0, 2.0, 3.0, 5.0)  # false alarms per 10 minutes
+PRECISION_TARGET = 0.7
+
+
+def frontier(bundle: Path, seeds: tuple[int, ...], duration_s: float, log=print) -> dict:
+    """The best hit rate of any rule of the grid at each false-alarm budget (see the module docstring)."""
+    from alanet.convert.build_demo_bundles import play_sessions
+    from alanet.device.scoring import StreamScore, score_windows
+
+    b, played = play_sessions(bundle, seeds, duration_s)
+    if b.task != "protective":
+        raise SystemExit(f"rule_frontier: error: {bundle}: a protective bundle is needed, this one is {b.task!r}")
+    fs, L = b.schema.sample_rate_hz, b.window
+    grid = list(itertools.product(SMOOTHING, RAISE, CLEAR_SHARE, RAISE_WINDOWS, CLEAR_WINDOWS))
+    log(f"{bundle}: {len(seeds)} sessions of {duration_s:g} s, {len(grid)} rules ...")
+    scored = []
+    for alpha, raise_t, share, n_raise, n_clear in grid:
+        rule = {**b.decision, "smoothing_alpha": alpha, "raise_threshold": raise_t,
+                "clear_threshold": round(share * raise_t, 4), "min_raise_windows": n_raise,
+                "min_clear_windows": n_clear}
+        s = StreamScore.combine([score_windows(b.task, rule, b.labels, p, st, L, fs, lab) for p, st, lab in played])
+        scored.append(({k: rule[k] for k in ("smoothing_alpha", "raise_threshold", "clear_threshold",
+                                            "min_raise_windows", "min_clear_windows")},
+                       {"hits": s.hits, "episodes": s.episodes, "hit_rate": round(s.hit_rate, 4),
+                        "false_alarms_per_10min": round(s.false_alarms_per_10min, 2),
+                        "active_precision": round(s.active_precision, 4)}))
+
+    def best(ok) -> dict | None:
+        ok = list(ok)
+        if not ok:
+            return None
+        rule, score = max(ok, key=lambda rs: (rs[1]["hit_rate"], rs[1]["active_precision"]))
+        return {**score, "rule": rule}
+
+    out = []
+    for fa in FA_BUDGETS:
+        within = [rs for rs in scored if rs[1]["false_alarms_per_10min"] <= fa]
+        out.append({"false_alarms_per_10min_at_most": fa, "best": best(within),
+                    "best_with_precision_target": best(rs for rs in within
+                                                       if rs[1]["active_precision"] >= PRECISION_TARGET)})
+    shipped = StreamScore.combine([score_windows(b.task, b.decision, b.labels, p, st, L, fs, lab)
+                                   for p, st, lab in played])
+    return {"bundle": str(bundle), "model_id": b.model_id, "seeds": list(seeds), "each_session_s": duration_s,
+            "rules": len(grid), "episodes": shipped.episodes,
+            "bundle_rule": {"hit_rate": round(shipped.hit_rate, 4),
+                            "false_alarms_per_10min": round(shipped.false_alarms_per_10min, 2),
+                            "active_precision": round(shipped.active_precision, 4)},
+            "frontier": out}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                 epilog="The rule is picked on the scored sessions: an upper bound, not a result.")
+    ap.add_argument("--bundle", type=Path, default=REPO / "models" / "protective-demo")
+    ap.add_argument("--seeds", default="101,102,103,104,105", help="synthetic session seeds, comma-separated")
+    ap.add_argument("--duration", type=float, default=300.0, help="seconds per session (default 300)")
+    ap.add_argument("--out", type=Path, default=RESULTS / "rule_frontier.json")
+    args = ap.parse_args(argv)
+    try:
+        seeds = tuple(int(s) for s in args.seeds.split(",") if s.strip())
+    except ValueError:
+        ap.error(f"--seeds: comma-separated integers, got {args.seeds!r}")
+    if not seeds or args.duration < 10:
+        ap.error("--seeds needs at least one seed and --duration at least 10 s")
+    from alanet.errors import InputError
+
+    t0 = time.perf_counter()
+    try:
+        res = frontier(args.bundle, seeds, args.duration)
+    except InputError as exc:
+        print(f"rule_frontier: error: {exc}", file=sys.stderr)
+        return 2
+    res["seconds"] = round(time.perf_counter() - t0, 1)
+    br = res["bundle_rule"]
+    print(f"the bundle's own rule: hits {br['hit_rate']:.0%}, {br['false_alarms_per_10min']} false alarms per 10 min, "
+          f"active-time precision {br['active_precision']:.2f} ({res['episodes']} episodes)")
+    for f in res["frontier"]:
+        b, p = f["best"], f["best_with_precision_target"]
+        line = f"  ≤ {f['false_alarms_per_10min_at_most']:g} false alarms / 10 min: "
+        line += "no rule" if b is None else (f"best hit rate {b['hit_rate']:.0%} (precision {b['active_precision']:.2f})")
+        line += "; with precision ≥ 0.7: " + ("no rule" if p is None else f"{p['hit_rate']:.0%}")
+        print(line)
+    at2 = next(f for f in res["frontier"] if f["false_alarms_per_10min_at_most"] == 2.0)
+    how = (f"best of {res['rules']} alert rules picked in hindsight on {len(seeds)} fresh synthetic sessions "
+           f"(seeds {args.seeds}) at <= 2 false alarms per 10 min")
+    figures = [Figure("rule_frontier.hit_rate_at_2_fa", "Protective bundle: best hit rate any alert rule reaches at "
+                      "<= 2 false alarms / 10 min (upper bound)", None if at2["best"] is None else at2["best"]["hit_rate"],
+                      "share of episodes", how, better="higher")]
+    print(f"saved {write_result('rule_frontier', res, figures, args.out)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
