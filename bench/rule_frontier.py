@@ -43,10 +43,11 @@ def frontier(bundle: Path, seeds: tuple[int, ...], duration_s: float, log=print)
     """The best hit rate of any rule of the grid at each false-alarm budget (see the module docstring)."""
     from alanet.convert.build_demo_bundles import play_sessions
     from alanet.device.scoring import StreamScore, score_windows
+    from alanet.errors import InputError
 
     b, played = play_sessions(bundle, seeds, duration_s)
     if b.task != "protective":
-        raise SystemExit(f"rule_frontier: error: {bundle}: a protective bundle is needed, this one is {b.task!r}")
+        raise InputError(f"{bundle}: a protective bundle is needed, this one is for {b.task!r}")
     fs, L = b.schema.sample_rate_hz, b.window
     grid = list(itertools.product(SMOOTHING, RAISE, CLEAR_SHARE, RAISE_WINDOWS, CLEAR_WINDOWS))
     log(f"{bundle}: {len(seeds)} sessions of {duration_s:g} s, {len(grid)} rules ...")
