@@ -251,7 +251,7 @@ def train_stage(model, inputs, targets, sample_weight: np.ndarray, val: Validati
     callbacks = [cb]
     if getattr(model.optimizer, "use_ema", False):
         # Validate, select and keep the weights' moving average (Polyak averaging).
-        callbacks.insert(0, keras.callbacks.SwapEMAWeights(swap_on_epoch=True))
+        callbacks.insert(0, _swap_ema_weights())
     h = model.fit(inputs, targets, sample_weight=sample_weight, batch_size=batch, epochs=epochs,
                   validation_data=vdata, callbacks=callbacks, verbose=0, shuffle=True)
     history = {k: [float(v) for v in vals] for k, vals in h.history.items()}
@@ -263,6 +263,30 @@ def train_stage(model, inputs, targets, sample_weight: np.ndarray, val: Validati
     elif cb.best is not None:
         sel.update(val_loss=-cb.best[0])
     return history, sel
+
+
+def _swap_ema_weights():
+    """Keras' ``SwapEMAWeights(swap_on_epoch=True)``, swapping by value on every backend.
+
+    Keras swaps a variable with its moving average by ``assign``-ing one variable to the
+    other; under JAX the two then hold the same array, the next training step donates it
+    to XLA, and the average is left pointing at a deleted buffer (``model.save`` then
+    fails with "Array has been deleted"). Copies through numpy keep them apart.
+    """
+    import keras
+
+    class SwapEMAWeightsByValue(keras.callbacks.SwapEMAWeights):
+        def _backend_swap_variables(self, optimizer):
+            for var, average in zip(optimizer._trainable_variables, optimizer._model_variables_moving_average):
+                current = np.array(keras.ops.convert_to_numpy(var), copy=True)
+                var.assign(np.array(keras.ops.convert_to_numpy(average), copy=True))
+                average.assign(current)
+
+        def _backend_finalize_ema_values(self, optimizer):
+            for var, average in zip(optimizer._trainable_variables, optimizer._model_variables_moving_average):
+                average.assign(np.array(keras.ops.convert_to_numpy(var), copy=True))
+
+    return SwapEMAWeightsByValue(swap_on_epoch=True)
 
 
 def whole_batches(inputs, targets, sample_weight: np.ndarray, batch: int, steps: int):

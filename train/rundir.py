@@ -50,9 +50,14 @@ def library_versions() -> dict[str, str]:
             out[mod] = getattr(sys.modules[mod], "__version__", "?")
     if "keras" in sys.modules:
         out["keras_backend"] = sys.modules["keras"].backend.backend()
-    if "tensorflow" in sys.modules:
+    if "tensorflow" in sys.modules and out.get("keras_backend", "tensorflow") == "tensorflow":
         gpus = sys.modules["tensorflow"].config.list_physical_devices("GPU")
         out["devices"] = ", ".join(g.name for g in gpus) or "cpu"
+    elif out.get("keras_backend") == "jax":
+        out["devices"] = ", ".join(f"{d} ({d.device_kind})" for d in sys.modules["jax"].devices())
+    elif out.get("keras_backend") == "torch":
+        torch = sys.modules["torch"]
+        out["devices"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
     return out
 
 
