@@ -2,8 +2,9 @@
 
 Plays fresh synthetic patient sessions through the bundle as the gateway does
 (:func:`alanet.convert.build_demo_bundles.play_sessions`), then scores every alert rule
-of a grid (smoothing, raise threshold, clear threshold as a share of it, windows to
-raise, windows to clear; the rest of the bundle's ``decision`` block kept) with the
+of the wide grid (:func:`alanet.train.calibrate.wide_rules`: smoothing, raise
+threshold, clear threshold as a share of it, windows to raise, windows to clear; the
+rest of the bundle's ``decision`` block kept) with the
 toolkit's stream scorer, and reports, per false-alarm budget, the best hit rate any
 rule reaches, with and without the active-time precision target (≥ 0.7).
 
@@ -19,24 +20,15 @@ Prints the frontier and saves it to bench/results/rule_frontier.json.
 from __future__ import annotations
 
 import argparse
-import itertools
 import sys
 import time
 from pathlib import Path
-
-import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import REPO, RESULTS, Figure, write_result  # noqa: E402
 
-SMOOTHING = (1.0, 0.7, 0.5, 0.3)
-RAISE = tuple(round(float(t), 2) for t in np.arange(0.30, 0.951, 0.05))
-CLEAR_SHARE = (0.5, 0.75, 0.9)
-RAISE_WINDOWS = (1, 2, 3, 4)
-CLEAR_WINDOWS = (1, 2, 3)
 FA_BUDGETS = (1.0, 2.0, 3.0, 5.0)  # false alarms per 10 minutes
-PRECISION_TARGET = 0.7
 
 
 def frontier(bundle: Path, seeds: tuple[int, ...], duration_s: float, log=print) -> dict:
@@ -44,18 +36,16 @@ def frontier(bundle: Path, seeds: tuple[int, ...], duration_s: float, log=print)
     from alanet.convert.build_demo_bundles import play_sessions
     from alanet.device.scoring import StreamScore, score_windows
     from alanet.errors import InputError
+    from alanet.train.calibrate import StreamTarget, wide_rules
 
     b, played = play_sessions(bundle, seeds, duration_s)
     if b.task != "protective":
         raise InputError(f"{bundle}: a protective bundle is needed, this one is for {b.task!r}")
     fs, L = b.schema.sample_rate_hz, b.window
-    grid = list(itertools.product(SMOOTHING, RAISE, CLEAR_SHARE, RAISE_WINDOWS, CLEAR_WINDOWS))
+    grid = wide_rules(b.decision)
     log(f"{bundle}: {len(seeds)} sessions of {duration_s:g} s, {len(grid)} rules ...")
     scored = []
-    for alpha, raise_t, share, n_raise, n_clear in grid:
-        rule = {**b.decision, "smoothing_alpha": alpha, "raise_threshold": raise_t,
-                "clear_threshold": round(share * raise_t, 4), "min_raise_windows": n_raise,
-                "min_clear_windows": n_clear}
+    for rule in grid:
         s = StreamScore.combine([score_windows(b.task, rule, b.labels, p, st, L, fs, lab) for p, st, lab in played])
         scored.append(({k: rule[k] for k in ("smoothing_alpha", "raise_threshold", "clear_threshold",
                                             "min_raise_windows", "min_clear_windows")},
@@ -75,7 +65,7 @@ def frontier(bundle: Path, seeds: tuple[int, ...], duration_s: float, log=print)
         within = [rs for rs in scored if rs[1]["false_alarms_per_10min"] <= fa]
         out.append({"false_alarms_per_10min_at_most": fa, "best": best(within),
                     "best_with_precision_target": best(rs for rs in within
-                                                       if rs[1]["active_precision"] >= PRECISION_TARGET)})
+                                                       if rs[1]["active_precision"] >= StreamTarget().min_active_precision)})
     shipped = StreamScore.combine([score_windows(b.task, b.decision, b.labels, p, st, L, fs, lab)
                                    for p, st, lab in played])
     return {"bundle": str(bundle), "model_id": b.model_id, "seeds": list(seeds), "each_session_s": duration_s,

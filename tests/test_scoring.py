@@ -73,6 +73,16 @@ def test_window_labels_apply_the_calibrated_rule():
     assert macro_f1(np.array([1, 1]), window_labels(three, {"class_weights": [0.5, 1.0, 1.0]})) == 1.0
 
 
+def _episodes(frames: int, every: int, length: int, L: int, S: int):
+    """Toy per-frame labels (an episode of ``length`` frames every ``every`` from frame 200), window
+    starts, and each window's protective share."""
+    labels = np.zeros(frames, int)
+    for a in range(200, frames - 200, every):
+        labels[a:a + length] = 1
+    starts = np.arange(0, frames - L + 1, S)
+    return labels, starts, np.array([labels[s:s + L].mean() for s in starts])
+
+
 def test_alert_rule_is_chosen_on_validation_streams():
     """calibrate_stream picks smoothing / thresholds / durations that score best with the
     stream scorer on the streams it is given, and says what it measured."""
@@ -80,11 +90,7 @@ def test_alert_rule_is_chosen_on_validation_streams():
 
     rng = np.random.default_rng(0)
     fs, L, S = 10.0, 30, 5
-    labels = np.zeros(3000, int)
-    for a in range(200, 2800, 400):
-        labels[a:a + 80] = 1
-    starts = np.arange(0, len(labels) - L + 1, S)
-    frac = np.array([labels[s:s + L].mean() for s in starts])
+    labels, starts, frac = _episodes(3000, 400, 80, L, S)
     p1 = np.clip(0.15 + 0.7 * frac + rng.normal(0, 0.2, len(starts)), 0.01, 0.99)  # noisy windows
     stream = Stream(np.stack([1 - p1, p1], axis=1), starts, labels, L, fs)
     base = {"class_index": 1, "window_threshold": 0.5}
@@ -105,3 +111,41 @@ def test_alert_rule_is_chosen_on_validation_streams():
     assert score(held) >= score({**chosen, "warmup_s": 40.0})
     events = decide_offline("protective", held, ["n", "p"], stream.proba, starts / fs, (starts + L) / fs)
     assert events and all(e.t_end >= 40.0 for e in events if e.state == "raised")
+
+
+def test_alert_rule_to_the_stream_target():
+    """calibrate_stream_to_target: of the wide grid, the rule with the most hits among those within
+    the false-alarm and precision target; when none is within it, the best objective, and it says so."""
+    from alanet.device.scoring import StreamScore
+    from alanet.train.calibrate import (Stream, StreamTarget, calibrate_stream_to_target, stream_objective,
+                                        wide_rules)
+
+    rng = np.random.default_rng(1)
+    fs, L, S = 10.0, 30, 5
+    labels, starts, frac = _episodes(6000, 300, 40, L, S)
+    p1 = 0.25 + 0.45 * frac * rng.uniform(0.3, 1.5, len(starts)) + rng.normal(0, 0.1, len(starts))
+    for a in rng.integers(0, 6000, 25):  # look-alike stretches outside the episodes: the target binds
+        p1[(starts >= a) & (starts < a + 25) & (frac == 0)] += 0.3
+    p1 = np.clip(p1, 0.01, 0.99)
+    stream = Stream(np.stack([1 - p1, p1], axis=1), starts, labels, L, fs)
+    base = {"class_index": 1, "window_threshold": 0.5}
+
+    def score(rule):
+        return StreamScore.combine([score_windows("protective", rule, ["n", "p"], stream.proba, starts, L, fs, labels)])
+
+    target = StreamTarget(max_false_alarms_per_10min=2.0, min_active_precision=0.7)
+    chosen = calibrate_stream_to_target([stream], base, "protective", ["n", "p"], target)
+    s = score(chosen)
+    assert target.met_by(s) and "the most episodes within" in chosen["calibration"]
+    assert chosen["window_threshold"] == 0.5  # the window decision stays
+    rules = wide_rules(base)
+    assert len(rules) == 2016
+    within = [score(r) for r in rules[::7]]
+    assert all(s.hits >= w.hits for w in within if target.met_by(w))
+    # a rule of the trainer's objective raises more false alarms than the target allows here
+    assert any(not target.met_by(w) and w.hits > s.hits for w in within)
+    # an unreachable target: the best objective, and the note says no rule met it
+    never = StreamTarget(max_false_alarms_per_10min=-1.0)
+    fallback = calibrate_stream_to_target([stream], base, "protective", ["n", "p"], never)
+    assert "no rule met the stream target" in fallback["calibration"]
+    assert stream_objective(score(fallback)) >= max(stream_objective(w) for w in within)

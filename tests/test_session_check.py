@@ -20,3 +20,28 @@ def test_session_check_scores_the_bundle_and_two_ceilings():
         assert c["false_alarms_per_10min"] == 0.0  # true labels raise no alert outside an episode
     # labelling each window by its newest stride separates episodes a window's majority merges
     assert r["perfect_last_stride"]["hits"] > r["perfect_windows"]["hits"]
+
+
+def test_alert_rule_on_calibration_sessions():
+    """The protective demo's alert rule is chosen on synthetic sessions no stream check scores:
+    played through the bundle as the gateway plays them, to the stream target."""
+    import inspect
+
+    from alanet.convert.build_demo_bundles import CALIBRATION_SEEDS, play_sessions
+    from alanet.device.scoring import StreamScore, score_windows
+    from alanet.train.calibrate import Stream, StreamTarget, calibrate_stream_to_target
+    from alanet.train.recalibrate import window_decision
+
+    checked = {*range(101, 106), *range(201, 211), *range(301, 311)}
+    assert not checked & set(CALIBRATION_SEEDS)
+    assert inspect.signature(session_check).parameters["seeds"].default == (101, 102, 103, 104, 105)
+    b, played = play_sessions(BUNDLE, CALIBRATION_SEEDS[:2], 300.0)
+    streams = [Stream(p, st, lab, b.window, b.schema.sample_rate_hz) for p, st, lab in played]
+    base = window_decision(b.decision)
+    assert not {"raise_threshold", "smoothing_alpha"} & set(base)
+    dec = calibrate_stream_to_target(streams, base, b.task, b.labels, where="synthetic session")
+    assert dec["window_threshold"] == b.decision["window_threshold"]
+    s = StreamScore.combine([score_windows(b.task, dec, b.labels, p, st, b.window, b.schema.sample_rate_hz, lab)
+                             for p, st, lab in played])
+    assert StreamTarget().met_by(s) == ("the most episodes within" in dec["calibration"])
+    assert "on 2 synthetic session stream(s) (10 min)" in dec["calibration"]

@@ -145,6 +145,65 @@ def calibrate_stream(streams: Sequence[Stream], decision: dict[str, Any], task: 
     return {**rule, "calibration": str(decision.get("calibration", "")) + note}
 
 
+@dataclass(frozen=True)
+class StreamTarget:
+    """What a protective alert stream must do: at most ``max_false_alarms_per_10min`` raises
+    outside any episode and an active state at least ``min_active_precision`` right; among
+    the rules that do, the one that hits the most episodes is best."""
+
+    max_false_alarms_per_10min: float = 2.0
+    min_active_precision: float = 0.7
+
+    def met_by(self, s) -> bool:
+        return s.false_alarms_per_10min <= self.max_false_alarms_per_10min and \
+            s.active_precision >= self.min_active_precision
+
+
+# The wide rule grid (2,016 rules): absolute raise thresholds, the clear threshold as a share of it.
+WIDE_SMOOTHING = (1.0, 0.7, 0.5, 0.3)
+WIDE_RAISE = tuple(round(float(t), 2) for t in np.arange(0.30, 0.951, 0.05))
+WIDE_CLEAR_SHARE = (0.5, 0.75, 0.9)
+WIDE_RAISE_WINDOWS = (1, 2, 3, 4)
+WIDE_CLEAR_WINDOWS = (1, 2, 3)
+
+
+def wide_rules(decision: dict[str, Any]) -> list[dict[str, Any]]:
+    """``decision`` with each alert rule of the wide grid (the window decision and the rest kept)."""
+    return [{**decision, "smoothing_alpha": a, "raise_threshold": r, "clear_threshold": round(share * r, 4),
+             "min_raise_windows": n_raise, "min_clear_windows": n_clear}
+            for a in WIDE_SMOOTHING for r in WIDE_RAISE for share in WIDE_CLEAR_SHARE
+            for n_raise in WIDE_RAISE_WINDOWS for n_clear in WIDE_CLEAR_WINDOWS]
+
+
+def calibrate_stream_to_target(streams: Sequence[Stream], decision: dict[str, Any], task: str,
+                               labels: Sequence[str], target: StreamTarget = StreamTarget(),
+                               where: str = "calibration") -> dict[str, Any]:
+    """The alert rule of the wide grid that hits the most episodes of ``streams`` while meeting
+    ``target`` (ties: the higher active-time precision); when no rule meets it, the one with
+    the best :func:`stream_objective`. Meant for many long streams (each a wearer from its
+    start): on a few short validation recordings the false-alarm rate is too noisy to
+    constrain. Returns ``decision`` with the rule and a note saying which way it was chosen."""
+    from alanet.device.scoring import StreamScore, score_windows
+
+    c = int(decision.get("class_index", positive_class(2)))
+    scored = [(rule, StreamScore.combine([
+        score_windows(task, rule, labels, s.proba, s.starts, s.window, s.sample_rate_hz, s.labels, positive=c)
+        for s in streams])) for rule in wide_rules(decision)]
+    within = [(rule, s) for rule, s in scored if target.met_by(s)]
+    if within:
+        rule, total = max(within, key=lambda rs: (rs[1].hits, rs[1].active_precision))
+        how = (f"the most episodes within <= {target.max_false_alarms_per_10min:g} false alarms per 10 min and "
+               f"active-time precision >= {target.min_active_precision:g}")
+    else:
+        rule, total = max(scored, key=lambda rs: stream_objective(rs[1]))
+        how = "no rule met the stream target; the best mean of event and active-time F1"
+    minutes = sum(len(s.labels) / s.sample_rate_hz for s in streams) / 60.0
+    note = (f"; alert rule on {len(streams)} {where} stream(s) ({minutes:.0f} min), {how}: "
+            f"{total.hits}/{total.episodes} episodes hit, {total.false_alarms_per_10min:.1f} false alarms per 10 min, "
+            f"active-time precision {total.active_precision:.2f} / recall {total.active_recall:.2f}")
+    return {**rule, "calibration": str(decision.get("calibration", "")) + note}
+
+
 def stream_objective(s) -> float:
     """Mean of the event F1 and the active-time F1 of a stream score."""
     raised_ok = s.alerts - s.false_alarms

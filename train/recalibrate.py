@@ -41,16 +41,24 @@ def recalibrate_alert_rule(run_dir: str | Path, dataset: Dataset, warmup_s: floa
 
     run = load_run(run_dir)
     streams = run_validation_streams(run, dataset)
-    dec = run.decision
-    # the window decision stays (class, threshold, class weights, names); the alert rule is chosen again
-    rule_keys = ("smoothing_alpha", "raise_threshold", "clear_threshold", "min_raise_windows", "min_clear_windows",
-                 "warmup_s")
-    base = {k: v for k, v in dec.items() if k not in rule_keys}
-    base["calibration"] = str(dec.get("calibration", "")).split(NOTE)[0]
-    w = float(dec.get("warmup_s", 0.0)) if warmup_s is None else float(warmup_s)
+    base = window_decision(run.decision, warmup_s)
+    return calibrate_stream(streams, base, run.task, [str(i) for i in range(len(run.label_names))])
+
+
+RULE_KEYS = ("smoothing_alpha", "raise_threshold", "clear_threshold", "min_raise_windows", "min_clear_windows",
+             "warmup_s")
+
+
+def window_decision(decision: dict[str, Any], warmup_s: float | None = None) -> dict[str, Any]:
+    """``decision`` without its alert rule: the window decision (class, threshold, class weights,
+    names) and the calibration note up to the rule's, plus the warm-up a new rule is to be chosen
+    with (``warmup_s``; default the decision's own)."""
+    base = {k: v for k, v in decision.items() if k not in RULE_KEYS}
+    base["calibration"] = str(decision.get("calibration", "")).split(NOTE)[0]
+    w = float(decision.get("warmup_s", 0.0)) if warmup_s is None else float(warmup_s)
     if w > 0:
         base["warmup_s"] = w
-    return calibrate_stream(streams, base, run.task, [str(i) for i in range(len(run.label_names))])
+    return base
 
 
 def run_validation_streams(run: Any, dataset: Dataset) -> list[Stream]:
