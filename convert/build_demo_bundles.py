@@ -5,9 +5,9 @@
 Each bundle is made by the same three public commands a user runs:
 
 1. ``alanet data synth`` (EmoPain format, seed 0, 120 s sessions; the default cohort of
-   14 patients and 9 controls for pain level, twice as many participants, 28 and 18,
-   for protective behaviour: measured, the window probabilities improve with the data,
-   docs/training.md),
+   14 patients and 9 controls for pain level, four times as many participants, 56 and
+   36, for protective behaviour: measured, the window probabilities improve with the
+   data, docs/training.md; ~25 min of training on 2 cores),
 2. ``alanet train`` with ALANet's default recipe (autoencoder pretraining, then the
    encoder and the attention head end to end; window 180 / stride 45 / 30 channels;
    hold-out on the EmoPain challenge validation participants; normalisation ``auto``:
@@ -72,9 +72,10 @@ class Demo:
 
 
 DEMOS = {
-    # protective: each window labelled by its newest stride, twice the default cohort's participants,
-    # the alert rule chosen on calibration sessions (docs/training.md, "Window labels" and "Alert rule")
-    "protective": Demo("protective", "float16", "unrolled", ("--window-label", "newest"), cohort=(28, 18),
+    # protective: each window labelled by its newest stride, four times the default cohort's participants,
+    # the alert rule chosen on calibration sessions (docs/training.md, "Window labels" and "The protective
+    # demo: data and alert rule")
+    "protective": Demo("protective", "float16", "unrolled", ("--window-label", "newest"), cohort=(56, 36),
                        rule_on_sessions=True),
     "pain": Demo("pain", "float16", "unrolled"),
 }

@@ -45,3 +45,13 @@ def test_alert_rule_on_calibration_sessions():
                              for p, st, lab in played])
     assert StreamTarget().met_by(s) == ("the most episodes within" in dec["calibration"])
     assert "on 2 synthetic session stream(s) (10 min)" in dec["calibration"]
+
+
+def test_shipped_protective_rule_was_chosen_on_the_calibration_sessions():
+    """The shipped manifest says where its alert rule was chosen: the calibration seeds, to the target."""
+    from alanet.convert.build_demo_bundles import CALIBRATION_SEEDS
+    from alanet.device.bundle import load_bundle
+
+    note = load_bundle(BUNDLE).decision["calibration"]
+    assert f"synthetic session (seeds {CALIBRATION_SEEDS[0]}-{CALIBRATION_SEEDS[-1]})" in note
+    assert "the most episodes within <= 2 false alarms per 10 min" in note
