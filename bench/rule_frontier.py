@@ -99,6 +99,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"rule_frontier: error: {exc}", file=sys.stderr)
         return 2
     res["seconds"] = round(time.perf_counter() - t0, 1)
+    bundle = args.bundle.resolve()
+    res["bundle"] = str(bundle.relative_to(REPO)) if bundle.is_relative_to(REPO) else str(args.bundle)
     br = res["bundle_rule"]
     print(f"the bundle's own rule: hits {br['hit_rate']:.0%}, {br['false_alarms_per_10min']} false alarms per 10 min, "
           f"active-time precision {br['active_precision']:.2f} ({res['episodes']} episodes)")

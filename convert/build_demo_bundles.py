@@ -7,18 +7,17 @@ Each bundle is made by the same three public commands a user runs:
 1. ``alanet data synth`` (EmoPain format, seed 0, 120 s sessions; the default cohort of
    14 patients and 9 controls for pain level, four times as many participants, 56 and
    36, for protective behaviour: measured, the window probabilities improve with the
-   data, docs/training.md; ~25 min of training on 2 cores),
+   data, docs/training.md),
 2. ``alanet train`` with ALANet's default recipe (autoencoder pretraining, then the
    encoder and the attention head end to end; window 180 / stride 45 / 30 channels;
    hold-out on the EmoPain challenge validation participants; normalisation ``auto``:
    per-wearer running statistics for protective behaviour, population statistics for
-   pain level). Training calibrates the decision rule on its inner-validation
-   participants (window threshold, alert rule; with per-wearer normalisation the rule
-   raises no alert in a wearer's first ``prior`` seconds, the warm-up, and is chosen
-   with it);
+   pain level; the protective training took 27.8 min on 2 cores). Training calibrates
+   the decision rule on its inner-validation participants (window threshold, alert
+   rule, with the run's warm-up if one is set; none by default);
 3. ``alanet convert`` (float16, route ``unrolled`` with a dynamic batch, native sizes
    1, 4, 16, 64: a gateway classifies the windows due across its wearers in one invoke;
-   ~56 KiB as the xz archive ``alanet flash`` sends; see models/README.md for the
+   56–60 KiB as the xz archive ``alanet flash`` sends; see models/README.md for the
    routes measured), which writes that rule into the manifest.
 
 For the protective bundle, between 2 and 3, the alert rule is chosen again, on fresh
@@ -26,8 +25,8 @@ synthetic patient sessions (:data:`CALIBRATION_SEEDS`, 20 × 300 s) played throu
 draft conversion of the run as the gateway plays them: of a wide grid of rules, the one
 that hits the most episodes within the stream target (≤ 2 false alarms per 10 min,
 active-time precision ≥ 0.7; :func:`alanet.train.calibrate.calibrate_stream_to_target`).
-The inner-validation recordings are a few minutes: too few false alarms to hold a rule
-to a rate.
+With the default cohort the inner-validation recordings are a few minutes: too few
+false alarms to hold a rule to a rate.
 
 The protective bundle is then checked the way the gateway runs it on fresh synthetic
 patient sessions (seeds used neither for training nor for calibration), scored with
@@ -167,6 +166,20 @@ def play_sessions(bundle_dir: Path, seeds: tuple[int, ...], duration_s: float = 
     return b, played
 
 
+def run_config(run: Path, task: str) -> dict:
+    """``run``'s config.json, checked to be a run of ``task`` (InputError naming the file otherwise)."""
+    from alanet.errors import InputError
+
+    try:
+        config = json.loads((run / "config.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{run / 'config.json'}: not a readable run config ({exc})") from None
+    if not isinstance(config, dict) or config.get("task") != task:
+        got = config.get("task") if isinstance(config, dict) else None
+        raise InputError(f"{run / 'config.json'}: task: a {task} run is needed, this one is {got!r}")
+    return config
+
+
 def recalibrated_run(name: str, from_run: Path, data: Path | None, work: Path) -> Path:
     """``work/run-<name>``: a copy of ``from_run`` with its alert rule chosen again on its
     validation streams (``data``: the data it was trained on; default its recorded data_root)."""
@@ -175,10 +188,7 @@ def recalibrated_run(name: str, from_run: Path, data: Path | None, work: Path) -
 
     from alanet.errors import InputError
 
-    try:
-        config = json.loads((from_run / "config.json").read_text())
-    except (OSError, ValueError) as exc:
-        raise InputError(f"{from_run / 'config.json'}: not a readable run config ({exc})") from None
+    config = run_config(from_run, DEMOS[name].task)
     if data is None:
         if not config.get("data_root"):
             raise InputError(f"{from_run / 'config.json'}: data_root: not recorded; pass --data")
@@ -214,6 +224,12 @@ def build(name: str, out_root: Path, work: Path, *, epochs: int | None, ae_epoch
     (``from_run``: no training; that run with its alert rule chosen again)."""
     demo = DEMOS[name]
     if from_run is not None and demo.rule_on_sessions:
+        from alanet.errors import InputError
+
+        if data is not None:
+            raise InputError(f"--data: the {name} demo's alert rule is chosen on synthetic calibration sessions, "
+                             "not on the run's data; leave --data out")
+        run_config(from_run, demo.task)
         run = from_run
     elif from_run is not None:
         run = recalibrated_run(name, from_run, data, work)
@@ -259,7 +275,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--from-run", type=Path, metavar="RUN", help="no training: RUN's model with its alert rule chosen "
                     "again (protective: on the calibration sessions; else on its validation participants; one "
                     "--which)")
-    ap.add_argument("--data", type=Path, help="with --from-run: the data RUN was trained on (default: its data_root)")
+    ap.add_argument("--data", type=Path, help="with --from-run and a demo whose rule is chosen on its validation "
+                    "participants (pain): the data RUN was trained on (default: its data_root)")
     args = ap.parse_args(argv)
     if args.from_run is not None and args.which == "all":
         ap.error("--from-run needs one --which")

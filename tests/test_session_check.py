@@ -55,3 +55,23 @@ def test_shipped_protective_rule_was_chosen_on_the_calibration_sessions():
     note = load_bundle(BUNDLE).decision["calibration"]
     assert f"synthetic session (seeds {CALIBRATION_SEEDS[0]}-{CALIBRATION_SEEDS[-1]})" in note
     assert "the most episodes within <= 2 false alarms per 10 min" in note
+
+
+def test_from_run_bad_input_is_one_line_and_exit_2(tmp_path, capsys):
+    """--from-run for the protective demo: a missing run, a run of another task, or --data (unused
+    there) stop with one line and exit 2 before anything is converted."""
+    import json
+
+    from alanet.convert.build_demo_bundles import main
+
+    pain = tmp_path / "pain-run"
+    pain.mkdir()
+    (pain / "config.json").write_text(json.dumps({"task": "pain", "model": "alanet"}))
+    out = tmp_path / "out"
+    for args, says in ((["--from-run", str(tmp_path / "nope")], "config.json: not a readable run config"),
+                       (["--from-run", str(pain)], "config.json: task: a protective run is needed, this one is 'pain'"),
+                       (["--from-run", str(pain), "--data", str(tmp_path)], "--data: the protective demo's alert rule")):
+        assert main(["--which", "protective", "--out", str(out), "--work", str(tmp_path / "w"), *args]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("build_demo_bundles: error: ") and says in err[0]
+    assert not out.exists()

@@ -33,3 +33,43 @@ def test_alanet_trains_under_jax_and_its_run_loads_under_tensorflow(tmp_path: Pa
     assert res.returncode == 0, res.stderr[-2000:]
     scored = json.loads((tmp_path / "eval.json").read_text())
     assert scored["n_windows"] > 0 and 0.0 <= scored["accuracy"] <= 1.0
+
+
+SWAP_CHECK = """
+import numpy as np, keras
+keras.utils.set_random_seed(0)
+model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3), keras.layers.Dense(2, activation="softmax")])
+model.compile(keras.optimizers.Adam(0.05, use_ema=True, ema_momentum=0.9), "sparse_categorical_crossentropy")
+x, y = np.random.default_rng(0).normal(size=(64, 4)).astype("float32"), np.arange(64) % 2
+model.fit(x, y, epochs=3, batch_size=16, verbose=0, callbacks=[SWAP()])
+opt, rng = model.optimizer, np.random.default_rng(1)
+for v, a in zip(opt._trainable_variables, opt._model_variables_moving_average):
+    v.assign(rng.normal(size=v.shape).astype("float32"))
+    a.assign(rng.normal(size=a.shape).astype("float32"))
+weights = [np.array(v) for v in opt._trainable_variables]
+averages = [np.array(a) for a in opt._model_variables_moving_average]
+swap = SWAP()
+swap._backend_swap_variables(opt)
+assert all(v.value is not a.value for v, a in zip(opt._trainable_variables, opt._model_variables_moving_average))
+assert all(np.array_equal(np.array(v), a) for v, a in zip(opt._trainable_variables, averages))
+assert all(np.array_equal(np.array(a), w) for a, w in zip(opt._model_variables_moving_average, weights))
+swap._backend_swap_variables(opt)
+assert all(np.array_equal(np.array(v), w) for v, w in zip(opt._trainable_variables, weights))
+model.fit(x, y, epochs=3, batch_size=16, verbose=0, callbacks=[SWAP()])
+assert not any(a.value.is_deleted() for a in opt._model_variables_moving_average)
+print("ok")
+"""
+
+
+def test_moving_average_swap_under_jax_is_by_value():
+    """The trainer's moving-average swap under JAX exchanges the weights and their average by value
+    and a second swap restores them; training on with it keeps the averages alive. (The run-level
+    regression, the averages deleted by a donated step, is the test above.)"""
+    import os
+    import subprocess
+    import sys
+
+    code = "SWAP = __import__('alanet.train.fit', fromlist=['_']).__dict__['_swap_ema_weights']\n" + SWAP_CHECK
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "KERAS_BACKEND": "jax"})
+    assert res.returncode == 0 and res.stdout.strip().endswith("ok"), res.stderr[-2000:]

@@ -25,7 +25,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from alanet.device.decisions import window_labels
-from alanet.device.scoring import macro_f1
+from alanet.device.scoring import StreamScore, macro_f1
 
 # Finer near 1: a model trained with balanced class weights puts a rare class's threshold high.
 THRESHOLDS = np.round(np.concatenate([np.arange(0.02, 0.985, 0.01), [0.985, 0.99, 0.995, 0.998]]), 3)
@@ -113,7 +113,7 @@ def calibrate_stream(streams: Sequence[Stream], decision: dict[str, Any], task: 
 
     Returns ``decision`` updated with the chosen rule and a note, or unchanged when the
     streams hold no protective episode."""
-    from alanet.device.scoring import StreamScore, episodes_from_labels, score_windows
+    from alanet.device.scoring import episodes_from_labels, score_windows
 
     c = int(decision.get("class_index", positive_class(2)))
     t = float(decision.get("window_threshold", 0.5))
@@ -154,7 +154,7 @@ class StreamTarget:
     max_false_alarms_per_10min: float = 2.0
     min_active_precision: float = 0.7
 
-    def met_by(self, s) -> bool:
+    def met_by(self, s: StreamScore) -> bool:
         return s.false_alarms_per_10min <= self.max_false_alarms_per_10min and \
             s.active_precision >= self.min_active_precision
 
@@ -183,9 +183,11 @@ def calibrate_stream_to_target(streams: Sequence[Stream], decision: dict[str, An
     the best :func:`stream_objective`. Meant for many long streams (each a wearer from its
     start): on a few short validation recordings the false-alarm rate is too noisy to
     constrain. Returns ``decision`` with the rule and a note saying which way it was chosen."""
-    from alanet.device.scoring import StreamScore, score_windows
+    from alanet.device.scoring import episodes_from_labels, score_windows
 
     c = int(decision.get("class_index", positive_class(2)))
+    if not any(episodes_from_labels(s.labels, s.sample_rate_hz, positive=c) for s in streams):
+        return decision  # nothing to hit: no rule can be told from another
     scored = [(rule, StreamScore.combine([
         score_windows(task, rule, labels, s.proba, s.starts, s.window, s.sample_rate_hz, s.labels, positive=c)
         for s in streams])) for rule in wide_rules(decision)]

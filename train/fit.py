@@ -271,7 +271,9 @@ def _swap_ema_weights():
     Keras swaps a variable with its moving average by ``assign``-ing one variable to the
     other; under JAX the two then hold the same array, the next training step donates it
     to XLA, and the average is left pointing at a deleted buffer (``model.save`` then
-    fails with "Array has been deleted"). Copies through numpy keep them apart.
+    fails with "Array has been deleted"). Copies through numpy keep them apart. The two
+    methods mirror Keras 3.15's private ``_backend_swap_variables`` and
+    ``_backend_finalize_ema_values`` (TensorFlow takes Keras' own path, unchanged).
     """
     import keras
 
