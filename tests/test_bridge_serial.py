@@ -236,10 +236,16 @@ def test_cli_simulate_prints_path_streams_and_writes_truth(session, tmp_path):
 def test_cli_simulate_ctrl_c_is_clean(session, tmp_path):
     np.save(tmp_path / "s.npy", session[:3600])
     truth = tmp_path / "truth.json"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "alanet", "simulate", "--session", str(tmp_path / "s.npy"), "--truth", str(truth)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+    # A child inherits an ignored SIGINT (a suite started in the background of a non-interactive
+    # shell has it so) and Python then never turns it into KeyboardInterrupt: hand it a handled one.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "alanet", "simulate", "--session", str(tmp_path / "s.npy"), "--truth", str(truth)],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+    finally:
+        signal.signal(signal.SIGINT, previous)
     try:
         path = proc.stdout.readline().strip()
         with Receiver(path) as rx:
