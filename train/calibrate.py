@@ -96,6 +96,22 @@ class Stream:
     sample_rate_hz: float
 
 
+def has_episodes(streams: Sequence[Stream], c: int) -> bool:
+    """Whether any stream holds an episode of class ``c``."""
+    from alanet.device.scoring import episodes_from_labels
+
+    return any(episodes_from_labels(s.labels, s.sample_rate_hz, positive=c) for s in streams)
+
+
+def score_streams(streams: Sequence[Stream], rule: dict[str, Any], task: str, labels: Sequence[str],
+                  c: int) -> StreamScore:
+    """``rule`` played over every stream, scored as one (the toolkit's stream scorer)."""
+    from alanet.device.scoring import score_windows
+
+    return StreamScore.combine([score_windows(task, rule, labels, s.proba, s.starts, s.window, s.sample_rate_hz,
+                                              s.labels, positive=c) for s in streams])
+
+
 # Hysteresis candidates around the calibrated window threshold.
 SMOOTHING = (1.0, 0.7, 0.5)
 RAISE_FACTORS = (0.8, 1.0, 1.2)
@@ -113,11 +129,10 @@ def calibrate_stream(streams: Sequence[Stream], decision: dict[str, Any], task: 
 
     Returns ``decision`` updated with the chosen rule and a note, or unchanged when the
     streams hold no protective episode."""
-    from alanet.device.scoring import episodes_from_labels, score_windows
 
     c = int(decision.get("class_index", positive_class(2)))
     t = float(decision.get("window_threshold", 0.5))
-    if not any(episodes_from_labels(s.labels, s.sample_rate_hz, positive=c) for s in streams):
+    if not has_episodes(streams, c):
         return decision
     best: tuple[float, dict[str, Any], StreamScore] | None = None
     for alpha in SMOOTHING:
@@ -129,9 +144,7 @@ def calibrate_stream(streams: Sequence[Stream], decision: dict[str, Any], task: 
                         rule = {**decision, "smoothing_alpha": alpha, "raise_threshold": round(raise_t, 4),
                                 "clear_threshold": round(cf * raise_t, 4), "min_raise_windows": n_raise,
                                 "min_clear_windows": n_clear}
-                        total = StreamScore.combine([
-                            score_windows(task, rule, labels, s.proba, s.starts, s.window, s.sample_rate_hz,
-                                          s.labels, positive=c) for s in streams])
+                        total = score_streams(streams, rule, task, labels, c)
                         value = stream_objective(total)
                         if best is None or value > best[0] + 1e-12:
                             best = (value, rule, total)
@@ -183,14 +196,10 @@ def calibrate_stream_to_target(streams: Sequence[Stream], decision: dict[str, An
     the best :func:`stream_objective`. Meant for many long streams (each a wearer from its
     start): on a few short validation recordings the false-alarm rate is too noisy to
     constrain. Returns ``decision`` with the rule and a note saying which way it was chosen."""
-    from alanet.device.scoring import episodes_from_labels, score_windows
-
     c = int(decision.get("class_index", positive_class(2)))
-    if not any(episodes_from_labels(s.labels, s.sample_rate_hz, positive=c) for s in streams):
+    if not has_episodes(streams, c):
         return decision  # nothing to hit: no rule can be told from another
-    scored = [(rule, StreamScore.combine([
-        score_windows(task, rule, labels, s.proba, s.starts, s.window, s.sample_rate_hz, s.labels, positive=c)
-        for s in streams])) for rule in wide_rules(decision)]
+    scored = [(rule, score_streams(streams, rule, task, labels, c)) for rule in wide_rules(decision)]
     within = [(rule, s) for rule, s in scored if target.met_by(s)]
     if within:
         rule, total = max(within, key=lambda rs: (rs[1].hits, rs[1].active_precision))
