@@ -183,6 +183,8 @@ BENCHES: list[Bench] = [
     Bench("capacity_curve", "capacity.py", ("--curve", "--compare"), ("--curve", "1,16,100,500", "--seconds", "4"),
           "capacity_curve.json", None, 900, default=False,
           what="capacity as a curve, batched and not: CPU per wearer, alert p99, frames dropped (plot in docs/)"),
+    Bench("main_loop", "main_loop.py", (), ("--wearers", "1,16", "--seconds", "6"), "main_loop.json", None, 300,
+          what="the real Gateway.run with pty wearables: main-loop CPU per window, model vs runtime's own work"),
     Bench("mqtt_throughput", "mqtt_throughput.py", (), ("--quick",), "mqtt_throughput.json", None, 120,
           what="alerts/s through the durable queue, QoS 1"),
     Bench("fleet", "fleet.py", (), ("--quick", "--gateways", "10,100"), "fleet.json", None, 480,

@@ -25,7 +25,9 @@ pipeline, LiteRT model, decisions, durable SQLite alert queue, paho publishing s
 and alerts to a real Mosquitto), its thread and paho's pinned to one CPU; the broker
 runs outside the pin. Every wearable sends its frames at 60 Hz with its own phase
 (wearers are not synchronised) and its own part of the session; each frame arrives
-as two chunks (one byte, then the rest: the two reads an idle serial line gives).
+as two chunks (one byte, then the rest: the two reads an idle serial line gives);
+with coalesced reads a frame joins the held reads as one chunk, as the gateway's
+reader threads keep a read without a frame delimiter until the rest arrives.
 
 How the chunks reach the gateway (``--reads``):
 
@@ -40,10 +42,11 @@ How the chunks reach the gateway (``--reads``):
 - ``both``: one after the other in the same run, for same-run ratios.
 
 ``--handoff`` (coalesced reads) also counts each chunk's way from a serial reader
-thread to the held reads as the gateway's work: a ``queue.SimpleQueue`` put and get
+thread to the held reads as the gateway's work: a ``deque`` append and popleft
 and ``HeldReads.add``, as ``Gateway.run`` pays them. Without it (the method of every
 earlier figure) chunks join the held reads for free; the reader threads' serial read
-calls are not counted either way.
+calls are not counted either way, nor are the main loop's own turns (waiting, waking):
+``bench/main_loop.py`` measures the real ``Gateway.run``.
 
 Time is simulated, work is not: reads are processed as fast as the core allows,
 each one's service time is measured (wall time minus the time the thread sat
@@ -84,6 +87,7 @@ FS = 60.0
 LATENCY_LIMIT_MS = 100.0
 SERIAL_BUFFER_BYTES = 4095
 READ_HOLD_MS = GatewayConfig.read_hold_ms  # the gateway's default
+STATE_HOLD_MS = GatewayConfig.state_hold_ms  # the gateway's default
 
 
 @dataclass(frozen=True)
@@ -116,6 +120,7 @@ class Trial:
     reads_processed: int = 0  # Gateway.process calls
     read_hold_ms: float = 0.0  # [runtime] read_hold_ms (coalesced reads)
     handoff: bool = False  # the chunks' queue hand-off to the held reads counted as work (coalesced reads)
+    state_hold_ms: float = 0.0  # longest live state waited to go out with others (the link's; 0 for one wearer)
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
@@ -164,11 +169,12 @@ def encoded_session(sess: rs.Session) -> list[bytes]:
 
 def run_trial(n: int, seconds: float, bundle: Path, frames: list[bytes], broker_url: str, work: Path,
               model=None, batch_max: int = 0, batch_wait_ms: float = 20.0, per_read: bool = False,
-              read_hold_ms: float = READ_HOLD_MS, handoff: bool = False) -> Trial:
+              read_hold_ms: float = READ_HOLD_MS, handoff: bool = False,
+              state_hold_ms: float = STATE_HOLD_MS) -> Trial:
     """Stream ``seconds`` of 60 Hz frames from ``n`` wearables through one in-process gateway.
 
     ``handoff``: also count, as the gateway's work, each chunk's way from a reader thread to the held
-    reads (``queue.SimpleQueue`` size check, put and get, ``HeldReads.add``), which the main loop and reader threads pay
+    reads (the queue's size check, append, the wake test and popleft, ``HeldReads.add``), which the main loop and reader threads pay
     in ``Gateway.run`` (coalesced reads only; the serial read calls themselves are still not counted).
     """
     from collections import deque
@@ -180,7 +186,8 @@ def run_trial(n: int, seconds: float, bundle: Path, frames: list[bytes], broker_
     cfg = load_config(None, {"port": "/dev/null", "bundle": str(bundle), "broker": broker_url, "gateway": "cap",
                              "state_dir": str(work / f"cap-{n}-{batch_max}-{batch_wait_ms:g}-{int(per_read)}")})
     cfg = replace(cfg, wearables=tuple(WearableConfig(f"w{i}", f"/dev/null{i}") for i in range(n)),
-                  batch_max=batch_max, batch_wait_ms=batch_wait_ms, read_hold_ms=0.0 if per_read else read_hold_ms)
+                  batch_max=batch_max, batch_wait_ms=batch_wait_ms, read_hold_ms=0.0 if per_read else read_hold_ms,
+                  state_hold_ms=state_hold_ms)
     results: list = []
     stamps: list[float] = []  # per result: wall time minus time preempted, when the runtime handed it over
     run_delay = RunDelay()
@@ -334,20 +341,24 @@ def run_trial(n: int, seconds: float, bundle: Path, frames: list[bytes], broker_
             arrived = [deque() for _ in range(n)]  # per wearer: arrival of each chunk held, in order
             ptr, total = 0, len(order)
             inf = float("inf")
-            handed: queue.SimpleQueue = queue.SimpleQueue()  # the reader threads' queue (handoff), as the gateway's
+            handed: deque = deque()  # the reader threads' queue (handoff), as the gateway's
+            counted = [0] * n
 
             def hand_over(chunks: list[tuple[int, bytes, float]]) -> None:
-                """What Gateway.run does per chunk: a reader thread queues it, the main loop holds it."""
-                put, get, add, size = handed.put_nowait, handed.get_nowait, reads.add, handed.qsize
-                for i, c, _ in chunks:
-                    size()  # on_serial_data's bound check
-                    put((i, c))
-                for _, _, a in chunks:
-                    i, c = get()
-                    add(i, c, a)
+                """What Gateway.run does per chunk: a reader thread queues it (no wake unless it may complete a
+                window), the main loop takes it in and holds it."""
+                put, get, add, need = handed.append, handed.popleft, reads.add, reads.need
+                for i, c, a in chunks:
+                    len(handed)  # on_serial_data's bound check
+                    put((i, c, a))
+                    counted[i] += len(c)
+                    counted[i] >= need(i)  # noqa: B015 - its wake test (the wake itself is the loop's turn)
+                for _ in chunks:
+                    add(*get())
 
             def admit(t: float) -> float:
-                """Every chunk that has arrived by ``t`` joins its wearer's held reads (two per frame);
+                """Every frame that has arrived by ``t`` joins its wearer's held reads as one chunk (the gateway's
+                reader threads keep a frame's first byte until the rest, with its delimiter, arrives);
                 returns the measured time of handing them over (``handoff``; else 0, not counted)."""
                 nonlocal ptr
                 chunks = []
@@ -356,8 +367,8 @@ def run_trial(n: int, seconds: float, bundle: Path, frames: list[bytes], broker_
                     i = int(who[k])
                     wire = frames[int(offset[i]) + int(idx[k])]
                     a = float(times[k])
-                    chunks += ((i, wire[:1], a), (i, wire[1:], a))
-                    arrived[i].extend((a, a))
+                    chunks.append((i, wire, a))
+                    arrived[i].append(a)
                     ptr += 1
                 if not chunks:
                     return 0.0
@@ -385,7 +396,7 @@ def run_trial(n: int, seconds: float, bundle: Path, frames: list[bytes], broker_
                 when = [arrived[i].popleft() for _ in chunks]
                 # bytes that waited longer than the serial driver's buffer lasts are lost (whole frames)
                 keep = [c for c, a in zip(chunks, when) if start - a <= buffer_s]
-                dropped += (len(chunks) - len(keep) + 1) // 2
+                dropped += len(chunks) - len(keep)
                 if not keep:
                     continue
                 max_wait = max(max_wait, start - when[len(chunks) - len(keep)])
@@ -421,7 +432,8 @@ def run_trial(n: int, seconds: float, bundle: Path, frames: list[bytes], broker_
                  # steady state (one window per stride of frames; a short trial's first window needs a full one)
                  runtime_ms_per_window=round(1000 * (busy - invoke_s) * stride / accepted, 4) if accepted else None,
                  reads="per-read" if per_read else "coalesced", reads_processed=n_reads[0],
-                 read_hold_ms=cfg.read_hold_ms, handoff=handoff and not per_read)
+                 read_hold_ms=cfg.read_hold_ms, handoff=handoff and not per_read,
+                 state_hold_ms=gw.link.state_hold_s * 1000.0)
 
 
 def summary(v: list[float]) -> dict:
@@ -479,14 +491,15 @@ def _line(t: Trial) -> str:
 def find_capacity(seconds: float, bundle: Path, frames: list[bytes], broker_url: str, work: Path, start: int = 100,
                   maximum: int = 4000, precision: float = 0.05, log=print, batch_max: int = 0,
                   batch_wait_ms: float = 20.0, per_read: bool = False,
-                  read_hold_ms: float = READ_HOLD_MS, handoff: bool = False) -> tuple[int, list[Trial]]:
+                  read_hold_ms: float = READ_HOLD_MS, handoff: bool = False,
+                  state_hold_ms: float = STATE_HOLD_MS) -> tuple[int, list[Trial]]:
     """Largest N that passes (doubling from ``start``, then bisection to ``precision``)."""
     model = _model(bundle, work)
     trials: list[Trial] = []
 
     def trial(n: int) -> bool:
         t = run_trial(n, seconds, bundle, frames, broker_url, work, model, batch_max, batch_wait_ms, per_read,
-                      read_hold_ms, handoff)
+                      read_hold_ms, handoff, state_hold_ms)
         trials.append(t)
         log(_line(t))
         return t.ok
@@ -523,13 +536,14 @@ DEFAULT_CURVE = (1, 10, 16, 100, 250, 500, 750, 1000, 1250, 1500)
 
 def run_curve(counts: list[int], seconds: float, bundle: Path, frames: list[bytes], broker_url: str, work: Path,
               batch_max: int, batch_wait_ms: float, log=print, per_read: bool = False,
-              read_hold_ms: float = READ_HOLD_MS, handoff: bool = False) -> list[Trial]:
+              read_hold_ms: float = READ_HOLD_MS, handoff: bool = False,
+              state_hold_ms: float = STATE_HOLD_MS) -> list[Trial]:
     """One trial per wearable count; past the first count that drops frames the rest still run (the curve)."""
     model = _model(bundle, work)
     out = []
     for n in counts:
         t = run_trial(n, seconds, bundle, frames, broker_url, work, model, batch_max, batch_wait_ms, per_read,
-                      read_hold_ms, handoff)
+                      read_hold_ms, handoff, state_hold_ms)
         log(_line(t))
         out.append(t)
     return out
@@ -599,7 +613,7 @@ def curve_main(args: argparse.Namespace, bundle: Path, frames: list[bytes], brok
               f"{'per-read' if per_read else 'coalesced'} reads):", flush=True)
         curves[name] = run_curve(counts, args.seconds, bundle, frames, broker_url, work, bm, args.batch_wait_ms,
                                  read_hold_ms=args.read_hold_ms, handoff=args.handoff,
-                                 per_read=per_read)
+                                 per_read=per_read, state_hold_ms=args.state_hold_ms)
     took = time.perf_counter() - t0
     man = json.loads((bundle / "manifest.json").read_text())
     figs = []
@@ -660,6 +674,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--read-hold-ms", type=float, default=READ_HOLD_MS,
                     help=f"as [runtime] read_hold_ms, coalesced reads (default {READ_HOLD_MS:g}, the gateway's; "
                          "0 = serve each read as it comes)")
+    ap.add_argument("--state-hold-ms", type=float, default=STATE_HOLD_MS,
+                    help=f"as [mqtt] state_hold_ms (default {STATE_HOLD_MS:g}, the gateway's; 0 = each live state "
+                         "message at once)")
     ap.add_argument("--unbatched", action="store_true", help="no batching (--batch-max 1)")
     ap.add_argument("--reads", choices=("coalesced", "per-read", "both"), default="coalesced",
                     help="how serial reads reach the gateway: coalesced (default; a wearer's turn takes everything "
@@ -676,6 +693,8 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("--batch-max and --batch-wait-ms must be >= 0")
     if not 0 <= args.read_hold_ms <= 1000:
         ap.error(f"--read-hold-ms must lie in 0 ... 1000 (as [runtime] read_hold_ms), got {args.read_hold_ms:g}")
+    if not 0 <= args.state_hold_ms <= 1000:
+        ap.error(f"--state-hold-ms must lie in 0 ... 1000 (as [mqtt] state_hold_ms), got {args.state_hold_ms:g}")
     if args.curve:
         try:
             if any(int(v) < 1 for v in args.curve.split(",")):
@@ -705,7 +724,8 @@ def main(argv: list[str] | None = None) -> int:
             searches[mode] = find_capacity(seconds, bundle, frames, broker.url, Path(tmp), maximum=args.max,
                                            precision=0.1 if args.quick else 0.05, batch_max=args.batch_max,
                                            batch_wait_ms=args.batch_wait_ms, per_read=mode == "per-read",
-                                           read_hold_ms=args.read_hold_ms, handoff=args.handoff)
+                                           read_hold_ms=args.read_hold_ms, handoff=args.handoff,
+                                           state_hold_ms=args.state_hold_ms)
         best, trials = next(iter(searches.values()))
         took = time.perf_counter() - t0
     at = next((t for t in trials if t.wearers == best), None)
@@ -726,6 +746,7 @@ def main(argv: list[str] | None = None) -> int:
                               "quantization": man.get("quantization"), "seconds_per_trial": seconds,
                               "wearables_per_core": best, "batch_max": args.batch_max,
                               "batch_wait_ms": args.batch_wait_ms, "read_hold_ms": args.read_hold_ms,
+                              "state_hold_ms": args.state_hold_ms,
                               "handoff": args.handoff, "trials": [t.as_dict() for t in trials],
                               "reads": args.reads, "by_reads": {m: {"wearables_per_core": b,
                                                                    "trials": [t.as_dict() for t in ts]}

@@ -5,7 +5,8 @@ and removed only when the broker has acknowledged it (MQTT QoS 1 PUBACK). Neithe
 broker outage nor a crash of the gateway process (SIGKILL, power loss after commit)
 loses it: on the next start the runtime publishes whatever the queue still holds.
 Delivery is therefore at-least-once; every alert carries a unique id so subscribers
-drop duplicates. :meth:`AlertQueue.put_many` and :meth:`AlertQueue.delete_many` do the
+drop duplicates. Deleting an acknowledged alert does not wait for the disk (the next
+put's fsync carries it): power lost in between at most sends that alert again. :meth:`AlertQueue.put_many` and :meth:`AlertQueue.delete_many` do the
 same for several alerts in one transaction (one fsync): the runtime commits the alerts
 of one loop iteration, and the acknowledgements it drained, at once.
 
@@ -113,6 +114,7 @@ class AlertQueue:
         self.trimmed = 0  # oldest alerts dropped past max_items
         self.recovered: str | None = None  # set when a corrupt file was moved aside (what happened)
         self.generation = 0  # +1 at every recovery (positions ``n`` start again from 1)
+        self.version = 0  # +1 at every put (a sender that saw everything queued need not look again before it changes)
         self._held: dict[str, QueuedAlert] = {}  # alerts the disk refused (see the module docstring)
         self._acked_unsaved: set[str] = set()  # acknowledged, but the disk refused the delete
         self._disk_failing = False
@@ -165,6 +167,7 @@ class AlertQueue:
                              (a.id, a.topic, a.payload, a.created))
         self._db.execute("COMMIT")
         self.generation += 1
+        self.version += 1
         self.recovered = (f"{self.path} was corrupt ({exc}); moved aside as {aside.name}, "
                           f"{len(rescued)} alert(s) salvaged into a fresh queue")
         log.error("ALERT QUEUE CORRUPT: %s", self.recovered)
@@ -217,6 +220,7 @@ class AlertQueue:
         if not items:
             return
         with self._lock:
+            self.version += 1
             try:
                 self._put_many(items)
             except sqlite3.DatabaseError as exc:
@@ -303,6 +307,7 @@ class AlertQueue:
             self._disk_error(exc)
             return False
         log.warning("alert queue %s: disk writable again; %d held alert(s) committed", self.path, len(self._held))
+        self.version += 1
         self._held.clear()
         self._disk_failing = False
         self._make_reserve()
@@ -343,14 +348,29 @@ class AlertQueue:
             return n + removed
 
     def _delete_all(self, ids: list[str]) -> int:
+        """Delete ``ids`` in one transaction that does not wait for the disk (``synchronous=NORMAL``
+        for it alone; WAL keeps the file consistent). Power lost before the next synced commit
+        can bring the deletion back: an acknowledged alert is then sent again, a duplicate that
+        at-least-once delivery already allows (subscribers drop it by id). Puts stay ``FULL``:
+        an alert is on disk before it is published, and its fsync also carries every deletion
+        before it."""
         try:
+            self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute("BEGIN")
             removed = self._db.executemany("DELETE FROM alerts WHERE id = ?", [(a,) for a in ids]).rowcount
             self._db.execute("COMMIT")
         except sqlite3.Error:
             self._rollback()
             raise
+        finally:
+            self._synchronous_full()
         return removed
+
+    def _synchronous_full(self) -> None:
+        try:
+            self._db.execute("PRAGMA synchronous=FULL")
+        except sqlite3.Error:  # a damaged file: recovery reconnects, and _connect sets FULL again
+            pass
 
     def _rollback(self) -> None:
         """End a failed transaction (a damaged file may refuse even that: recovery replaces it then)."""

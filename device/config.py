@@ -85,6 +85,9 @@ class GatewayConfig:
     flash_allow_unsigned: bool = False  # [flash] allow_unsigned: only without trusted_keys
     heartbeat_s: float = 10.0
     publish_state: bool = True
+    # [mqtt] several wearers: live state waits up to this long to go out with others (paho's network thread
+    # then wakes once for several messages); alerts never wait. One wearer: each state at once
+    state_hold_ms: float = 100.0
     max_gap_frames: int = 3
     batch_wait_ms: float = 20.0  # [runtime] longest a due window waits for others to share its model invoke
     batch_max: int = 0  # [runtime] windows per classify call: 0 = the model's largest native batch, at least 16; 1 = no batching
@@ -176,7 +179,7 @@ SECTIONS: dict[str, set[str]] = {
     "": {"gateway", "state_dir", "model", "mqtt", "wearable", "runtime", "homeassistant", "flash", "sessions"},
     "model": {"bundle", "trusted_keys", "allow_unsigned"},
     "mqtt": {"broker", "username", "password", "password_file", "ca_file", "cert_file", "key_file", "client_id",
-             "keepalive", "heartbeat_s", "publish_state", "protocol", "retry_max_s", "ack_timeout_s"},
+             "keepalive", "heartbeat_s", "publish_state", "state_hold_ms", "protocol", "retry_max_s", "ack_timeout_s"},
     "wearable": {"wearer", "port", "baud"},
     "runtime": {"max_gap_frames", "batch_wait_ms", "batch_max", "read_hold_ms"},
     "homeassistant": {"discovery", "prefix"},
@@ -326,6 +329,9 @@ def load_config(path: str | os.PathLike[str] | None = None, overrides: Mapping[s
     retry_max = _num(src, "mqtt.retry_max_s", mqtt.get("retry_max_s", 300.0), 1.0)
     ack_timeout = _num(src, "mqtt.ack_timeout_s", mqtt.get("ack_timeout_s", 60.0), 1.0)
     publish_state = _bool(src, "mqtt.publish_state", mqtt.get("publish_state", True))
+    state_hold = _num(src, "mqtt.state_hold_ms", mqtt.get("state_hold_ms", GatewayConfig.state_hold_ms), 0.0)
+    if state_hold > 1000.0:
+        raise InputError(f"{_where(src, 'mqtt.state_hold_ms')}: must be at most 1000 (ms), got {state_hold:g}")
     max_gap = _int(src, "runtime.max_gap_frames", runtime.get("max_gap_frames", 3), 0, 600)
     batch_wait = _num(src, "runtime.batch_wait_ms", runtime.get("batch_wait_ms", 20.0), 0.0)
     if batch_wait > 1000.0:
@@ -348,7 +354,8 @@ def load_config(path: str | os.PathLike[str] | None = None, overrides: Mapping[s
     return GatewayConfig(gateway=gateway, bundle=bundle, state_dir=state_dir, broker=broker,
                          wearables=wearables, trusted_keys=trusted, allow_unsigned=allow_unsigned,
                          flash_enabled=flash_enabled, flash_allow_unsigned=flash_allow_unsigned,
-                         heartbeat_s=heartbeat, publish_state=publish_state, max_gap_frames=max_gap,
+                         heartbeat_s=heartbeat, publish_state=publish_state, state_hold_ms=state_hold,
+                         max_gap_frames=max_gap,
                          batch_wait_ms=batch_wait, batch_max=batch_max, read_hold_ms=read_hold,
                          homeassistant_discovery=ha_discovery, homeassistant_prefix=ha_prefix,
                          retry_max_s=retry_max, ack_timeout_s=ack_timeout, sessions=sess, source=src)

@@ -125,12 +125,19 @@ class MqttLink:
     """One gateway's connection to the broker (see the module docstring)."""
 
     WINDOW = 100  # alerts handed to paho and not yet acknowledged, at most
+    OUTBOX_MAX = 64  # held live-state messages sent at once when this many wait
     RETRY_S = 2.0  # first wait before refused alerts go again (doubles up to retry_max_s)
 
     def __init__(self, cfg: BrokerConfig, client_id: str, alert_queue: AlertQueue,
                  will_topic: str, will_payload: bytes, *, on_problem: Callable[[], None] | None = None,
-                 retry_max_s: float = 300.0, ack_timeout_s: float = 60.0, window: int | None = None) -> None:
+                 retry_max_s: float = 300.0, ack_timeout_s: float = 60.0, window: int | None = None,
+                 state_hold_s: float = 0.0) -> None:
         self.cfg = cfg
+        # live state (QoS 0) held up to this long and sent together: paho's network thread wakes once per
+        # message it is handed alone, and that wake costs several times the publish itself
+        self.state_hold_s = float(state_hold_s)
+        self._outbox: list[tuple[str, bytes]] = []
+        self._outbox_since = 0.0
         self.queue = alert_queue
         self.window = int(window or self.WINDOW)
         self.retry_max_s = float(retry_max_s)
@@ -146,6 +153,7 @@ class MqttLink:
         self._inflight: dict[int, str] = {}  # mid -> alert id (caller's thread only)
         self._handed: OrderedDict[str, str] = OrderedDict()  # alert id -> topic, for the alerts paho holds
         self._cursor = 0  # queue position of the newest alert taken from the queue
+        self._fed = (-1, -1)  # (queue version, cursor) after a look that handed over everything queued
         self._generation = alert_queue.generation
         self._retry_at = math.inf  # when the refused alerts go again
         self._retry_s = self.RETRY_S
@@ -185,7 +193,7 @@ class MqttLink:
         self.protocol = "3.1.1"
         self._inflight.clear()
         self._handed.clear()
-        self._cursor = 0
+        self._cursor, self._fed = 0, (-1, -1)
         self.client = self._make_client()
         self.start()
 
@@ -287,8 +295,25 @@ class MqttLink:
             self.client.publish(topic, payload, qos=qos)
 
     def publish_many(self, messages: Sequence[tuple[str, bytes]]) -> None:
-        """:meth:`publish` for several ``(topic, payload)`` in a row."""
-        if self.connected:
+        """:meth:`publish` for several ``(topic, payload)`` in a row; with a ``state_hold_s`` they join
+        the outbox, which :meth:`poll` sends once its oldest message has waited that long (or at
+        ``OUTBOX_MAX`` messages), so that paho's network thread wakes once for many."""
+        if self.state_hold_s <= 0:
+            self._send_many(messages)
+            return
+        if not self._outbox:
+            self._outbox_since = time.monotonic()
+        self._outbox.extend(messages)
+        if len(self._outbox) >= self.OUTBOX_MAX:
+            self.send_outbox()
+
+    def send_outbox(self) -> None:
+        """Send the held live state now."""
+        out, self._outbox = self._outbox, []
+        self._send_many(out)
+
+    def _send_many(self, messages: Sequence[tuple[str, bytes]]) -> None:
+        if self.connected:  # fire-and-forget: dropped while disconnected, as publish()
             publish = self.client.publish
             for topic, payload in messages:
                 publish(topic, payload, qos=0)
@@ -318,11 +343,17 @@ class MqttLink:
     def _feed(self) -> None:
         """Hand the next queued alerts to paho, oldest first, up to the window."""
         if self.queue.generation != self._generation:  # the queue was rebuilt (corrupt file): positions restart
-            self._generation, self._cursor = self.queue.generation, 0
+            self._generation, self._cursor, self._fed = self.queue.generation, 0, (-1, -1)
         free = self.window - len(self._handed)
         if free <= 0:
             return
-        for item in self.queue.after(self._cursor, free):
+        seen = (self.queue.version, self._cursor)
+        if seen == self._fed:  # nothing was queued since the last look found everything handed over
+            return
+        items = self.queue.after(self._cursor, free)
+        if len(items) < free:
+            self._fed = (seen[0], max(seen[1], max((i.n for i in items), default=0)))
+        for item in items:
             if item.n:
                 self._cursor = max(self._cursor, item.n)
             if item.id in self._handed:
@@ -387,9 +418,11 @@ class MqttLink:
         now = time.monotonic()
         if now >= self._retry_at and self.connected:  # a new round over the queue for the refused alerts
             self._retry_at = math.inf
-            self._cursor = 0
+            self._cursor, self._fed = 0, (-1, -1)
             log.info("sending the alerts the broker refused again")
         self._feed()
+        if self._outbox and now - self._outbox_since >= self.state_hold_s:
+            self.send_outbox()
         if self._handed and self.connected and now - self._last_progress > self.ack_timeout_s:
             self._drop_stalled_connection(now)
 
@@ -433,7 +466,8 @@ class MqttLink:
                 pass
 
     def flush(self, timeout: float) -> bool:
-        """Wait until every queued alert has been acknowledged (or ``timeout``)."""
+        """Send the held live state; wait until every queued alert has been acknowledged (or ``timeout``)."""
+        self.send_outbox()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             self.poll()
@@ -445,6 +479,7 @@ class MqttLink:
     def stop(self, status_topic: str, offline_payload: bytes, timeout: float = 2.0) -> None:
         """Publish the retained offline status (if connected), disconnect, stop the thread."""
         self.poll()
+        self.send_outbox()
         if self.connected:
             info = self.client.publish(status_topic, offline_payload, qos=1, retain=True)
             try:

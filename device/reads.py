@@ -83,6 +83,10 @@ class HeldReads:
             e.ready = True
             self._ready.append(i)
 
+    def need(self, i: int) -> int:
+        """Bytes that complete wearer ``i``'s next window, counted from its last read (``NEVER``: none is coming)."""
+        return self._need[i]
+
     def set_need(self, i: int, need: int | None) -> None:
         """Bytes wearer ``i`` still needs for its next window (``None``: no window is coming; hold only)."""
         self._need[i] = NEVER if need is None else max(0, int(need))

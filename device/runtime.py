@@ -44,11 +44,11 @@ import fcntl
 import gc
 import json
 import logging
-import queue
 import signal
 import threading
 import time
 import uuid
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -100,8 +100,11 @@ def topic(gateway: str, *parts: str) -> str:
     return "/".join(("alanet", gateway, *parts))
 
 
+_ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False)  # one encoder: json.dumps builds one per call
+
+
 def _dumps(obj: Any) -> bytes:
-    return json.dumps(obj, separators=(",", ":"), allow_nan=False).encode()
+    return _ENCODER.encode(obj).encode()
 
 
 def alert_payload(gateway: str, wearer: str, ev: Event, model_id: str, seq: int | None = None,
@@ -121,7 +124,11 @@ def alert_payload(gateway: str, wearer: str, ev: Event, model_id: str, seq: int 
 
 
 DATA_QUEUE_MAX = 4096  # serial reads waiting for the main loop (each at most 64 KiB)
+WAKE_QUEUED = DATA_QUEUE_MAX // 4  # serial reads queued that wake the main loop whatever they hold
+FRAME_END = b"\x00"  # the wire's frame delimiter (COBS)
+PARTIAL_MAX = 4096  # bytes of an unfinished frame a reader thread keeps before handing them over anyway
 LOOP_BUDGET_S = 0.05  # longest the main loop processes serial data before it serves MQTT
+IDLE_S = 0.05  # longest the main loop waits without a read that may complete a window (then MQTT, held data)
 FAULT_REPORT_S = 5.0  # at most one fault report per wearer this often (every fault is counted)
 
 
@@ -210,9 +217,16 @@ class Gateway:
         self.on_result = on_result
         self.flash: Any = None  # alanet.device.flash.gateway.GatewayFlash while running
         self.stop_event = threading.Event()
-        # serial reads for the main loop; a SimpleQueue (C) costs ~1 µs less per put and per get than a
-        # Queue, which every chunk pays twice; its bound (DATA_QUEUE_MAX) is kept by on_serial_data
-        self._data: queue.SimpleQueue[tuple[int, bytes] | None] = queue.SimpleQueue()
+        # serial reads for the main loop, in arrival order: (wearer, bytes, arrival). Appending wakes nobody:
+        # a reader thread wakes the loop (_wake) only when its wearer's bytes not yet taken may complete
+        # a window (HeldReads' need); the rest wait for the loop's own timer (their hold, or IDLE_S).
+        # The bound (DATA_QUEUE_MAX) is kept by on_serial_data.
+        self._data: deque[tuple[int, bytes, float]] = deque()
+        self._wake = threading.Event()
+        n = len(cfg.wearables)
+        self._handed = [0] * n  # per wearer: bytes handed to the loop (written by its reader thread only)
+        self._taken = [0] * n  # per wearer: bytes the loop took in reads (written by the main loop only)
+        self._partial = [b""] * n  # per wearer: its reader thread's bytes since the last delimiter
         self.dropped_reads = 0  # serial reads dropped because the main loop fell behind
         self.started = time.monotonic()
         self.alerts = 0
@@ -222,7 +236,8 @@ class Gateway:
         self.link = MqttLink(cfg.broker, client_id=f"alanet-{gw}", alert_queue=self.queue,
                              will_topic=self.status_topic, will_payload=self._offline_payload(clean=False),
                              on_problem=self._status_now.set, retry_max_s=cfg.retry_max_s,
-                             ack_timeout_s=cfg.ack_timeout_s)
+                             ack_timeout_s=cfg.ack_timeout_s,
+                             state_hold_s=cfg.state_hold_ms / 1000.0 if len(cfg.wearables) > 1 else 0.0)
         from alanet.firmware_bridge.codec import Decoder
 
         self.wearables = [Wearable(w, WearerPipeline(w.wearer, self.spec, cfg.max_gap_frames), Decoder())
@@ -364,39 +379,50 @@ class Gateway:
     def on_serial_data(self, i: int, data: bytes) -> None:
         """Hand one serial read of wearable ``i`` to the main loop (serial reader threads).
 
+        A read without a frame delimiter waits here, in its reader thread, for the read that
+        ends its frame (up to ``PARTIAL_MAX`` bytes): nothing in it can be decoded before, and
+        every hand-off wakes the main loop (an idle line gives a frame as two reads, its
+        first byte and the rest). The decoder sees the same bytes in the same order.
+
         Never blocks: when the main loop has fallen ``DATA_QUEUE_MAX`` reads behind, the
         read is dropped and counted (the decoder resynchronises at the next delimiter).
         """
-        if self._data.qsize() < DATA_QUEUE_MAX:  # reader threads race here: the bound holds within their number
-            self._data.put_nowait((i, data))
+        part = self._partial[i]
+        if FRAME_END not in data and len(part) + len(data) < PARTIAL_MAX:
+            self._partial[i] = part + data
+            return
+        if part:
+            data, self._partial[i] = part + data, b""
+        if len(self._data) < DATA_QUEUE_MAX:  # reader threads race here: the bound holds within their number
+            self._data.append((i, data, time.monotonic()))
+            handed = self._handed[i] + len(data)
+            self._handed[i] = handed
+            # this may complete the wearer's next window, or the queue grows long: take it in now
+            if handed - self._taken[i] >= self.reads.need(i) or len(self._data) >= WAKE_QUEUED:
+                self._wake.set()
         else:
             self.dropped_reads += 1
             if self.dropped_reads in (1, 10, 100, 1000) or self.dropped_reads % 10000 == 0:
                 log.error("the main loop is %d serial reads behind: %d read(s) dropped so far", DATA_QUEUE_MAX,
                           self.dropped_reads)
 
-    def _hold(self, item: tuple[int, bytes] | None) -> None:
-        """Keep one queued chunk with its wearer's others (None, the stop wake-up, is dropped)."""
-        if item is not None:
-            self.reads.add(item[0], item[1], time.monotonic())
-
     def _next_read(self, *, drain: bool = False) -> tuple[int, bytes] | None:
         """Take the queued chunks in (while fewer than the limit are held); then the next read that is
         due (see :class:`HeldReads`), its chunks joined, or None. ``drain``: any held read."""
         data, reads = self._data, self.reads
         if not reads.full:  # what the reader threads queued so far (more comes at the next call)
-            get, add, now = data.get_nowait, reads.add, time.monotonic()
-            for _ in range(data.qsize()):
-                item = get()
-                if item is not None:  # None: the stop wake-up
-                    add(item[0], item[1], now)
-                    if reads.full:
-                        break
+            pop, add = data.popleft, reads.add
+            for _ in range(len(data)):
+                add(*pop())
+                if reads.full:
+                    break
         item = reads.take(time.monotonic(), drain=drain or reads.full)  # full: the oldest goes, due or not
         if item is None:
             return None
         i, chunks, _ = item
-        return i, chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        joined = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        self._taken[i] += len(joined)
+        return i, joined
 
     # ---- batching ----
     def batch_limit(self) -> int:
@@ -543,7 +569,10 @@ class Gateway:
             except Exception as exc:  # noqa: BLE001 - the same for the session hooks
                 self._runtime_fault(w, "running the session hooks", exc)
         ahead = p.frames_to_window()
-        self.reads.set_need(i, None if ahead is None else w.decoder.wire_bytes(ahead))
+        need = None if ahead is None else w.decoder.wire_bytes(ahead)
+        self.reads.set_need(i, need)
+        if need is not None and self._handed[i] - self._taken[i] >= need:  # queued meanwhile, before the need was known
+            self._wake.set()
         if self._due_n and not defer:
             self.classify_due()
         if w.fault_count() != w.reported_faults:
@@ -623,7 +652,7 @@ class Gateway:
 
     def stop(self) -> None:
         self.stop_event.set()
-        self._data.put_nowait(None)  # wake the loop
+        self._wake.set()
 
     def run(self, install_signals: bool = True) -> int:
         """Connect, read, decide, publish until :meth:`stop` (or SIGTERM/SIGINT)."""
@@ -656,16 +685,15 @@ class Gateway:
                 w.link.wait_up(max(0.0, deadline - time.monotonic()))
             self.link.set_retained(self.status_topic, self.status_payload())
             next_beat = time.monotonic() + cfg.heartbeat_s
-            data = self._data
             batch_wait_s = cfg.batch_wait_ms / 1000.0
             reads = self.reads
+            wake = self._wake
             while not self.stop_event.is_set():
                 now = time.monotonic()
-                if not (reads.due(now) or reads.full):  # wait for data, or until the oldest held data is due
-                    try:
-                        self._hold(data.get(timeout=max(reads.wait_s(now, 0.05), 0.0005)))
-                    except queue.Empty:
-                        pass
+                if not (reads.due(now) or reads.full):
+                    # wait for a read that may complete a window, or until the oldest held data is due
+                    wake.wait(max(reads.wait_s(now, IDLE_S), 0.0005))
+                    wake.clear()  # before the reads are taken in: a wake after this is not lost
                 budget = time.monotonic() + LOOP_BUDGET_S  # then serve MQTT, even under a flood
                 while (item := self._next_read()) is not None:
                     self.process(*item, defer=True)
@@ -702,6 +730,11 @@ class Gateway:
                 w.reconnects += int(getattr(w.link, "reconnects", 0) or 0)
                 w.link = None
         self.classify_due()
+        now = time.monotonic()
+        for i, part in enumerate(self._partial):  # unfinished frames too: the decoder counts their bytes
+            if part:
+                self._data.append((i, part, now))
+                self._partial[i] = b""
         while (item := self._next_read(drain=True)) is not None:  # finish what was already read
             self.process(*item)
         if self.sessions is not None:

@@ -253,3 +253,40 @@ def test_corruption_found_by_a_batch_is_recovered(tmp_path):
     left = {a.id for a in q.pending()}
     assert {"after-1", "after-2"} <= left <= set(ids) | {"after-1", "after-2"}
     assert q.delete_many(["after-1"]) == 1 and "after-1" not in {a.id for a in q.pending()}
+
+
+def test_acknowledgements_skip_the_fsync_and_alerts_do_not(tmp_path):
+    """A deletion runs as its own transaction under synchronous=NORMAL (no fsync: power lost before the
+    next synced commit only sends an acknowledged alert again); every put commits under FULL."""
+    q = AlertQueue(tmp_path / "q.sqlite")
+    trace: list[str] = []
+    q._db.set_trace_callback(trace.append)
+    q.put_many([("a1", "t", b"{}"), ("a2", "t", b"{}")])
+    q.delete_many(["a1"])
+    q.put("a3", "t", b"{}")
+    assert int(q._db.execute("PRAGMA synchronous").fetchone()[0]) == 2  # the connection's own: FULL
+    mode = "FULL"
+    modes = {}  # statement -> the synchronous mode it ran under
+    for stmt in trace:
+        up = stmt.upper()
+        if up.startswith("PRAGMA SYNCHRONOUS="):
+            mode = up.split("=")[1]
+        elif up.startswith(("INSERT", "DELETE")):
+            modes.setdefault(up.split()[0], set()).add(mode)
+    assert modes == {"INSERT": {"FULL"}, "DELETE": {"NORMAL"}}
+    assert int(q._db.execute("PRAGMA synchronous").fetchone()[0]) == 2  # FULL again after the deletion
+    assert [a.id for a in q.pending()] == ["a2", "a3"]
+    q.close()
+    assert [a.id for a in AlertQueue(tmp_path / "q.sqlite").pending()] == ["a2", "a3"]
+
+
+def test_the_version_changes_with_every_put(tmp_path):
+    q = AlertQueue(tmp_path / "q.sqlite")
+    v = q.version
+    q.put("a1", "t", b"{}")
+    assert q.version > v
+    v = q.version
+    q.delete("a1")
+    assert q.version == v  # a deletion queues nothing new
+    q.put_many([("a2", "t", b"{}")])
+    assert q.version > v

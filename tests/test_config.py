@@ -52,7 +52,7 @@ def test_full_file_and_flag_overrides(tmp_path):
 def test_example_config_loads():
     c = load_config(EXAMPLE)
     assert c.wearables and c.broker.url.startswith("mqtt")
-    assert (c.batch_wait_ms, c.batch_max, c.read_hold_ms) == (20.0, 0, 400.0)
+    assert (c.batch_wait_ms, c.batch_max, c.read_hold_ms, c.state_hold_ms) == (20.0, 0, 400.0, 100.0)
 
 
 @pytest.mark.parametrize("text, key", [
@@ -72,6 +72,8 @@ def test_example_config_loads():
     ('[model]\nbundle="b"\n[runtime]\nread_hold_ms = -1\n[[wearable]]\nport="p"', "runtime.read_hold_ms"),
     ('[model]\nbundle="b"\n[runtime]\nread_hold_ms = 1500\n[[wearable]]\nport="p"', "runtime.read_hold_ms"),
     ('[model]\nbundle="b"\n[mqtt]\npublish_state = "yes"\n[[wearable]]\nport="p"', "mqtt.publish_state"),
+    ('[model]\nbundle="b"\n[mqtt]\nstate_hold_ms = -1\n[[wearable]]\nport="p"', "mqtt.state_hold_ms"),
+    ('[model]\nbundle="b"\n[mqtt]\nstate_hold_ms = 2000\n[[wearable]]\nport="p"', "mqtt.state_hold_ms"),
     ('[model]\nbundle="b"', "wearable"),
     ('[[wearable]]\nport="p"', "model.bundle"),
     ('[model]\nbundle="b"\n[[wearable]]\nport="p"\nwearer="a"\n[[wearable]]\nport="q"\nwearer="a"', "wearable.wearer"),

@@ -228,3 +228,73 @@ def test_alerts_of_one_iteration_share_one_commit_and_their_acks_another(tmp_pat
     finally:
         lk.stop(f"alanet/{GW}/status", b"{}")
         sub.close()
+
+
+def test_polls_read_the_queue_only_when_something_new_may_be_there(tmp_path, mosquitto):
+    """The link looks for alerts to hand over after a put (or a cursor reset), not at every poll."""
+    sub = Sub(mosquitto.port)
+    lk, q = link(mosquitto.url, tmp_path / "q.sqlite")
+    looks = []
+    after = q.after
+    q.after = lambda n, limit: (looks.append(n), after(n, limit))[1]
+    try:
+        lk.start()
+        assert lk.wait_connected(10)
+        for _ in range(3):
+            lk.poll()
+        quiet = len(looks)
+        for _ in range(20):
+            lk.poll()
+        assert len(looks) == quiet  # nothing was queued: no query
+        lk.publish_alerts([alert(1), alert(2)])
+        assert len(looks) == quiet + 1 and lk.inflight + lk.acked == 2
+        assert until(lambda: len(q) == 0, 20, lk.poll)
+        assert until(lambda: sub.unique() == 2, 10)
+        before = len(looks)
+        for _ in range(20):
+            lk.poll()
+        assert len(looks) == before
+        lk._cursor, lk._fed = 0, (-1, -1)  # what a retry round after a refusal does
+        lk.poll()
+        assert len(looks) == before + 1
+        lk.publish_alert(*alert(3))  # and a single put is seen too
+        assert until(lambda: sub.unique() == 3, 10, lk.poll)
+    finally:
+        lk.stop(f"alanet/{GW}/status", b"{}")
+        sub.close()
+
+
+def test_live_state_waits_for_its_hold_then_goes_out_together(tmp_path, mosquitto):
+    """With state_hold_s, publish_many holds QoS 0 state until a poll finds the oldest waited that long
+    (or OUTBOX_MAX wait); stop sends what is held."""
+    got: list[tuple[float, str]] = []
+    ready = threading.Event()
+    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
+    c.on_connect = lambda cl, u, f, rc, p: (cl.subscribe(f"alanet/{GW}/+/state"), ready.set())
+    c.on_message = lambda cl, u, m: got.append((time.monotonic(), m.topic))
+    c.connect("127.0.0.1", mosquitto.port)
+    c.loop_start()
+    assert ready.wait(10)
+    time.sleep(0.2)
+    lk, q = link(mosquitto.url, tmp_path / "q.sqlite", state_hold_s=0.3)
+    try:
+        lk.start()
+        assert lk.wait_connected(10)
+        t0 = time.monotonic()
+        lk.publish_many([(f"alanet/{GW}/w1/state", b"{}")])
+        lk.publish_many([(f"alanet/{GW}/w2/state", b"{}")])
+        for _ in range(5):
+            lk.poll()
+        time.sleep(0.15)
+        lk.poll()
+        assert not got  # held: the oldest has not waited 0.3 s yet
+        assert until(lambda: len(got) == 2, 5, lk.poll)
+        assert got[0][0] - t0 >= 0.3 and [t for _, t in got] == [f"alanet/{GW}/w1/state", f"alanet/{GW}/w2/state"]
+        lk.publish_many([(f"alanet/{GW}/w{i}/state", b"{}") for i in range(MqttLink.OUTBOX_MAX)])
+        assert until(lambda: len(got) == 2 + MqttLink.OUTBOX_MAX, 5)  # a full outbox goes at once, without a poll
+        lk.publish_many([(f"alanet/{GW}/last/state", b"{}")])
+    finally:
+        lk.stop(f"alanet/{GW}/status", b"{}")
+    assert until(lambda: got[-1][1] == f"alanet/{GW}/last/state", 5)
+    c.loop_stop()
+    c.disconnect()

@@ -26,7 +26,7 @@ from alanet.device.bundle import load_bundle
 from alanet.device.config import WearableConfig, load_config
 from alanet.device.inference import ModelRunner
 from alanet.device.pipeline import ModelSpec, WearerPipeline, predict_windows
-from alanet.device.runtime import Gateway, load_model
+from alanet.device.runtime import PARTIAL_MAX, Gateway, load_model
 from alanet.firmware_bridge.codec import Encoder
 from alanet.firmware_bridge.protocol import Frame
 
@@ -335,3 +335,45 @@ def test_held_reads_are_processed_at_shutdown(tmp_path, mosquitto, built):
     assert gw.wearables[0].pipeline.counters.frames == rs.L and [r.window for r in results] == [0]
     assert gw.wearables[0].decoder.stats.bytes == len(enc.hello(0)) + len(_wire(part, range(rs.L), enc)) + 20
     assert gw.wearables[1].pipeline.hello is not None
+
+
+def test_a_read_wakes_the_main_loop_only_when_it_may_complete_a_window(tmp_path, mosquitto, built):
+    """Reader threads append to the loop's queue without waking it, except for a read whose bytes not yet
+    taken reach the wearer's need (the rest wait for their hold); a read without a frame delimiter
+    waits in its reader thread for the one that ends its frame. The decoder sees the same bytes."""
+    sess, bundle = built
+    gw, results = _gateway(tmp_path, mosquitto.url, bundle, "wake", read_hold_ms=400.0)
+    part = _parts(sess)[0]
+    enc = Encoder(device_id="wear-0")
+    try:
+        hello = enc.hello(0)
+        gw.on_serial_data(0, hello)
+        assert gw._wake.is_set()  # no need known yet: any read may complete a window
+        gw._wake.clear()
+        assert gw._next_read() == (0, hello) and gw._next_read() is None
+        gw.process(0, hello)
+        need = gw.reads.need(0)
+        frames = [_wire(part, [k], enc) for k in range(rs.L + rs.S)]
+        assert sum(map(len, frames[:rs.L])) >= need > sum(map(len, frames[:rs.L - 1]))
+        for k in range(rs.L - 1):
+            first, rest = frames[k][:1], frames[k][1:]  # as an idle line gives a frame: its first byte, then the rest
+            gw.on_serial_data(0, first)
+            assert gw._partial[0] == first and not gw._wake.is_set()  # no delimiter: held by the reader
+            gw.on_serial_data(0, rest)
+            assert gw._partial[0] == b"" and not gw._wake.is_set()  # the window is not complete: no wake
+        assert len(gw._data) == rs.L - 1  # one hand-over per frame
+        gw.on_serial_data(0, frames[rs.L - 1])
+        assert gw._wake.is_set()  # this read completes the first window
+        i, data = gw._next_read()
+        assert (i, data) == (0, b"".join(frames[:rs.L]))
+        gw.process(0, data)
+        assert [r.window for r in results] == [0]
+        gw._wake.clear()
+        gw.on_serial_data(0, frames[rs.L])  # the next window needs a stride more
+        assert not gw._wake.is_set() and gw.reads.need(0) > len(frames[rs.L])
+        gw.on_serial_data(0, b"\x01" * PARTIAL_MAX)  # a stream that never delimits is handed over at the bound
+        assert gw._partial[0] == b"" and len(gw._data) == 2
+    finally:
+        gw.link.stop(gw.status_topic, b"{}")
+        gw.queue.close()
+        gw._lock.release()
