@@ -135,6 +135,7 @@ class AlertQueue:
         self._db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None, timeout=10)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
+        self._sync_full = True
         self._db.execute("PRAGMA secure_delete=ON")
         self._db.execute(
             "CREATE TABLE IF NOT EXISTS alerts (n INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT UNIQUE NOT NULL, "
@@ -253,6 +254,10 @@ class AlertQueue:
         depth, trimmed = self._depth, self.trimmed
         now = time.time()
         try:
+            if not self._sync_full:  # never commit an alert under the deletions' NORMAL
+                self._rollback()
+                self._db.execute("PRAGMA synchronous=FULL")
+                self._sync_full = True
             self._db.execute("BEGIN")
             for a, t, p in items:
                 self._insert(a, t, p, now)
@@ -355,6 +360,7 @@ class AlertQueue:
         an alert is on disk before it is published, and its fsync also carries every deletion
         before it."""
         try:
+            self._sync_full = False
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute("BEGIN")
             removed = self._db.executemany("DELETE FROM alerts WHERE id = ?", [(a,) for a in ids]).rowcount
@@ -367,9 +373,12 @@ class AlertQueue:
         return removed
 
     def _synchronous_full(self) -> None:
+        """Back to FULL after a deletion; when SQLite refuses (a transaction a failed ROLLBACK left
+        open), the next put sets it before it begins (:meth:`_insert_all`)."""
         try:
             self._db.execute("PRAGMA synchronous=FULL")
-        except sqlite3.Error:  # a damaged file: recovery reconnects, and _connect sets FULL again
+            self._sync_full = True
+        except sqlite3.Error:
             pass
 
     def _rollback(self) -> None:
@@ -412,6 +421,12 @@ class AlertQueue:
                    if r[0] not in self._acked_unsaved]
             out += list(self._held.values())[:limit]
         return out
+
+    @property
+    def acked_unsaved(self) -> int:
+        """Acknowledged alerts whose deletion the disk refused (:meth:`after` skips them: it can then
+        return fewer than its limit while more alerts are queued)."""
+        return len(self._acked_unsaved)
 
     @property
     def held_in_memory(self) -> int:

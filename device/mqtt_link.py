@@ -290,7 +290,10 @@ class MqttLink:
             self.client.subscribe(topic_filter, qos=1)
 
     def publish(self, topic: str, payload: bytes, qos: int = 0) -> None:
-        """Fire-and-forget (live state): dropped while disconnected."""
+        """Fire-and-forget (live state): dropped while disconnected. Held live state goes first (a fault
+        report must not overtake an older window's state on the same topic)."""
+        if self._outbox:
+            self.send_outbox()
         if self.connected:
             self.client.publish(topic, payload, qos=qos)
 
@@ -351,7 +354,7 @@ class MqttLink:
         if seen == self._fed:  # nothing was queued since the last look found everything handed over
             return
         items = self.queue.after(self._cursor, free)
-        if len(items) < free:
+        if len(items) < free and not self.queue.acked_unsaved:  # (skipped rows make a short answer no proof)
             self._fed = (seen[0], max(seen[1], max((i.n for i in items), default=0)))
         for item in items:
             if item.n:

@@ -397,8 +397,10 @@ class Gateway:
             self._data.append((i, data, time.monotonic()))
             handed = self._handed[i] + len(data)
             self._handed[i] = handed
-            # this may complete the wearer's next window, or the queue grows long: take it in now
-            if handed - self._taken[i] >= self.reads.need(i) or len(self._data) >= WAKE_QUEUED:
+            # this may complete the wearer's next window, nothing is held (read_hold_ms 0), or the queue grows
+            # long: take it in now
+            reads = self.reads
+            if handed - self._taken[i] >= reads.need(i) or not reads.hold_s or len(self._data) >= WAKE_QUEUED:
                 self._wake.set()
         else:
             self.dropped_reads += 1
@@ -436,6 +438,7 @@ class Gateway:
         self._batch_spec = self.spec
         self._batch_full = self.batch_limit()
         self.reads.clear_needs()  # another model may want other windows, strides or rates
+        self._wake.set()  # what is queued may meet the cleared needs: take it in at the next turn
         self.batching = len(self.wearables) > 1 and self._batch_full > 1
         for w in self.wearables:
             w.pipeline.deferred = self.batching

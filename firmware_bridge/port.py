@@ -177,14 +177,14 @@ class SerialLink:
         self._set_state(DOWN)
 
     def _read_until_error(self) -> None:
-        fds = _posix_fds(self._port)
+        poller = _posix_poller(self._port)
         while not self._stop.is_set():
             port = self._port
             if port is None:
                 return
             try:
-                if fds is not None:
-                    data = _read_posix(*fds, self.read_timeout)
+                if poller is not None:
+                    data = _read_posix(*poller, self.read_timeout)
                 else:
                     data = port.read(max(1, min(port.in_waiting, 65536)))
                     if len(data) == 1 and port.in_waiting:  # woken by a frame's first byte: take the rest with it
@@ -203,22 +203,29 @@ class SerialLink:
                     log.exception("%s: on_data callback failed", self.url)
 
 
-def _posix_fds(port: object) -> tuple[int, int] | None:
-    """A POSIX device port's file descriptor and pyserial's abort pipe (``cancel_read``), else None
-    (socket://, loop:// and other URLs keep pyserial's own ``read``)."""
+
+def _posix_poller(port: object) -> tuple[select.poll, int, int] | None:
+    """For a POSIX device port: a poll object on its file descriptor and pyserial's abort pipe
+    (``cancel_read``), with both; else None (socket://, loop:// and other URLs keep pyserial's own
+    ``read``). ``poll`` rather than ``select``: a gateway of hundreds of ports has descriptors past 1024."""
     fd, abort = getattr(port, "fd", None), getattr(port, "pipe_abort_read_r", None)
-    return (fd, abort) if isinstance(fd, int) and isinstance(abort, int) else None
+    if not (isinstance(fd, int) and isinstance(abort, int) and hasattr(select, "poll")):
+        return None
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    poller.register(abort, select.POLLIN)
+    return poller, fd, abort
 
 
-def _read_posix(fd: int, abort: int, timeout: float) -> bytes:
-    """Whatever the driver holds, in one ``read`` once ``select`` says there is some (b"" on a timeout
+def _read_posix(poller: select.poll, fd: int, abort: int, timeout: float) -> bytes:
+    """Whatever the driver holds, in one ``read`` once ``poll`` says there is some (b"" on a timeout
     or a ``cancel_read``): two system calls per wake, where pyserial's ``read`` with ``in_waiting``
     makes four to six in Python. Raises ``SerialException`` for a device that vanished."""
-    ready, _, _ = select.select([fd, abort], [], [], timeout)
-    if abort in ready:
+    events = dict(poller.poll(timeout * 1000.0))
+    if abort in events:
         os.read(abort, 1000)
         return b""
-    if not ready:
+    if fd not in events:
         return b""
     try:
         data = os.read(fd, 65536)
@@ -228,6 +235,6 @@ def _read_posix(fd: int, abort: int, timeout: float) -> bytes:
         if exc.errno in (errno.EAGAIN, errno.EINTR):
             return b""
         raise serial.SerialException(f"read failed: {exc}") from None
-    if not data:  # ready but empty: how Linux shows a device that is gone
+    if not data:  # readable (or hung up) but empty: how Linux shows a device that is gone
         raise serial.SerialException("device reports readiness to read but returned no data (disconnected?)")
     return data

@@ -290,3 +290,18 @@ def test_the_version_changes_with_every_put(tmp_path):
     assert q.version == v  # a deletion queues nothing new
     q.put_many([("a2", "t", b"{}")])
     assert q.version > v
+
+
+def test_a_put_after_a_failed_return_to_full_sets_full_first(tmp_path):
+    """Should the deletion's NORMAL fail to go back to FULL, the next put sets FULL before it commits."""
+    q = AlertQueue(tmp_path / "q.sqlite")
+    q.put("a1", "t", b"{}")
+    q.delete("a1")
+    q._db.execute("PRAGMA synchronous=NORMAL")
+    q._sync_full = False  # as a refused PRAGMA after the deletion leaves it
+    trace: list[str] = []
+    q._db.set_trace_callback(trace.append)
+    q.put("a2", "t", b"{}")
+    sets = [t.upper() for t in trace if t.upper().startswith("PRAGMA SYNCHRONOUS=") or t.upper().startswith("INSERT")]
+    assert sets[0] == "PRAGMA SYNCHRONOUS=FULL" and sets[1].startswith("INSERT")
+    assert int(q._db.execute("PRAGMA synchronous").fetchone()[0]) == 2
