@@ -131,8 +131,10 @@ class MqttLink:
     def __init__(self, cfg: BrokerConfig, client_id: str, alert_queue: AlertQueue,
                  will_topic: str, will_payload: bytes, *, on_problem: Callable[[], None] | None = None,
                  retry_max_s: float = 300.0, ack_timeout_s: float = 60.0, window: int | None = None,
-                 state_hold_s: float = 0.0) -> None:
+                 state_hold_s: float = 0.0, on_activity: Callable[[], None] | None = None) -> None:
         self.cfg = cfg
+        # called on paho's thread after anything poll() must see arrived (the gateway's loop wakes for it)
+        self._activity = on_activity or (lambda: None)
         # live state (QoS 0) held up to this long and sent together: paho's network thread wakes once per
         # message it is handed alone, and that wake costs several times the publish itself
         self.state_hold_s = float(state_hold_s)
@@ -208,25 +210,31 @@ class MqttLink:
             if not (str(reason) == "Unsupported protocol version" and self.cfg.protocol is None):
                 self._outcome(f"refused: {reason}")  # (a fall-back to 3.1.1 is not an outcome yet)
             self._events.put(("refused", str(reason)))
+            self._activity()
             return
         self._connected.set()  # before the outcome: whoever waits for it then sees a connected link
         self._outcome("connected")
         self._events.put(("connected", None))
+        self._activity()
 
     def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
         self._outcome("unreachable")
         self._events.put(("unreachable", None))
+        self._activity()
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
         self._connected.clear()
         self._events.put(("disconnected", str(reason)))
+        self._activity()
 
     def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int, reason: Any, properties: Any) -> None:
         failed = bool(getattr(reason, "is_failure", False))
         self._acks.put((mid, failed, str(reason) if failed else ""))
+        self._activity()
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
         self._events.put(("message", (msg.topic, bytes(msg.payload))))
+        self._activity()
 
     # ---- caller's thread ----
     @property
@@ -309,6 +317,10 @@ class MqttLink:
         self._outbox.extend(messages)
         if len(self._outbox) >= self.OUTBOX_MAX:
             self.send_outbox()
+
+    def outbox_wait_s(self, now: float) -> float:
+        """Seconds until the held live state is due (``inf`` when none is held)."""
+        return max(0.0, self._outbox_since + self.state_hold_s - now) if self._outbox else math.inf
 
     def send_outbox(self) -> None:
         """Send the held live state now."""

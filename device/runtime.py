@@ -128,7 +128,9 @@ WAKE_QUEUED = DATA_QUEUE_MAX // 4  # serial reads queued that wake the main loop
 FRAME_END = b"\x00"  # the wire's frame delimiter (COBS)
 PARTIAL_MAX = 4096  # bytes of an unfinished frame a reader thread keeps before handing them over anyway
 LOOP_BUDGET_S = 0.05  # longest the main loop processes serial data before it serves MQTT
-IDLE_S = 0.05  # longest the main loop waits without a read that may complete a window (then MQTT, held data)
+# longest the main loop waits for a read that may complete a window, for MQTT (paho's thread wakes it)
+# or for held data to come due; then it takes in what the reader threads queued and polls MQTT
+IDLE_S = 0.25
 FAULT_REPORT_S = 5.0  # at most one fault report per wearer this often (every fault is counted)
 
 
@@ -237,7 +239,8 @@ class Gateway:
                              will_topic=self.status_topic, will_payload=self._offline_payload(clean=False),
                              on_problem=self._status_now.set, retry_max_s=cfg.retry_max_s,
                              ack_timeout_s=cfg.ack_timeout_s,
-                             state_hold_s=cfg.state_hold_ms / 1000.0 if len(cfg.wearables) > 1 else 0.0)
+                             state_hold_s=cfg.state_hold_ms / 1000.0 if len(cfg.wearables) > 1 else 0.0,
+                             on_activity=self._wake.set)
         from alanet.firmware_bridge.codec import Decoder
 
         self.wearables = [Wearable(w, WearerPipeline(w.wearer, self.spec, cfg.max_gap_frames), Decoder())
@@ -695,7 +698,7 @@ class Gateway:
                 now = time.monotonic()
                 if not (reads.due(now) or reads.full):
                     # wait for a read that may complete a window, or until the oldest held data is due
-                    wake.wait(max(reads.wait_s(now, IDLE_S), 0.0005))
+                    wake.wait(max(min(reads.wait_s(now, IDLE_S), self.link.outbox_wait_s(now)), 0.0005))
                     wake.clear()  # before the reads are taken in: a wake after this is not lost
                 budget = time.monotonic() + LOOP_BUDGET_S  # then serve MQTT, even under a flood
                 while (item := self._next_read()) is not None:
