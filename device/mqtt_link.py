@@ -195,11 +195,16 @@ class MqttLink:
         self.protocol = "3.1.1"
         self._inflight.clear()
         self._handed.clear()
-        self._cursor, self._fed = 0, (-1, -1)
+        self._rewind()
         self.client = self._make_client()
         self.start()
 
     # ---- paho callbacks (network thread): only enqueue ----
+    def _event(self, event: tuple[str, Any]) -> None:
+        """Queue ``event`` for :meth:`poll` and say something arrived (``on_activity``)."""
+        self._events.put(event)
+        self._activity()
+
     def _outcome(self, what: str) -> None:
         if not self._first.is_set():
             self.first_outcome = what
@@ -209,32 +214,27 @@ class MqttLink:
         if reason.is_failure:
             if not (str(reason) == "Unsupported protocol version" and self.cfg.protocol is None):
                 self._outcome(f"refused: {reason}")  # (a fall-back to 3.1.1 is not an outcome yet)
-            self._events.put(("refused", str(reason)))
-            self._activity()
+            self._event(("refused", str(reason)))
             return
         self._connected.set()  # before the outcome: whoever waits for it then sees a connected link
         self._outcome("connected")
-        self._events.put(("connected", None))
-        self._activity()
+        self._event(("connected", None))
 
     def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
         self._outcome("unreachable")
-        self._events.put(("unreachable", None))
-        self._activity()
+        self._event(("unreachable", None))
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
         self._connected.clear()
-        self._events.put(("disconnected", str(reason)))
-        self._activity()
+        self._event(("disconnected", str(reason)))
 
     def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int, reason: Any, properties: Any) -> None:
         failed = bool(getattr(reason, "is_failure", False))
         self._acks.put((mid, failed, str(reason) if failed else ""))
-        self._activity()
+        self._activity()  # as _event: poll() applies the acknowledgement
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
-        self._events.put(("message", (msg.topic, bytes(msg.payload))))
-        self._activity()
+        self._event(("message", (msg.topic, bytes(msg.payload))))
 
     # ---- caller's thread ----
     @property
@@ -355,10 +355,15 @@ class MqttLink:
         self._inflight[info.mid] = item.id
         self._handed[item.id] = item.topic
 
+    def _rewind(self) -> None:
+        """Take the queue from its start again at the next :meth:`_feed` (what was handed over is skipped)."""
+        self._cursor, self._fed = 0, (-1, -1)
+
     def _feed(self) -> None:
         """Hand the next queued alerts to paho, oldest first, up to the window."""
         if self.queue.generation != self._generation:  # the queue was rebuilt (corrupt file): positions restart
-            self._generation, self._cursor, self._fed = self.queue.generation, 0, (-1, -1)
+            self._generation = self.queue.generation
+            self._rewind()
         free = self.window - len(self._handed)
         if free <= 0:
             return
@@ -433,10 +438,10 @@ class MqttLink:
         now = time.monotonic()
         if now >= self._retry_at and self.connected:  # a new round over the queue for the refused alerts
             self._retry_at = math.inf
-            self._cursor, self._fed = 0, (-1, -1)
+            self._rewind()
             log.info("sending the alerts the broker refused again")
         self._feed()
-        if self._outbox and now - self._outbox_since >= self.state_hold_s:
+        if self.outbox_wait_s(now) <= 0:
             self.send_outbox()
         if self._handed and self.connected and now - self._last_progress > self.ack_timeout_s:
             self._drop_stalled_connection(now)

@@ -383,9 +383,11 @@ class Gateway:
         """Hand one serial read of wearable ``i`` to the main loop (serial reader threads).
 
         A read without a frame delimiter waits here, in its reader thread, for the read that
-        ends its frame (up to ``PARTIAL_MAX`` bytes): nothing in it can be decoded before, and
-        every hand-off wakes the main loop (an idle line gives a frame as two reads, its
-        first byte and the rest). The decoder sees the same bytes in the same order.
+        ends its frame (up to ``PARTIAL_MAX`` bytes): nothing in it can be decoded before (an
+        idle line gives a frame as two reads, its first byte and the rest). The decoder sees
+        the same bytes in the same order. A hand-off wakes the main loop only when the
+        wearer's bytes not yet taken may complete its next window (or nothing is held, or the
+        queue grows long); the rest waits for the loop's own timer.
 
         Never blocks: when the main loop has fallen ``DATA_QUEUE_MAX`` reads behind, the
         read is dropped and counted (the decoder resynchronises at the next delimiter).
@@ -398,18 +400,19 @@ class Gateway:
             data, self._partial[i] = part + data, b""
         if len(self._data) < DATA_QUEUE_MAX:  # reader threads race here: the bound holds within their number
             self._data.append((i, data, time.monotonic()))
-            handed = self._handed[i] + len(data)
-            self._handed[i] = handed
-            # this may complete the wearer's next window, nothing is held (read_hold_ms 0), or the queue grows
-            # long: take it in now
+            self._handed[i] += len(data)  # only this wearer's reader thread writes it
             reads = self.reads
-            if handed - self._taken[i] >= reads.need(i) or not reads.hold_s or len(self._data) >= WAKE_QUEUED:
+            if self._untaken(i) >= reads.need(i) or not reads.hold_s or len(self._data) >= WAKE_QUEUED:
                 self._wake.set()
         else:
             self.dropped_reads += 1
             if self.dropped_reads in (1, 10, 100, 1000) or self.dropped_reads % 10000 == 0:
                 log.error("the main loop is %d serial reads behind: %d read(s) dropped so far", DATA_QUEUE_MAX,
                           self.dropped_reads)
+
+    def _untaken(self, i: int) -> int:
+        """Bytes of wearer ``i`` handed to the main loop and not yet taken in a read."""
+        return self._handed[i] - self._taken[i]
 
     def _next_read(self, *, drain: bool = False) -> tuple[int, bytes] | None:
         """Take the queued chunks in (while fewer than the limit are held); then the next read that is
@@ -577,7 +580,7 @@ class Gateway:
         ahead = p.frames_to_window()
         need = None if ahead is None else w.decoder.wire_bytes(ahead)
         self.reads.set_need(i, need)
-        if need is not None and self._handed[i] - self._taken[i] >= need:  # queued meanwhile, before the need was known
+        if need is not None and self._untaken(i) >= need:  # queued meanwhile, before the need was known
             self._wake.set()
         if self._due_n and not defer:
             self.classify_due()
